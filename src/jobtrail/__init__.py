@@ -1,0 +1,26 @@
+"""jobtrail: run jobs in a process pool and watch their logs as closely as from a terminal."""
+
+from jobtrail.errors import (
+    InvalidParams,
+    JobFinished,
+    JobNotFound,
+    JobtrailError,
+    LogsExpired,
+    UnknownJobType,
+)
+from jobtrail.executor.runner import progress
+from jobtrail.models import Job, JobStatus
+from jobtrail.registry import job
+
+__all__ = [
+    "InvalidParams",
+    "Job",
+    "JobFinished",
+    "JobNotFound",
+    "JobStatus",
+    "JobtrailError",
+    "LogsExpired",
+    "UnknownJobType",
+    "job",
+    "progress",
+]

@@ -1,0 +1,73 @@
+"""Jobs: submit, list, show (with the newest log lines), cancel; job types; health."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from jobtrail.api.deps import get_server
+from jobtrail.api.schemas import ErrorOut, Health, JobList, JobOut, JobTypeOut, SubmitJob, job_out
+from jobtrail.models import JobStatus
+from jobtrail.registry import job_types
+from jobtrail.server import JobServer
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+Server = Annotated[JobServer, Depends(get_server)]
+RECENT_LOGS = 50
+
+
+@router.post(
+    "/jobs", status_code=202, response_model=JobOut, responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+)
+def submit_job(body: SubmitJob, server: Server) -> JobOut:
+    job = server.submit(body.type, body.params)
+    return job_out(job, server.log_file(job.job_id))
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    server: Server,
+    status: JobStatus | None = None,
+    type: Annotated[str | None, Query(max_length=48)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobList:
+    jobs = server.list(status.value if status else None, type, limit)
+    return JobList(jobs=[job_out(job, server.log_file(job.job_id)) for job in jobs], count=len(jobs))
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
+async def get_job(job_id: str, server: Server) -> JobOut:
+    job = server.get(job_id)
+    recent = [] if job.logs_expired else server.store.recent(job_id, RECENT_LOGS)
+    return job_out(job, server.log_file(job_id), recent)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+)
+def cancel_job(job_id: str, server: Server) -> JobOut:
+    job = server.cancel(job_id)
+    return job_out(job, server.log_file(job_id))
+
+
+@router.get("/job-types", response_model=list[JobTypeOut])
+def list_job_types() -> list[JobTypeOut]:
+    return [
+        JobTypeOut(name=t.name, description=t.description, params_schema=t.schema())
+        for t in sorted(job_types().values(), key=lambda t: t.name)
+    ]
+
+
+@router.get("/health", response_model=Health)
+async def health(server: Server) -> Health:
+    running = server.pool.running_pids()
+    return Health(
+        status="ok",
+        workers=server.pool.size,
+        workers_alive=server.pool.alive_workers(),
+        pending=server.pool.pending_count(),
+        running=len(running),
+    )

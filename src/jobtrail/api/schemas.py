@@ -1,0 +1,128 @@
+"""The API's pydantic models; internal dataclasses are converted here, at the edge."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobtrail.models import Job, JobStatus
+
+
+class Level(str, Enum):
+    """Minimum severity of the records to return."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class SubmitJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="A registered job type; GET /api/job-types lists them.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Checked against the job's signature.")
+
+
+class LogRecordOut(BaseModel):
+    """One captured record; Ansible records and tracebacks carry extra keys."""
+
+    model_config = ConfigDict(extra="allow")
+    seq: int
+    timestamp: str
+    level: str
+    logger: str
+    message: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    job_type: str
+    params: dict[str, Any]
+    status: JobStatus
+    progress: float
+    current_step: str | None
+    result: Any = None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    log_file: str | None
+    logs_expired: bool = False
+    records_dropped: int = Field(0, description="Records lost on the way (counted, never silent).")
+    log_note: str | None = Field(None, description="Why the log is incomplete, when it is.")
+    recent_logs: list[LogRecordOut] = Field(default_factory=list, description="Newest first.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    count: int
+
+
+class LogsOut(BaseModel):
+    job_id: str
+    format: LogFormat
+    total_lines: int = Field(description="Number of entries in `logs`.")
+    logs: list[str] | list[LogRecordOut]
+    log_file: str | None
+    first_seq: int | None = Field(description="Seq of the first entry returned.")
+    last_seq: int | None = Field(description="Seq of the last entry returned: pass it as `after`.")
+    latest_seq: int = Field(description="Highest seq written for this job so far.")
+    truncated_before: int = Field(description="Lowest seq still kept after rotation.")
+    more: bool = Field(description="More matching records follow `last_seq` (with `after`).")
+
+
+class JobTypeOut(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+    workers: int
+    workers_alive: int
+    pending: int
+    running: int
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_RECENT_KEYS = ("seq", "timestamp", "level", "logger", "message")
+
+
+def timestamp(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None = None) -> JobOut:
+    return JobOut(
+        job_id=job.job_id,
+        job_type=job.job_type,
+        params=job.params,
+        status=job.status,
+        progress=job.progress,
+        current_step=job.current_step,
+        result=job.result,
+        error=job.error,
+        created_at=timestamp(job.created_at),  # type: ignore[arg-type]
+        started_at=timestamp(job.started_at),
+        completed_at=timestamp(job.completed_at),
+        log_file=log_file,
+        logs_expired=job.logs_expired,
+        records_dropped=int(job.extra.get("dropped", 0)),
+        log_note=job.extra.get("log_note"),
+        recent_logs=[
+            LogRecordOut.model_validate({k: r[k] for k in _RECENT_KEYS if k in r}) for r in recent or []
+        ],
+    )

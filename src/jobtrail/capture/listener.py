@@ -1,0 +1,123 @@
+"""The one listener: the only writer of log files, reading every worker's pipe.
+
+It runs as a thread of the server rather than a process of its own: it mostly waits in
+``wait()`` and ``os.write`` (both release the GIL), appends pre-rendered bytes, and keeps
+ring buffers in the same memory the API reads, so ``GET /api/jobs/{id}`` never crosses a
+process boundary. ``benchmarks/api_latency.py`` measures what it costs the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+log = logging.getLogger("jobtrail.listener")
+
+MAX_MESSAGES_PER_TURN = 64  # per ready pipe, so one flooding worker cannot starve the rest
+
+
+class RecordSink(Protocol):
+    def append(self, job_id: str, payload: bytes, first_seq: int, count: int, levels_mask: int) -> None: ...
+    def close_job(self, job_id: str) -> None: ...
+
+
+class LogListener:
+    """Reads batches from worker pipes into the store; passes control messages on.
+
+    ``on_message(worker_id, message)`` gets everything that is not a batch (start, progress,
+    end, ready) in pipe order, i.e. after the batches sent before it were appended.
+    ``on_drained(worker_id)`` says a worker's pipe reached EOF: it and all its descendants
+    are gone, and everything they sent is written.
+    """
+
+    def __init__(
+        self,
+        sink: RecordSink,
+        on_message: Callable[[int, tuple[Any, ...]], None],
+        on_drained: Callable[[int], None],
+    ) -> None:
+        self._sink = sink
+        self._on_message = on_message
+        self._on_drained = on_drained
+        self._channels: dict[Connection, int] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self.batches = 0
+        self.records = 0
+        self._thread = threading.Thread(target=self._run, name="jobtrail-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add_channel(self, worker_id: int, conn: Connection) -> None:
+        with self._lock:
+            self._channels[conn] = worker_id
+        self._wake()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Drain what is readable now, then stop; records sent later are not written."""
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout)
+        with self._lock:
+            for conn in self._channels:
+                conn.close()
+            self._channels.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                conns = list(self._channels)
+            ready = wait([*conns, self._wake_r])
+            for item in ready:
+                if item == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                assert isinstance(item, Connection)
+                self._read_some(item)
+            if self._stopping:
+                return
+
+    def _read_some(self, conn: Connection) -> None:
+        worker_id = self._channels[conn]
+        try:
+            for _ in range(MAX_MESSAGES_PER_TURN):
+                self._handle(worker_id, conn.recv())
+                if not conn.poll():
+                    return
+        except (EOFError, OSError):
+            self._close_channel(conn, worker_id)
+        except Exception:  # a torn message from a killed worker: its pipe is done
+            log.exception("unreadable message from worker %s; closing its pipe", worker_id)
+            self._close_channel(conn, worker_id)
+
+    def _close_channel(self, conn: Connection, worker_id: int) -> None:
+        with self._lock:
+            self._channels.pop(conn, None)
+        conn.close()
+        self._on_drained(worker_id)
+
+    def _handle(self, worker_id: int, message: tuple[Any, ...]) -> None:
+        if message[0] == "batch":
+            _, job_id, first_seq, count, mask, payload = message
+            self._sink.append(job_id, payload, first_seq, count, mask)
+            self.batches += 1
+            self.records += count
+            return
+        if message[0] == "end":
+            self._sink.close_job(message[1])
+        self._on_message(worker_id, message)

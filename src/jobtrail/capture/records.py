@@ -1,0 +1,144 @@
+"""The one line format every log record takes, from the worker that renders it to the API.
+
+A record is one JSON object on one line (JSONL), keys in a fixed order::
+
+    {"seq":7,"timestamp":"2026-11-25T12:00:00.123456Z","level":"INFO","logger":"app",
+     "message":"...","thread":"MainThread", ...extra fields such as "exc_text", "host"}
+
+The worker renders the whole line (so nothing unpicklable ever crosses a process boundary
+and the listener only appends bytes); the store parses lines only when a reader asks.
+Because JSON escapes every quote inside a string, the byte pattern ``"level":"ERROR"``
+can only ever be the record's own level key: readers use that to filter without parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVEL_NUMBERS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+# One bit per standard level, so a batch can say which levels it holds in one small integer.
+LEVEL_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(LEVELS)}
+
+MAX_LINE_BYTES = 64 * 1024
+CUT_MARKER = " …[cut: {} more bytes]"
+
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def level_name(levelno: int) -> str:
+    """Map any level number (custom levels included) onto the standard level at or below it."""
+    if levelno >= 50:
+        return "CRITICAL"
+    if levelno >= 40:
+        return "ERROR"
+    if levelno >= 30:
+        return "WARNING"
+    if levelno >= 20:
+        return "INFO"
+    return "DEBUG"
+
+
+def levels_at_or_above(name: str) -> int:
+    """The bit mask of every standard level at or above ``name``."""
+    mask = 0
+    for level in LEVELS[LEVELS.index(name) :]:
+        mask |= LEVEL_BITS[level]
+    return mask
+
+
+def _terminal_line(line: str) -> str:
+    """What a terminal would show for a line with carriage returns: the last overwrite."""
+    parts = [p for p in line.split("\r") if p]
+    return parts[-1] if parts else ""
+
+
+def clean_text(text: str) -> str:
+    """Make job output safe to serve: no ANSI codes, no stray CR, no control characters.
+
+    Control characters other than newline and tab are shown escaped (``\\x07``) rather than
+    dropped, so the text says something was there. Newlines stay: a multi-line message is one
+    record. A message longer than MAX_LINE_BYTES (UTF-8) is cut with a visible marker.
+    """
+    if _CONTROL.search(text) is not None:
+        if "\x1b" in text:
+            text = _ANSI.sub("", text)
+        if "\r" in text:
+            text = "\n".join(_terminal_line(line) for line in text.replace("\r\n", "\n").split("\n"))
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    if len(text) > MAX_LINE_BYTES // 4:
+        raw = text.encode("utf-8", "replace")
+        if len(raw) > MAX_LINE_BYTES:
+            kept = raw[:MAX_LINE_BYTES].decode("utf-8", "ignore")
+            text = kept + CUT_MARKER.format(len(raw) - len(kept.encode("utf-8")))
+    return text
+
+
+class TimestampFormatter:
+    """ISO 8601 UTC timestamps; the per-second prefix is cached because records come in bursts."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1_000_000):06d}Z"
+
+
+def encode_record(
+    seq: int,
+    timestamp: str,
+    level: str,
+    logger: str,
+    message: str,
+    thread: str,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render one record as a JSONL line (with its newline). Strings must already be cleaned."""
+    line = (
+        f'{{"seq":{seq},"timestamp":"{timestamp}","level":"{level}",'
+        f'"logger":{_encode_str(logger)},"message":{_encode_str(message)},'
+        f'"thread":{_encode_str(thread)}'
+    )
+    if extra:
+        for key, value in extra.items():
+            if isinstance(value, str):
+                line += f",{_encode_str(key)}:{_encode_str(value)}"
+            else:
+                line += f",{_encode_str(key)}:{json.dumps(value, default=str)}"
+    return line + "}\n"
+
+
+def decode_record(line: bytes | str) -> dict[str, Any] | None:
+    """Parse one stored line; None for a torn or corrupt line (e.g. the last one after a crash)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+        return None
+    return record
+
+
+def text_line(record: Mapping[str, Any]) -> str:
+    """``[YYYY-mm-dd HH:MM:SS] LEVEL: message``; continuation lines are indented.
+
+    The indent means a message holding a newline followed by a fake ``[time] LEVEL:`` prefix
+    can never pass for a record of its own in the text format.
+    """
+    ts = str(record.get("timestamp", ""))[:19].replace("T", " ")
+    message = str(record.get("message", ""))
+    exc = record.get("exc_text")
+    if exc:
+        message = f"{message}\n{exc}"
+    return f"[{ts}] {record.get('level', 'INFO')}: {message.replace(chr(10), chr(10) + '    ')}"

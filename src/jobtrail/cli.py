@@ -1,0 +1,331 @@
+"""The `jobtrail` command: run the server, and talk to it from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from jobtrail.capture.records import text_line
+from jobtrail.server import START_METHODS, JobServer, ServerConfig, default_home, default_start_method
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+TERMINAL = ("completed", "failed", "cancelled")
+_COLOURS = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+_STATUS_COLOURS = {"completed": "\x1b[32m", "failed": "\x1b[31m", "cancelled": "\x1b[33m"}
+
+
+class CLIError(Exception):
+    """A message for the person at the terminal; printed without a traceback."""
+
+
+# -- output helpers -------------------------------------------------------------------------
+def _colour(text: str, code: str | None, enabled: bool) -> str:
+    return f"{code}{text}\x1b[0m" if enabled and code else text
+
+
+def _print_record(record: dict[str, Any], colour: bool) -> None:
+    print(_colour(text_line(record), _COLOURS.get(str(record.get("level"))), colour), flush=True)
+
+
+def _params(pairs: Sequence[str]) -> dict[str, Any]:
+    """key=value pairs; values are read as JSON when they parse (3, true, [1]) and text otherwise."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"params are key=value; got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+# -- client ---------------------------------------------------------------------------------
+class Client:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CLIError(f"cannot reach the jobtrail server at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise CLIError(f"{response.status_code}: {detail}")
+        return response.json()
+
+    def follow(self, job_id: str, colour: bool, after: int = 0, level: str = "DEBUG") -> dict[str, Any]:
+        """Print the job's records as they come, until it ends; returns the final job."""
+        while True:
+            job = self.request("GET", f"/api/jobs/{job_id}")
+            while True:
+                page = self.request(
+                    "GET",
+                    f"/api/jobs/{job_id}/logs",
+                    params={"after": after, "tail": 1000, "format": "json", "level": level},
+                )
+                for record in page["logs"]:
+                    _print_record(record, colour)
+                if page["last_seq"] is not None:
+                    after = page["last_seq"]
+                if not page["more"]:
+                    break
+            if job["status"] in TERMINAL:
+                return dict(job)
+            time.sleep(0.3)
+
+
+def _exit_code(job: dict[str, Any]) -> int:
+    return {"completed": 0, "cancelled": 3}.get(job["status"], 1)
+
+
+def _summary(job: dict[str, Any], colour: bool) -> str:
+    status = _colour(job["status"], _STATUS_COLOURS.get(job["status"]), colour)
+    line = f"{job['job_id']}  {status}  {job['progress']:.0f}%"
+    if job.get("error"):
+        line += f"  error: {job['error']}"
+    return line
+
+
+# -- verbs ----------------------------------------------------------------------------------
+def _config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        home=Path(args.home),
+        workers=args.workers,
+        start_method=args.start_method,
+        job_modules=tuple(args.jobs_module or ()),
+        playbooks=Path(args.playbooks) if args.playbooks else None,
+        log_max_bytes=args.log_max_bytes,
+        retention_hours=args.retention_hours,
+        worker_nice=args.worker_nice,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from jobtrail.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for module in args.jobs_module or ():
+        __import__(module)
+    uvicorn.run(create_app(_config(args)), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = Client(args.url)
+    job = client.request("POST", "/api/jobs", json={"type": args.type, "params": _params(args.params)})
+    if args.follow:
+        job = client.follow(job["job_id"], _use_colour())
+    elif args.wait:
+        while job["status"] not in TERMINAL:
+            time.sleep(0.3)
+            job = client.request("GET", f"/api/jobs/{job['job_id']}")
+    print(json.dumps(job, indent=2) if args.json else _summary(job, _use_colour()))
+    return _exit_code(job) if (args.follow or args.wait) else 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    if args.type:
+        params["type"] = args.type
+    listing = Client(args.url).request("GET", "/api/jobs", params=params)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    colour = _use_colour()
+    for job in listing["jobs"]:
+        print(f"{job['created_at'][:19]}  {job['job_type']:<16} {_summary(job, colour)}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    client = Client(args.url)
+    colour = _use_colour()
+    page = client.request(
+        "GET",
+        f"/api/jobs/{args.job_id}/logs",
+        params={"tail": args.tail, "level": args.level, "format": "json"},
+    )
+    if args.json and not args.follow:
+        print(json.dumps(page, indent=2))
+        return 0
+    for record in page["logs"]:
+        _print_record(record, colour)
+    if not args.follow:
+        return 0
+    job = client.follow(args.job_id, colour, after=page["last_seq"] or 0, level=args.level)
+    return _exit_code(job)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = Client(args.url).request("POST", f"/api/jobs/{args.job_id}/cancel")
+    print(json.dumps(job, indent=2) if args.json else _summary(job, _use_colour()))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from jobtrail.capture.store import JobLogStore
+    from jobtrail.db import JobDB
+    from jobtrail.retention import expire_logs
+
+    home = Path(args.home).expanduser()
+    if not (home / "jobs.sqlite3").exists():
+        raise CLIError(f"no jobtrail home at {home} (set --home or JOBTRAIL_HOME)")
+    db = JobDB(home / "jobs.sqlite3")
+    store = JobLogStore(home / "logs")
+    try:
+        expired = expire_logs(db, store, args.older_than, dry_run=args.dry_run)
+    finally:
+        store.close()
+        db.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} the logs of {len(expired)} job(s) older than {args.older_than:g} h")
+    for job_id in expired:
+        print(f"  {job_id}")
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from jobtrail.api.app import create_app
+
+    home = Path(tempfile.mkdtemp(prefix="jobtrail-demo-"))
+    port = args.port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = JobServer(ServerConfig(home=home, workers=2))
+    server.start()
+    uv = uvicorn.Server(uvicorn.Config(create_app(server=server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not uv.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise CLIError("the demo server did not start")
+            time.sleep(0.05)
+        client = Client(url)
+        job = client.request("POST", "/api/jobs", json={"type": args.type, "params": {}})
+        job_id = job["job_id"]
+        print(f"jobtrail demo: server at {url} (home {home}); running job {job_id}\n", flush=True)
+        job = client.follow(job_id, _use_colour())
+        print(f"\n{_summary(job, _use_colour())}")
+        print(f"\nTry:\n  curl {url}/api/jobs/{job_id}\n  curl '{url}/api/jobs/{job_id}/logs?tail=20&level=WARNING'")
+        print(f"  curl {url}/api/jobs\n  open {url}/docs for the whole API")
+        if args.keep:
+            print("\nServing until Ctrl-C ...", flush=True)
+            while thread.is_alive():
+                thread.join(0.5)
+        return _exit_code(job)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        server.stop()
+
+
+def _use_colour() -> bool:
+    return sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobtrail", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_verb(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--url", default=os.environ.get("JOBTRAIL_URL", DEFAULT_URL), help="server URL (env JOBTRAIL_URL)")
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+        return p
+
+    serve = sub.add_parser("serve", help="run the API server and its worker pool")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--home", default=str(default_home()), help="data directory (env JOBTRAIL_HOME)")
+    serve.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    serve.add_argument("--start-method", choices=START_METHODS, default=default_start_method())
+    serve.add_argument("--jobs-module", action="append", help="module that registers job types (repeatable)")
+    serve.add_argument("--playbooks", help="directory of Ansible playbooks")
+    serve.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024, help="size of one log segment")
+    serve.add_argument("--retention-hours", type=float, default=72.0)
+    serve.add_argument("--worker-nice", type=int, default=10, help="CPU niceness of job processes (0: same as server)")
+    serve.set_defaults(func=cmd_serve)
+
+    submit = client_verb("submit", "submit a job: TYPE key=value ...")
+    submit.add_argument("type")
+    submit.add_argument("params", nargs="*", metavar="key=value")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end; exit with its status")
+    submit.add_argument("--follow", "-f", action="store_true", help="print its log as it runs")
+    submit.set_defaults(func=cmd_submit)
+
+    jobs = client_verb("jobs", "list jobs, newest first")
+    jobs.add_argument("--status", choices=["pending", "running", *TERMINAL])
+    jobs.add_argument("--type")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=cmd_jobs)
+
+    logs = client_verb("logs", "print a job's log")
+    logs.add_argument("job_id")
+    logs.add_argument("--tail", type=int, default=100)
+    logs.add_argument("--level", default="DEBUG", type=str.upper)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    logs.set_defaults(func=cmd_logs)
+
+    cancel = client_verb("cancel", "cancel a pending or running job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=cmd_cancel)
+
+    cleanup = sub.add_parser("cleanup", help="delete logs past retention")
+    cleanup.add_argument("--home", default=str(default_home()))
+    cleanup.add_argument("--older-than", type=float, default=72.0, metavar="HOURS")
+    cleanup.add_argument("--dry-run", action="store_true")
+    cleanup.set_defaults(func=cmd_cleanup)
+
+    demo = sub.add_parser("demo", help="start a server on a temporary home and run a demo job")
+    demo.add_argument("--type", default="demo", help="job type to run")
+    demo.add_argument("--port", type=int, default=0)
+    demo.add_argument("--keep", action="store_true", help="keep serving after the job ends")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CLIError as exc:
+        print(f"jobtrail: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

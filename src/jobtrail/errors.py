@@ -1,0 +1,73 @@
+"""Everything jobtrail raises on purpose, under one base class.
+
+    JobtrailError
+     ├── JobNotFound          no job has this id (or it is not an id jobtrail issues)
+     ├── UnknownJobType       the type is not registered
+     ├── InvalidParams        params do not fit the job function's signature
+     ├── JobFinished          the job already ended, so it cannot be cancelled
+     ├── LogsExpired          the job's logs were removed by retention
+     ├── QueueFull            too many jobs are waiting already
+     └── InvalidQuery         a query parameter cannot be used as given
+
+The API maps each class to one HTTP status in one place (``api/app.py``); the messages are
+written for the person who has to fix the request.
+"""
+
+from __future__ import annotations
+
+
+class JobtrailError(Exception):
+    """Base class of every error jobtrail raises on purpose."""
+
+
+class JobNotFound(JobtrailError):
+    """No job has this id (it may never have existed, or it is not of jobtrail's shape)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class UnknownJobType(JobtrailError):
+    """The requested job type is not registered; the message lists the ones that are."""
+
+    def __init__(self, job_type: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown job type {job_type!r}; known types: {', '.join(sorted(known)) or 'none'}"
+        )
+        self.job_type = job_type
+
+
+class InvalidParams(JobtrailError):
+    """The params do not fit the job function: each problem names its parameter."""
+
+    def __init__(self, job_type: str, problems: list[str]) -> None:
+        super().__init__(f"invalid params for {job_type!r}: " + "; ".join(problems))
+        self.problems = problems
+
+
+class JobFinished(JobtrailError):
+    """The job already reached a terminal status."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id!r} already ended with status {status!r}")
+
+
+class LogsExpired(JobtrailError):
+    """Retention removed the job's logs; the job record itself is kept."""
+
+    def __init__(self, job_id: str, hours: float) -> None:
+        super().__init__(
+            f"the logs of job {job_id!r} were deleted by retention (older than {hours:g} h)"
+        )
+
+
+class QueueFull(JobtrailError):
+    """Too many jobs are already pending; submit again once some have started."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are already pending (the limit); try again later")
+
+
+class InvalidQuery(JobtrailError):
+    """A query parameter has a value the API cannot use; the message says which and why."""

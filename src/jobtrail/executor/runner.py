@@ -1,0 +1,184 @@
+"""The code that runs inside a worker process: take a job, run it, report how it ended.
+
+Everything the worker says goes down one pipe to the server's listener, in order: the
+job's log batches, its progress, and finally its end. That single channel is what makes
+the end-of-job barrier simple: when the listener reads "end", every record is written.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from jobtrail.capture import worker as capture
+from jobtrail.registry import get_job_type
+
+WORKER_MARK_ENV = "JOBTRAIL_WORKER"  # inherited by every descendant: finds orphans later
+BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs",)
+log = logging.getLogger("jobtrail")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs to know; picklable, so it reaches spawn and forkserver children."""
+
+    home_mark: str
+    job_modules: tuple[str, ...] = ()
+    capture_level: int = logging.DEBUG
+    nice: int = 10
+    sys_path: tuple[str, ...] = field(default_factory=tuple)
+
+
+class JobCancelled(BaseException):
+    """Raised in the job's main thread on SIGTERM; a BaseException so `except Exception`
+    in job code cannot swallow it."""
+
+
+_batcher: capture.RecordBatcher | None = None
+_running = threading.Event()
+
+
+def progress(pct: float, step: str | None = None) -> None:
+    """Report how far the current job is (0-100) and, optionally, what it is doing now.
+
+    Safe from any thread of the job; a no-op outside a worker, so job functions stay
+    callable from plain scripts and tests.
+    """
+    if _batcher is not None:
+        _batcher.set_progress(max(0.0, min(100.0, float(pct))), None if step is None else str(step))
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if _running.is_set():
+        _running.clear()
+        raise JobCancelled()
+    os._exit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the server dies, instead of leaving it orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(worker_id: int, control: Connection, channel: Connection, settings: WorkerSettings) -> None:
+    """Entry point of a worker process; returns when the server sends None or goes away."""
+    global _batcher
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server's terminal is the server's
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_parent()
+    os.environ[WORKER_MARK_ENV] = f"{settings.home_mark}/{worker_id}"
+    for path in settings.sys_path:
+        if path not in sys.path:
+            sys.path.append(path)
+    if settings.nice:
+        try:
+            os.nice(settings.nice)
+        except OSError:
+            pass
+    _batcher = batcher = capture.RecordBatcher(channel.send)
+    capture.install(batcher, settings.capture_level, clear_inherited=True)
+    streams = capture.StreamCapture(batcher)
+    streams.start()
+    for module in (*BUILTIN_JOB_MODULES, *settings.job_modules):
+        importlib.import_module(module)
+    channel.send(("ready", worker_id, os.getpid()))
+    while True:
+        try:
+            task = control.recv()
+        except (EOFError, OSError):
+            break
+        if task is None:
+            break
+        job_id, job_type, params = task
+        cancelled = _run_one(batcher, streams, job_id, job_type, params)
+        if cancelled:
+            break  # a cancelled job may have left state behind: this worker is replaced
+    batcher.close()
+
+
+def _run_one(
+    batcher: capture.RecordBatcher,
+    streams: capture.StreamCapture,
+    job_id: str,
+    job_type: str,
+    params: dict[str, Any],
+) -> bool:
+    batcher.begin_job(job_id)
+    batcher.send_event(("start", job_id, os.getpid()))
+    outcome: dict[str, Any]
+    _running.set()
+    try:
+        result = get_job_type(job_type).func(**params)
+        _running.clear()
+        outcome = {"status": "completed", "result": _jsonable(result)}
+    except JobCancelled:
+        log.warning("job cancelled: stopping it and its child processes")
+        outcome = {"status": "cancelled", "error": "cancelled on request"}
+    except SystemExit as exc:
+        _running.clear()
+        log.error("job called sys.exit(%r)", exc.code)
+        outcome = {"status": "failed", "error": f"job called sys.exit({exc.code!r})"}
+    except BaseException as exc:  # the job's own failure, whatever it is: report it
+        _running.clear()
+        log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        outcome = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        }
+    finally:
+        _running.clear()
+    _stop_leftover_children()
+    if not streams.sync():
+        log.warning("jobtrail: output of child processes may be incomplete (sync timed out)")
+        streams.sync(timeout=1.0)
+    batcher.finish_job(outcome)
+    return outcome["status"] == "cancelled"
+
+
+def _stop_leftover_children() -> None:
+    """A job's children must not outlive it: they would write into the next job's log."""
+    children = psutil.Process().children(recursive=True)
+    if not children:
+        return
+    log.warning(
+        "jobtrail: stopping %d process(es) the job left running: %s",
+        len(children),
+        ", ".join(f"{c.pid}" for c in children),
+    )
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=2.0)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=2.0)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

@@ -1,0 +1,117 @@
+"""Job types: plain functions registered with ``@job("name")``.
+
+Params are validated against the function's signature and annotations (through a pydantic
+model built from it) in the server, before a job is queued, so a typo fails the request
+instead of a worker minutes later.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+
+from jobtrail.errors import InvalidParams, UnknownJobType
+from jobtrail.models import is_job_type_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+Validator = Callable[[dict[str, Any]], dict[str, Any]]
+
+_SECRET_NAME = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth", re.I)
+MASK = "********"
+
+
+def looks_secret(name: str) -> bool:
+    """Names such as password, db_pass, api_key, token, secret, credentials."""
+    return _SECRET_NAME.search(name) is not None or name.lower().endswith("key")
+
+
+def mask_secrets(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy that is safe to show: secret-looking names masked, nested objects too."""
+    shown: dict[str, Any] = {}
+    for key, value in params.items():
+        if looks_secret(key) and value not in (None, ""):
+            shown[key] = MASK
+        elif isinstance(value, dict):
+            shown[key] = mask_secrets(value)
+        else:
+            shown[key] = value
+    return shown
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    func: Callable[..., Any]
+    description: str
+    model: type[pydantic.BaseModel]
+    check: Validator | None = None
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Checked and coerced params, or InvalidParams naming each bad parameter."""
+        try:
+            values = self.model.model_validate(params).model_dump(mode="json")
+        except pydantic.ValidationError as exc:
+            raise InvalidParams(self.name, [_describe(err) for err in exc.errors()]) from None
+        return self.check(values) if self.check else values
+
+    def schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "params"
+    if err["type"] == "missing":
+        return f"{where}: required parameter is missing"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown parameter"
+    return f"{where}: {err['msg']}"
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def _model_for(name: str, func: Callable[..., Any]) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    hints = inspect.get_annotations(func, eval_str=True)
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"job {name!r}: *args/**kwargs cannot be validated; name each parameter")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        f"{name}_params", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+    )
+
+
+def job(name: str, *, check: Validator | None = None) -> Callable[[F], F]:
+    """Register ``func`` as the job type ``name``; the function itself is returned unchanged.
+
+    ``check`` runs after type validation in the server, for rules a signature cannot express
+    (say, a path that must stay inside a directory); it raises InvalidParams.
+    """
+    if not is_job_type_name(name):
+        raise ValueError(f"job type names are lowercase letters, digits and _; got {name!r}")
+
+    def register(func: F) -> F:
+        doc = inspect.getdoc(func) or ""
+        _REGISTRY[name] = JobType(name, func, doc.split("\n\n")[0], _model_for(name, func), check)
+        return func
+
+    return register
+
+
+def get_job_type(name: str) -> JobType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownJobType(name, list(_REGISTRY)) from None
+
+
+def job_types() -> dict[str, JobType]:
+    return dict(_REGISTRY)

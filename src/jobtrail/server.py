@@ -1,0 +1,288 @@
+"""The server-side core: the home, the job records, the listener and the pool, wired together.
+
+The API and the CLI's embedded server only talk to ``JobServer``; it owns no HTTP.
+Job state of pending and running jobs lives in memory (``_active``) and is written through
+to SQLite on every change but progress, which is persisted at most every
+``PROGRESS_PERSIST_SECONDS``, so a chatty job cannot turn into a stream of disk writes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from jobtrail.capture.listener import LogListener
+from jobtrail.capture.store import JobLogStore
+from jobtrail.db import JobDB
+from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
+from jobtrail.executor.pool import WorkerPool, kill_tree, processes_marked
+from jobtrail.executor.runner import BUILTIN_JOB_MODULES, WorkerSettings
+from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
+from jobtrail.registry import get_job_type, mask_secrets
+from jobtrail.retention import expire_logs
+
+log = logging.getLogger("jobtrail.server")
+
+START_METHODS = ("fork", "spawn", "forkserver")
+PROGRESS_PERSIST_SECONDS = 1.0
+SERVER_STOPPED = "the server stopped while the job was running"
+
+
+def default_start_method() -> str:
+    """forkserver: workers start from a clean single-threaded process, not a copy of the
+    multi-threaded server (fork), and faster than spawn; env JOBTRAIL_START_METHOD overrides."""
+    method = os.environ.get("JOBTRAIL_START_METHOD", "forkserver")
+    if method not in START_METHODS:
+        raise ValueError(f"JOBTRAIL_START_METHOD must be one of {', '.join(START_METHODS)}; got {method!r}")
+    return method
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("JOBTRAIL_HOME", "~/.jobtrail")).expanduser()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    home: Path = field(default_factory=default_home)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    start_method: str = field(default_factory=default_start_method)
+    job_modules: tuple[str, ...] = ()
+    playbooks: Path | None = None
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_segments: int = 5
+    retention_hours: float = 72.0
+    capture_level: int = logging.DEBUG
+    worker_nice: int = 10
+    max_pending: int = 10_000
+
+
+class HomeInUse(RuntimeError):
+    """Another jobtrail server already uses this home."""
+
+
+class JobServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
+            importlib.import_module(module)
+        self.home = config.home.expanduser().resolve()
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
+        self.mark = "jt-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        self.db = JobDB(self.home / "jobs.sqlite3")
+        self.store = JobLogStore(
+            self.home / "logs", max_segment_bytes=config.log_max_bytes, max_segments=config.log_segments
+        )
+        self._lock = threading.Lock()
+        self._active: dict[str, Job] = {}
+        self._payloads: dict[str, dict[str, Any]] = {}
+        self._progress_saved: dict[str, float] = {}
+        self._ended = threading.Condition(self._lock)
+        self.listener = LogListener(self.store, self._on_message, self._on_drained)
+        context = multiprocessing.get_context(config.start_method)
+        if config.start_method == "forkserver":
+            context.set_forkserver_preload(["jobtrail.executor.runner"])
+        settings = WorkerSettings(
+            home_mark=self.mark,
+            job_modules=config.job_modules,
+            capture_level=config.capture_level,
+            nice=config.worker_nice,
+            sys_path=tuple(sys.path),
+        )
+        self.pool = WorkerPool(config.workers, context, settings, self.listener, self)
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover from a previous server's end, then start the listener and the workers."""
+        orphans = processes_marked(self.mark)
+        if orphans:
+            log.warning("stopping %d process(es) left by a previous server", len(orphans))
+            kill_tree(orphans, grace=1.0)
+        failed = self.db.fail_running(SERVER_STOPPED, time.time())
+        if failed:
+            log.warning("marked %d job(s) failed: %s", len(failed), SERVER_STOPPED)
+        self.listener.start()
+        self.pool.start()
+        for job_id, job_type, payload in self.db.pending_payloads():
+            job = self.db.get(job_id)
+            if job is not None:
+                with self._lock:
+                    self._active[job_id] = job
+                    self._payloads[job_id] = payload
+                self.pool.submit(job_id, job_type, payload)
+        self._started = True
+
+    def stop(self) -> None:
+        if not self._started:
+            self._close_files()
+            return
+        self._started = False
+        interrupted = self.pool.stop()
+        self.listener.stop()
+        now = time.time()
+        for job_id in interrupted:
+            with self._lock:
+                job = self._active.pop(job_id, None)
+            if job is not None and not job.status.terminal:
+                self.db.update(
+                    job_id, status=JobStatus.FAILED, error=SERVER_STOPPED, completed_at=now, payload=None
+                )
+        with self._lock:
+            for job in self._active.values():
+                if job.status is JobStatus.RUNNING:
+                    self.db.update(job.job_id, status=JobStatus.FAILED, error=SERVER_STOPPED, completed_at=now)
+        self._close_files()
+
+    def _close_files(self) -> None:
+        self.store.close()
+        self.db.close()
+        self._lock_file.close()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def submit(self, job_type: str, params: dict[str, Any]) -> Job:
+        values = get_job_type(job_type).validate(params)
+        if self.pool.pending_count() >= self.config.max_pending:
+            raise QueueFull(self.config.max_pending)
+        job = Job(
+            job_id=new_job_id(job_type),
+            job_type=job_type,
+            params=mask_secrets(values),
+            created_at=time.time(),
+        )
+        self.db.insert(job, values)
+        with self._lock:
+            self._active[job.job_id] = job
+        self.pool.submit(job.job_id, job_type, values)
+        return replace(job)
+
+    def get(self, job_id: str) -> Job:
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id)
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is not None:
+                return replace(job)
+        found = self.db.get(job_id)
+        if found is None:
+            raise JobNotFound(job_id)
+        return found
+
+    def list(self, status: str | None = None, job_type: str | None = None, limit: int = 50) -> list[Job]:
+        jobs = self.db.list(status, job_type, limit)
+        with self._lock:
+            return [replace(self._active.get(job.job_id, job)) for job in jobs]
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status.terminal:
+            raise JobFinished(job_id, job.status.value)
+        where = self.pool.cancel(job_id)
+        if where == "pending":
+            self.job_ended(job_id, {"status": "cancelled", "error": "cancelled before it started"})
+        return self.get(job_id)
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """Block until the job is terminal (or timeout); for the CLI and tests."""
+        deadline = time.monotonic() + timeout
+        with self._ended:
+            while job_id in self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ended.wait(left)
+        return self.get(job_id)
+
+    def check_logs(self, job_id: str) -> Job:
+        """The job, if its logs can be read; LogsExpired once retention removed them."""
+        job = self.get(job_id)
+        if job.logs_expired:
+            raise LogsExpired(job_id, self.config.retention_hours)
+        return job
+
+    def log_file(self, job_id: str) -> str:
+        return str(self.store.log_path(job_id))
+
+    # -- events from the pool (listener and monitor threads) ---------------------------------
+    def job_started(self, job_id: str, pid: int) -> None:
+        now = time.time()
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is None:
+                return
+            job.status = JobStatus.RUNNING
+            job.started_at = now
+            self._payloads.pop(job_id, None)
+        self.db.update(job_id, status=JobStatus.RUNNING, started_at=now, payload=None)
+
+    def job_progress(self, job_id: str, pct: float, step: str | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is None:
+                return
+            job.progress = pct
+            job.current_step = step if step is not None else job.current_step
+            if now - self._progress_saved.get(job_id, 0.0) < PROGRESS_PERSIST_SECONDS:
+                return
+            self._progress_saved[job_id] = now
+            step = job.current_step
+        self.db.update(job_id, progress=pct, current_step=step)
+
+    def job_ended(self, job_id: str, outcome: dict[str, Any]) -> None:
+        now = time.time()
+        status = JobStatus(outcome["status"])
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is None:
+                return
+            extra = dict(job.extra)
+            for key in ("dropped", "last_seq"):
+                if key in outcome:
+                    extra[key] = outcome[key]
+            fields: dict[str, Any] = {
+                "status": status,
+                "error": outcome.get("error"),
+                "result": outcome.get("result"),
+                "completed_at": now,
+                "extra": extra,
+                "payload": None,
+            }
+            if status is JobStatus.COMPLETED:
+                fields["progress"] = 100.0
+            else:
+                fields["progress"] = job.progress
+            fields["current_step"] = job.current_step
+            self.db.update(job_id, **fields)
+            self._active.pop(job_id, None)
+            self._payloads.pop(job_id, None)
+            self._progress_saved.pop(job_id, None)
+            self._ended.notify_all()
+
+    def _on_message(self, worker_id: int, message: tuple[Any, ...]) -> None:
+        self.pool.handle_message(worker_id, message)
+
+    def _on_drained(self, worker_id: int) -> None:
+        self.pool.worker_drained(worker_id)
+
+    # -- retention ----------------------------------------------------------------------------
+    def expire_logs(self, older_than_hours: float | None = None, dry_run: bool = False) -> list[str]:
+        """Delete logs of jobs that ended longer ago than the retention; never a running job's."""
+        hours = self.config.retention_hours if older_than_hours is None else older_than_hours
+        return expire_logs(self.db, self.store, hours, dry_run)

@@ -1,0 +1,138 @@
+"""Job types the tests run; importable by worker processes as `jobs_fixture`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from jobtrail import job, progress
+
+log = logging.getLogger("fixture")
+
+
+@job("log_threads")
+def log_threads(threads: int = 4, records: int = 1000, tag: str = "") -> int:
+    """Each thread logs `records` numbered lines; checks nothing is lost or reordered."""
+
+    def emit(t: int) -> None:
+        for n in range(records):
+            log.info("%s t=%d n=%d", tag, t, n)
+
+    workers = [threading.Thread(target=emit, args=(t,), name=f"emit-{t}") for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return threads * records
+
+
+@job("levels")
+def levels(errors_every: int = 0, count: int = 10) -> None:
+    """Logs DEBUG..CRITICAL once each, then `count` INFO lines with an ERROR every N."""
+    for name in ("debug", "info", "warning", "error", "critical"):
+        getattr(log, name)("a %s record", name)
+    for i in range(count):
+        if errors_every and i % errors_every == 0:
+            log.error("error %d", i)
+        else:
+            log.info("info %d", i)
+
+
+@job("crash")
+def crash(kind: str, lines: int = 5) -> None:
+    """Dies the way `kind` says, after logging `lines` lines."""
+    for i in range(lines):
+        log.info("before the crash %d", i)
+    time.sleep(0.1)  # the documented bound: records older than the 20 ms flush interval survive
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "exit":
+        os._exit(3)
+    elif kind == "raise":
+        raise ValueError("the job went wrong")
+    elif kind == "oom":
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, resource.RLIM_INFINITY))
+        hog = []
+        while True:
+            hog.append(bytearray(256 * 1024**2))
+    elif kind == "sysexit":
+        sys.exit(4)
+    time.sleep(0.1)
+
+
+@job("process_tree")
+def process_tree(seconds: float = 60.0) -> None:
+    """Starts a child that starts a grandchild, reports their pids, then waits."""
+    code = (
+        "import subprocess, sys, time;"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+        "print('grandchild', p.pid, flush=True); time.sleep(600)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    print("child", child.pid, flush=True)
+    progress(10, "tree started")
+    time.sleep(seconds)
+
+
+@job("output")
+def output() -> None:
+    """Writes through every path that is not `logging`: print, stderr, a child, os.system."""
+    print("printed line")
+    print("no newline at the end", end="")
+    sys.stderr.write("stderr line\n")
+    subprocess.run([sys.executable, "-c", "print('child says hi')"], check=True)
+    os.system("echo from os.system; echo to-stderr 1>&2")
+    os.write(1, b"bad utf8 \xff\xfe here\n")
+    print("\x1b[31mred text\x1b[0m and a\rcarriage return")
+    print("x" * 70_000)
+
+
+@job("messy")
+def messy() -> None:
+    """Records that would break naive logging: unpicklable args and extras, bad formats."""
+    lock = threading.Lock()
+    log.info("an unpicklable arg: %s", lock)
+    log.info("extra that cannot pickle", extra={"thing": lock})
+    log.info("bad format %d", "not a number")
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("with a traceback")
+    log.info("line one\n[2026-01-01 00:00:00] ERROR: forged")
+
+
+@job("forked_logger")
+def forked_logger() -> None:
+    """A child forked by the job logs through its inherited handler."""
+    import multiprocessing
+
+    def child() -> None:
+        logging.getLogger("child").warning("hello from the forked child %d", os.getpid())
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join()
+
+
+@job("wait_for_file")
+def wait_for_file(path: str, timeout: float = 30.0) -> str:
+    """Logs, then waits until `path` exists: lets a test act while the job runs."""
+    log.info("waiting for %s", path)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.02)
+    return path
+
+
+@job("typed")
+def typed(count: int, name: str = "x", ratio: float = 0.5, flags: list[str] | None = None) -> dict[str, object]:
+    """Only here to have a signature to validate against."""
+    return {"count": count, "name": name, "ratio": ratio, "flags": flags or []}

@@ -84,13 +84,13 @@ def process_tree(seconds: float = 60.0) -> None:
 def output() -> None:
     """Writes through every path that is not `logging`: print, stderr, a child, os.system."""
     print("printed line")
-    print("no newline at the end", end="")
     sys.stderr.write("stderr line\n")
     subprocess.run([sys.executable, "-c", "print('child says hi')"], check=True)
     os.system("echo from os.system; echo to-stderr 1>&2")
     os.write(1, b"bad utf8 \xff\xfe here\n")
     print("\x1b[31mred text\x1b[0m and a\rcarriage return")
     print("x" * 70_000)
+    print("no newline at the end", end="")
 
 
 @job("messy")

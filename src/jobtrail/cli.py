@@ -18,11 +18,22 @@ from typing import Any
 import httpx
 
 from jobtrail.capture.records import text_line
-from jobtrail.server import START_METHODS, JobServer, ServerConfig, default_home, default_start_method
+from jobtrail.server import (
+    START_METHODS,
+    JobServer,
+    ServerConfig,
+    default_home,
+    default_start_method,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 TERMINAL = ("completed", "failed", "cancelled")
-_COLOURS = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+_COLOURS = {
+    "DEBUG": "\x1b[2m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[1;31m",
+}
 _STATUS_COLOURS = {"completed": "\x1b[32m", "failed": "\x1b[31m", "cancelled": "\x1b[33m"}
 
 
@@ -39,17 +50,56 @@ def _print_record(record: dict[str, Any], colour: bool) -> None:
     print(_colour(text_line(record), _COLOURS.get(str(record.get("level"))), colour), flush=True)
 
 
-def _params(pairs: Sequence[str]) -> dict[str, Any]:
-    """key=value pairs; values are read as JSON when they parse (3, true, [1]) and text otherwise."""
+_JSON_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+    (type(None), "null"),
+)
+
+
+def _schema_types(prop: dict[str, Any]) -> set[str] | None:
+    """The JSON types a parameter's schema accepts; None when it does not say (Any)."""
+    options = prop.get("anyOf") or prop.get("oneOf") or [prop]
+    types: set[str] = set()
+    for option in options:
+        kind = option.get("type")
+        if kind is None:
+            return None
+        types.update(kind if isinstance(kind, list) else [kind])
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
+def _json_type(value: Any) -> str:
+    return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
+
+
+def _params(pairs: Sequence[str], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """key=value pairs; values are read as JSON when they parse (3, true, [1]) and text otherwise.
+
+    With the job type's ``schema``, a value stays text when the parameter takes a string but
+    not what the JSON reading gave: ``name=123`` or ``tag=true`` for a ``str`` parameter.
+    """
+    properties = (schema or {}).get("properties", {})
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CLIError(f"params are key=value; got {pair!r}")
         try:
-            params[key] = json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
             params[key] = value
+            continue
+        accepted = _schema_types(properties[key]) if key in properties else None
+        if accepted is not None and "string" in accepted and _json_type(parsed) not in accepted:
+            parsed = value
+        params[key] = parsed
     return params
 
 
@@ -72,7 +122,9 @@ class Client:
             raise CLIError(f"{response.status_code}: {detail}")
         return response.json()
 
-    def follow(self, job_id: str, colour: bool, after: int = 0, level: str = "DEBUG") -> dict[str, Any]:
+    def follow(
+        self, job_id: str, colour: bool, after: int = 0, level: str = "DEBUG"
+    ) -> dict[str, Any]:
         """Print the job's records as they come, until it ends; returns the final job."""
         while True:
             job = self.request("GET", f"/api/jobs/{job_id}")
@@ -124,7 +176,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from jobtrail.api.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for module in args.jobs_module or ():
         __import__(module)
     uvicorn.run(create_app(_config(args)), host=args.host, port=args.port, log_level="info")
@@ -133,7 +187,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = Client(args.url)
-    job = client.request("POST", "/api/jobs", json={"type": args.type, "params": _params(args.params)})
+    schema = None
+    if args.params:
+        for job_type in client.request("GET", "/api/job-types"):
+            if job_type["name"] == args.type:
+                schema = job_type["params_schema"]
+    params = _params(args.params, schema)
+    job = client.request("POST", "/api/jobs", json={"type": args.type, "params": params})
     if args.follow:
         job = client.follow(job["job_id"], _use_colour())
     elif args.wait:
@@ -223,7 +283,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{port}"
     server = JobServer(ServerConfig(home=home, workers=2))
     server.start()
-    uv = uvicorn.Server(uvicorn.Config(create_app(server=server), host="127.0.0.1", port=port, log_level="warning"))
+    uv = uvicorn.Server(
+        uvicorn.Config(create_app(server=server), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     try:
@@ -238,10 +300,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"jobtrail demo: server at {url} (home {home}); running job {job_id}\n", flush=True)
         job = client.follow(job_id, _use_colour())
         print(f"\n{_summary(job, _use_colour())}")
-        print(f"\nTry:\n  curl {url}/api/jobs/{job_id}\n  curl '{url}/api/jobs/{job_id}/logs?tail=20&level=WARNING'")
-        print(f"  curl {url}/api/jobs\n  open {url}/docs for the whole API")
         if args.keep:
-            print("\nServing until Ctrl-C ...", flush=True)
+            print("\nServing until Ctrl-C; try:")
+        else:
+            print("\nThe demo server stops now; run `jobtrail demo --keep` to keep it up and try:")
+        print(f"  curl {url}/api/jobs/{job_id}")
+        print(f"  curl '{url}/api/jobs/{job_id}/logs?tail=20&level=WARNING'")
+        print(f"  curl {url}/api/jobs\n  open {url}/docs for the whole API", flush=True)
+        if args.keep:
             while thread.is_alive():
                 thread.join(0.5)
         return _exit_code(job)
@@ -263,27 +329,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_verb(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--url", default=os.environ.get("JOBTRAIL_URL", DEFAULT_URL), help="server URL (env JOBTRAIL_URL)")
+        p.add_argument(
+            "--url",
+            default=os.environ.get("JOBTRAIL_URL", DEFAULT_URL),
+            help="server URL (env JOBTRAIL_URL)",
+        )
         p.add_argument("--json", action="store_true", help="print the API's JSON")
         return p
 
     serve = sub.add_parser("serve", help="run the API server and its worker pool")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--home", default=str(default_home()), help="data directory (env JOBTRAIL_HOME)")
+    serve.add_argument(
+        "--home", default=str(default_home()), help="data directory (env JOBTRAIL_HOME)"
+    )
     serve.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     serve.add_argument("--start-method", choices=START_METHODS, default=default_start_method())
-    serve.add_argument("--jobs-module", action="append", help="module that registers job types (repeatable)")
+    serve.add_argument(
+        "--jobs-module", action="append", help="module that registers job types (repeatable)"
+    )
     serve.add_argument("--playbooks", help="directory of Ansible playbooks")
-    serve.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024, help="size of one log segment")
+    serve.add_argument(
+        "--log-max-bytes", type=int, default=10 * 1024 * 1024, help="size of one log segment"
+    )
     serve.add_argument("--retention-hours", type=float, default=72.0)
-    serve.add_argument("--worker-nice", type=int, default=10, help="CPU niceness of job processes (0: same as server)")
+    serve.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of job processes (0: same as server)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     submit = client_verb("submit", "submit a job: TYPE key=value ...")
     submit.add_argument("type")
     submit.add_argument("params", nargs="*", metavar="key=value")
-    submit.add_argument("--wait", action="store_true", help="wait for the job to end; exit with its status")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the job to end; exit with its status"
+    )
     submit.add_argument("--follow", "-f", action="store_true", help="print its log as it runs")
     submit.set_defaults(func=cmd_submit)
 
@@ -297,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("job_id")
     logs.add_argument("--tail", type=int, default=100)
     logs.add_argument("--level", default="DEBUG", type=str.upper)
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing until the job ends"
+    )
     logs.set_defaults(func=cmd_logs)
 
     cancel = client_verb("cancel", "cancel a pending or running job")
@@ -325,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("jobtrail: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
      ├── JobFinished          the job already ended, so it cannot be cancelled
      ├── LogsExpired          the job's logs were removed by retention
      ├── QueueFull            too many jobs are waiting already
-     └── InvalidQuery         a query parameter cannot be used as given
+     ├── InvalidQuery         a query parameter cannot be used as given
+     └── JobFailed            job code failing on purpose, with a digest of why
 
 The API maps each class to one HTTP status in one place (``api/app.py``); the messages are
 written for the person who has to fix the request.
@@ -71,3 +72,15 @@ class QueueFull(JobtrailError):
 
 class InvalidQuery(JobtrailError):
     """A query parameter has a value the API cannot use; the message says which and why."""
+
+
+class JobFailed(JobtrailError):
+    """Raised by job code to fail with a one-line reason and a structured digest.
+
+    The runner copies ``failure`` into the job's JSON (e.g. which task failed on which
+    host), and ``str(exc)`` becomes the job's ``error``.
+    """
+
+    def __init__(self, message: str, failure: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure or {}

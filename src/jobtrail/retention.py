@@ -12,8 +12,10 @@ from jobtrail.capture.store import JobLogStore
 from jobtrail.db import JobDB
 
 
-def expire_logs(db: JobDB, store: JobLogStore, older_than_hours: float, dry_run: bool = False) -> list[str]:
-    """Delete the logs of jobs that ended more than ``older_than_hours`` ago; never a running job's."""
+def expire_logs(
+    db: JobDB, store: JobLogStore, older_than_hours: float, dry_run: bool = False
+) -> list[str]:
+    """Delete the logs of jobs that ended over ``older_than_hours`` ago; never a running job's."""
     expired = db.expirable(time.time() - older_than_hours * 3600)
     if not dry_run:
         for job_id in expired:

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from jobtrail.capture.listener import LogListener
 from jobtrail.capture.store import JobLogStore
 from jobtrail.db import JobDB
 from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
 from jobtrail.executor.pool import WorkerPool, kill_tree, processes_marked
-from jobtrail.executor.runner import BUILTIN_JOB_MODULES, WorkerSettings
+from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV, WorkerSettings
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import get_job_type, mask_secrets
 from jobtrail.retention import expire_logs
@@ -66,6 +68,11 @@ class ServerConfig:
     max_pending: int = 10_000
 
 
+def home_mark(home: Path) -> str:
+    """The mark every process of a server on this home carries in its environment."""
+    return "jt-" + hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:16]
+
+
 class HomeInUse(RuntimeError):
     """Another jobtrail server already uses this home."""
 
@@ -73,6 +80,8 @@ class HomeInUse(RuntimeError):
 class JobServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        if config.playbooks is not None:
+            os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
         for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
             importlib.import_module(module)
         self.home = config.home.expanduser().resolve()
@@ -84,7 +93,7 @@ class JobServer:
         except BlockingIOError:
             self._lock_file.close()
             raise HomeInUse(f"another jobtrail server is using {self.home}") from None
-        self.mark = "jt-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        self.mark = home_mark(self.home)
         self.db = JobDB(self.home / "jobs.sqlite3")
         self.store = JobLogStore(
             self.home / "logs", max_segment_bytes=config.log_max_bytes, max_segments=config.log_segments
@@ -104,6 +113,9 @@ class JobServer:
             capture_level=config.capture_level,
             nice=config.worker_nice,
             sys_path=tuple(sys.path),
+            playbooks=os.environ.get(PLAYBOOKS_ENV),
+            server_pid=os.getpid(),
+            server_started=psutil.Process().create_time(),
         )
         self.pool = WorkerPool(config.workers, context, settings, self.listener, self)
         self._started = False
@@ -253,7 +265,7 @@ class JobServer:
             if job is None:
                 return
             extra = dict(job.extra)
-            for key in ("dropped", "last_seq"):
+            for key in ("dropped", "last_seq", "failure"):
                 if key in outcome:
                     extra[key] = outcome[key]
             fields: dict[str, Any] = {

@@ -59,6 +59,7 @@ class JobOut(BaseModel):
     logs_expired: bool = False
     records_dropped: int = Field(0, description="Records lost on the way (counted, never silent).")
     log_note: str | None = Field(None, description="Why the log is incomplete, when it is.")
+    failure: dict[str, Any] | None = Field(None, description="Digest of why a job failed, when known.")
     recent_logs: list[LogRecordOut] = Field(default_factory=list, description="Newest first.")
 
 
@@ -122,6 +123,7 @@ def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None 
         logs_expired=job.logs_expired,
         records_dropped=int(job.extra.get("dropped", 0)),
         log_note=job.extra.get("log_note"),
+        failure=job.extra.get("failure") or None,
         recent_logs=[
             LogRecordOut.model_validate({k: r[k] for k in _RECENT_KEYS if k in r}) for r in recent or []
         ],

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ Entry = tuple[int, float, int, int, int, int]
 
 _SEG_RE = re.compile(r"^([0-9]{8})\.jsonl$")
 _TS_KEY = b'"timestamp":"'
+_FRACTION = re.compile(r"\.([0-9]{1,6})[0-9]*")
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -50,19 +52,15 @@ def open_dir(path: str) -> int:
     """An fd on the job directory; a symlink (or a file) there is refused with ValueError."""
     try:
         return os.open(path, _O_DIR)
-    except FileNotFoundError:
-        raise
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise ValueError(f"log directory {path!r} is not a plain directory") from None
-        raise
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    raise ValueError(f"log directory {path!r} is not a plain directory")
 
 
 def list_segments(dir_fd: int) -> list[int]:
     """Segment numbers present in the directory, oldest first."""
-    found = [int(m.group(1)) for name in os.listdir(dir_fd) if (m := _SEG_RE.match(name))]
-    found.sort()
-    return found
+    return sorted(int(m.group(1)) for name in os.listdir(dir_fd) if (m := _SEG_RE.match(name)))
 
 
 def parse_iso(text: str) -> float | None:
@@ -71,91 +69,48 @@ def parse_iso(text: str) -> float | None:
         text = text[:-1] + "+00:00"
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
+    except ValueError:  # Python 3.10 takes only 3 or 6 fraction digits: pad and retry
+        padded = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
+        try:
+            when = datetime.fromisoformat(padded)
+        except ValueError:
+            return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
 
 
-def line_ts(data: bytes, start: int = 0, end: int = -1) -> float | None:
-    """The timestamp of the line at ``data[start:end]``, read by slicing rather than parsing."""
-    if end < 0:
-        end = len(data)
+def line_ts(data: bytes, start: int, end: int) -> float | None:
+    """The timestamp of the line at ``data[start:end]``, found by slicing rather than parsing."""
     i = data.find(_TS_KEY, start, end)
-    if i < 0:
+    j = data.find(b'"', i + len(_TS_KEY), end)
+    if i < 0 or j < 0:
         return None
-    i += len(_TS_KEY)
-    j = data.find(b'"', i, end)
-    if j < 0:
-        return None
-    return parse_iso(data[i:j].decode("ascii", "replace"))
+    return parse_iso(data[i + len(_TS_KEY) : j].decode("ascii", "replace"))
 
 
 def pread_all(fd: int, length: int, offset: int) -> bytes:
     """Up to ``length`` bytes at ``offset``; shorter only at end of file."""
     data = os.pread(fd, length, offset)
-    if len(data) == length or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < length:
-        more = os.pread(fd, length - got, offset + got)
+    while 0 < len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
         if not more:
             break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+        data += more
+    return data
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """One ``os.write`` in the normal case; loops on short writes (the next one raises if full)."""
+    """One ``os.write`` normally; loops on a short write (the next call raises if disk is full)."""
     written = os.write(fd, data)
-    if written == len(data):
-        return
-    view = memoryview(data)
     while written < len(data):
-        written += os.write(fd, view[written:])
-
-
-def pack_entries(
-    payload: bytes, first_seq: int, count: int, mask: int, offset: int, ts: float
-) -> bytes:
-    """Index entries for one batch, split at line boundaries every 65535 records."""
-    if count <= MAX_ENTRY_RECORDS:
-        return ENTRY.pack(first_seq, ts, offset, len(payload), count, mask)
-    out = []
-    start, seq, left = 0, first_seq, count
-    while left > 0:
-        take = min(left, MAX_ENTRY_RECORDS)
-        end = start
-        for _ in range(take):
-            end = payload.find(b"\n", end) + 1
-            if end == 0:
-                end = len(payload)
-                break
-        first_ts = line_ts(payload, start, end)
-        out.append(ENTRY.pack(seq, ts if first_ts is None else first_ts, offset + start,
-                              end - start, take, mask))  # fmt: skip
-        start, seq, left = end, seq + take, left - take
-    return b"".join(out)
+        written += os.write(fd, memoryview(data)[written:])
 
 
 def index_lines(blob: bytes, base: int, fallback_ts: float) -> bytes:
-    """Index entries for data found on disk without any (a crash between the two writes)."""
-    out: list[bytes] = []
-    group: list[tuple[int, int, int, float, int]] = []  # (start, end, seq, ts, bit)
-
-    def flush() -> None:
-        if group:
-            mask = 0
-            for item in group:
-                mask |= item[4]
-            start = group[0][0]
-            out.append(ENTRY.pack(group[0][2], group[0][3], base + start, group[-1][1] - start,
-                                  len(group), mask))  # fmt: skip
-            group.clear()
-
+    """Index entries for lines found on disk without any (a crash between the two writes),
+    or for a batch of more than 65535 records (never sent by the worker, so parsing is fine)."""
+    found: list[tuple[int, int, int, float, int]] = []  # (start, end, seq, ts, level bit)
     pos = 0
     while pos < len(blob):
         end = blob.find(b"\n", pos) + 1 or len(blob)
@@ -163,26 +118,17 @@ def index_lines(blob: bytes, base: int, fallback_ts: float) -> bytes:
         if record is not None:
             ts = parse_iso(str(record.get("timestamp", ""))) or fallback_ts
             bit = LEVEL_BITS.get(str(record.get("level")), ALL_LEVELS)
-            group.append((pos, end, record["seq"], ts, bit))
-            if len(group) == MAX_ENTRY_RECORDS:
-                flush()
+            found.append((pos, end, record["seq"], ts, bit))
         pos = end
-    flush()
+    out = []
+    for i in range(0, len(found), MAX_ENTRY_RECORDS):
+        group = found[i : i + MAX_ENTRY_RECORDS]
+        start, mask = group[0][0], 0
+        for item in group:
+            mask |= item[4]
+        out.append(ENTRY.pack(group[0][2], group[0][3], base + start, group[-1][1] - start,
+                              len(group), mask))  # fmt: skip
     return b"".join(out)
-
-
-def last_valid_seq(blob: bytes, whole: bool) -> int | None:
-    """Seq of the last decodable line in ``blob``; its first piece counts only if ``whole``."""
-    lines = blob.split(b"\n")
-    if not whole:
-        lines = lines[1:]
-    for line in reversed(lines):
-        if line:
-            record = decode_record(line)
-            if record is not None:
-                seq: int = record["seq"]
-                return seq
-    return None
 
 
 class SegmentReader:
@@ -193,20 +139,43 @@ class SegmentReader:
     """
 
     def __init__(self, dir_fd: int) -> None:
-        self.dir_fd = dir_fd
-        self.segments = list_segments(dir_fd)
+        self.dir_fd = dir_fd  # owned: closed by close()
         self.bytes_read = 0
         self._idx: dict[int, tuple[int, int]] = {}
         self._data: dict[int, int] = {}
-        self._missing: set[int] = set()
+        try:
+            self.segments = list_segments(dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
 
     def close(self) -> None:
-        for fd, _ in self._idx.values():
-            os.close(fd)
-        for fd in self._data.values():
+        for fd in [fd for fd, _ in self._idx.values()] + list(self._data.values()):
             os.close(fd)
         self._idx.clear()
         self._data.clear()
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+    def file_sizes(self) -> dict[str, int]:
+        """Every regular file in the directory (segments, indexes, strays) and its size."""
+        sizes = {}
+        for name in os.listdir(self.dir_fd):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    sizes[name] = st.st_size
+        return sizes
+
+    def remove_all(self) -> int:
+        """Unlink every regular file; returns the bytes freed (retention)."""
+        freed = 0
+        for name, size in self.file_sizes().items():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.dir_fd)
+                freed += size
+        return freed
 
     def _open(self, name: str) -> int | None:
         try:
@@ -218,61 +187,52 @@ class SegmentReader:
         """Number of whole index entries (a torn last entry is ignored); None if gone."""
         if seg in self._idx:
             return self._idx[seg][1]
-        if seg in self._missing:
-            return None
         fd = self._open(idx_name(seg))
         if fd is None:
-            self._missing.add(seg)
             return None
         n = os.fstat(fd).st_size // ENTRY_SIZE
         self._idx[seg] = (fd, n)
         return n
 
     def entry(self, seg: int, i: int) -> Entry:
-        raw = os.pread(self._idx[seg][0], ENTRY_SIZE, i * ENTRY_SIZE)
+        """Entry ``i``; one cut off since the snapshot reads as past everything, never raises."""
+        found = self._chunk(seg, i, i + 1)
+        return found[0] if found else (2**63, float("inf"), 0, 0, 0, 0)
+
+    def _chunk(self, seg: int, start: int, stop: int) -> list[Entry]:
+        raw = pread_all(self._idx[seg][0], (stop - start) * ENTRY_SIZE, start * ENTRY_SIZE)
         self.bytes_read += len(raw)
-        first_seq, ts, off, length, count, mask = ENTRY.unpack(raw)
-        return first_seq, ts, off, length, count, mask
+        return list(ENTRY.iter_unpack(raw[: len(raw) - len(raw) % ENTRY_SIZE]))
 
     def backward(self, seg: int) -> Iterator[Entry]:
         """Entries newest first, read in 64 KiB chunks."""
-        n = self.count(seg)
-        if not n:
-            return
-        fd = self._idx[seg][0]
-        end = n
+        end = self.count(seg) or 0
         while end > 0:
             start = max(0, end - CHUNK_ENTRIES)
-            raw = pread_all(fd, (end - start) * ENTRY_SIZE, start * ENTRY_SIZE)
-            self.bytes_read += len(raw)
-            raw = raw[: len(raw) - len(raw) % ENTRY_SIZE]
-            yield from reversed(list(ENTRY.iter_unpack(raw)))
+            yield from reversed(self._chunk(seg, start, end))
             end = start
 
     def forward(self, seg: int, start: int = 0) -> Iterator[Entry]:
         """Entries oldest first from entry ``start``, read in 64 KiB chunks."""
-        n = self.count(seg)
-        if not n:
-            return
-        fd = self._idx[seg][0]
+        n = self.count(seg) or 0
         while start < n:
             stop = min(n, start + CHUNK_ENTRIES)
-            raw = pread_all(fd, (stop - start) * ENTRY_SIZE, start * ENTRY_SIZE)
-            self.bytes_read += len(raw)
-            raw = raw[: len(raw) - len(raw) % ENTRY_SIZE]
-            if not raw:
-                return
-            yield from ENTRY.iter_unpack(raw)
+            yield from self._chunk(seg, start, stop)
             start = stop
 
-    def batch(self, seg: int, offset: int, length: int) -> bytes | None:
-        """The bytes of one or more adjacent batches (short if the file is short); None if gone."""
+    def _data_fd(self, seg: int) -> int | None:
         fd = self._data.get(seg)
         if fd is None:
             fd = self._open(data_name(seg))
-            if fd is None:
-                return None
-            self._data[seg] = fd
+            if fd is not None:
+                self._data[seg] = fd
+        return fd
+
+    def batch(self, seg: int, offset: int, length: int) -> bytes | None:
+        """The bytes of one or more adjacent batches (short if the file is short); None if gone."""
+        fd = self._data_fd(seg)
+        if fd is None:
+            return None
         data = pread_all(fd, length, offset)
         self.bytes_read += len(data)
         return data
@@ -312,41 +272,34 @@ class SegmentReader:
         return None
 
     def latest_seq(self) -> int:
-        """Seq of the newest valid record: via the last index entries, else the data's tail."""
+        """Seq of the newest valid record: scans back from the end of the last indexed batch
+        (or of the data, if shorter or unindexed), so torn bytes after a crash are skipped."""
         for seg in reversed(self.segments):
-            for tried, (_, _, off, length, _, _) in enumerate(self.backward(seg)):
-                blob = self.batch(seg, off, length)
-                seq = last_valid_seq(blob, whole=True) if blob else None
-                if seq is not None:
-                    return seq
-                if tried >= 3:
-                    break
-            seq = self._scan_tail(seg)
-            if seq is not None:
-                return seq
-        return 0
-
-    def _scan_tail(self, seg: int) -> int | None:
-        fd = self._data.get(seg)
-        if fd is None:
-            fd = self._open(data_name(seg))
+            fd = self._data_fd(seg)
             if fd is None:
-                return None
-            self._data[seg] = fd
-        end = os.fstat(fd).st_size
-        chunk = 8192
-        while end > 0:
-            start = max(0, end - chunk)
-            blob = pread_all(fd, end - start, start)
-            self.bytes_read += len(blob)
-            seq = last_valid_seq(blob, whole=start == 0)
-            if seq is not None or start == 0:
-                return seq
-            cut = blob.find(b"\n")
-            if cut >= 0:  # the partial first line goes whole into the next (earlier) chunk
-                end = start + cut + 1
-            chunk = min(chunk * 2, 1 << 20)
-        return None
+                continue
+            end, n = os.fstat(fd).st_size, self.count(seg)
+            if n:
+                _, _, off, length, _, _ = self.entry(seg, n - 1)
+                end = min(end, off + length)
+            chunk = 8192
+            while end > 0:
+                start = max(0, end - chunk)
+                blob = pread_all(fd, end - start, start)
+                self.bytes_read += len(blob)
+                lines = blob.split(b"\n")[0 if start == 0 else 1 :]
+                for line in reversed(lines):
+                    record = decode_record(line) if line else None
+                    if record is not None:
+                        seq: int = record["seq"]
+                        return seq
+                if start == 0:
+                    break
+                cut = blob.find(b"\n")
+                if cut >= 0:  # the partial first line goes whole into the next chunk
+                    end = start + cut + 1
+                chunk = min(chunk * 2, 1 << 20)
+        return 0
 
 
 class SegmentWriter:
@@ -357,20 +310,25 @@ class SegmentWriter:
     """
 
     def __init__(self, dir_fd: int, max_bytes: int, max_segments: int) -> None:
+        """Takes ownership of ``dir_fd`` (closed even if recovery fails)."""
         self.dir_fd = dir_fd
         self.max_bytes = max_bytes
         self.max_segments = max_segments
-        self.segments = list_segments(dir_fd) or [1]
         self.data_fd = self.idx_fd = -1
         self.size = self.idx_size = 0
         self.last_ts = 0.0
         self.dirty = True
-        self._repair()
-        reader = SegmentReader(dir_fd)
         try:
-            self.latest_seq = reader.latest_seq()
-        finally:
-            reader.close()
+            self.segments = list_segments(dir_fd) or [1]
+            self._repair()
+            reader = SegmentReader(os.dup(dir_fd))
+            try:
+                self.latest_seq = reader.latest_seq()
+            finally:
+                reader.close()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         for fd in (self.data_fd, self.idx_fd):
@@ -450,14 +408,14 @@ class SegmentWriter:
         if self.size and self.size + len(payload) > self.max_bytes:
             self._rotate()
         offset, idx_size = self.size, self.idx_size
-        nl = payload.find(b"\n")
-        ts = line_ts(payload, 0, nl if nl >= 0 else len(payload))
-        if ts is None:
-            ts = self.last_ts
+        ts = line_ts(payload, 0, len(payload)) or self.last_ts  # the first line's, normally
         try:
             write_all(self.data_fd, payload)
             self.size = offset + len(payload)
-            entries = pack_entries(payload, first_seq, count, mask, offset, ts)
+            if count <= MAX_ENTRY_RECORDS:
+                entries = ENTRY.pack(first_seq, ts, offset, len(payload), count, mask)
+            else:
+                entries = index_lines(payload, offset, ts)
             write_all(self.idx_fd, entries)
         except OSError:
             self._undo(offset, idx_size)

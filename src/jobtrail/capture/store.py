@@ -14,7 +14,6 @@ import contextlib
 import errno
 import os
 import re
-import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -213,11 +212,20 @@ class JobLogStore:
             raise ValueError(f"log directory of {job_id!r} is a symlink")
         return path
 
-    def _open_existing(self, job_id: str) -> int | None:
+    @contextlib.contextmanager
+    def _reading(self, job_id: str) -> Iterator[SegmentReader | None]:
+        """A reader with its own fds for one query (None if the job has no directory)."""
         try:
-            return open_dir(self._path(job_id))
+            reader = SegmentReader(open_dir(self._path(job_id)))
         except FileNotFoundError:
-            return None
+            yield None
+            return
+        try:
+            yield reader
+        finally:
+            reader.close()
+            with self._lock:
+                self.bytes_read += reader.bytes_read
 
     def log_path(self, job_id: str) -> Path:
         return Path(self._path(job_id))
@@ -234,12 +242,7 @@ class JobLogStore:
             path = self._path(job_id)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(path, 0o700)
-            dir_fd = open_dir(path)
-            try:
-                writer = SegmentWriter(dir_fd, self._max_bytes, self._max_segments)
-            except BaseException:
-                os.close(dir_fd)
-                raise
+            writer = SegmentWriter(open_dir(path), self._max_bytes, self._max_segments)
             self._writers[job_id] = writer
             self._deleted.pop(job_id, None)
         return writer
@@ -252,6 +255,8 @@ class JobLogStore:
             raise ValueError(f"invalid job id {job_id!r}")
         if not payload or count <= 0:
             return
+        if not payload.endswith(b"\n"):  # a caller bug must not glue the next batch onto it
+            payload += b"\n"
         with self._write_lock:
             try:
                 self._writer(job_id).append(payload, first_seq, count, levels_mask or ALL_LEVELS)
@@ -294,7 +299,7 @@ class JobLogStore:
 
     def delete(self, job_id: str) -> int:
         """Remove the job's files and ring buffer (retention); returns the bytes freed."""
-        path = self._path(job_id)
+        self._path(job_id)
         with self._write_lock:
             writer = self._writers.pop(job_id, None)
             if writer is not None:
@@ -305,24 +310,10 @@ class JobLogStore:
                 self._deleted[job_id] = None
                 while len(self._deleted) > self._ring_jobs:
                     self._deleted.popitem(last=False)
-            try:
-                dir_fd = open_dir(path)
-            except FileNotFoundError:
-                return 0
-            freed = 0
-            try:
-                for name in os.listdir(dir_fd):
-                    try:
-                        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                        if not stat.S_ISDIR(st.st_mode):
-                            os.unlink(name, dir_fd=dir_fd)
-                            freed += st.st_size
-                    except FileNotFoundError:
-                        pass
-            finally:
-                os.close(dir_fd)
+            with self._reading(job_id) as reader:
+                freed = reader.remove_all() if reader is not None else 0
             with contextlib.suppress(OSError):
-                os.rmdir(path)
+                os.rmdir(self._path(job_id))
             return freed
 
     def close(self) -> None:
@@ -345,9 +336,10 @@ class JobLogStore:
             ring = self._rings.get(job_id)
             if ring is not None:
                 self._rings.move_to_end(job_id)
-                lines = list(ring)
-        if ring is None:
-            lines = self._rebuild_ring(job_id)
+            lines = list(ring) if ring is not None else None
+        if lines is None:
+            with self._write_lock:  # no append may land between reading and installing
+                lines = self._rebuild_ring(job_id)
         out: list[Record] = []
         for line in reversed(lines):
             if len(out) >= n:
@@ -358,45 +350,26 @@ class JobLogStore:
         return out
 
     def _rebuild_ring(self, job_id: str) -> list[bytes]:
-        dir_fd = self._open_existing(job_id)
-        if dir_fd is None:
-            return []
-        try:
-            with self._write_lock:  # no append may land between reading and installing
-                with self._lock:
-                    ring = self._rings.get(job_id)
-                    if ring is not None:
-                        return list(ring)
-                reader = SegmentReader(dir_fd)
-                try:
-                    scan = _scan_backward(reader, _Filter())
-                    lines = [line for line, _ in islice(scan, self._ring_size)]
-                finally:
-                    reader.close()
-                    self._add_read(reader.bytes_read)
-                lines.reverse()
-                with self._lock:
-                    self._rings[job_id] = deque(lines, maxlen=self._ring_size)
-                    self._evict_rings()
-                return lines
-        finally:
-            os.close(dir_fd)
+        with self._lock:
+            ring = self._rings.get(job_id)
+            if ring is not None:
+                return list(ring)
+        with self._reading(job_id) as reader:
+            if reader is None:
+                return []
+            scan = _scan_backward(reader, _Filter())
+            lines = [line for line, _ in islice(scan, self._ring_size)]
+        lines.reverse()
+        with self._lock:
+            self._rings[job_id] = deque(lines, maxlen=self._ring_size)
+            self._evict_rings()
+        return lines
 
     # -- reading ----------------------------------------------------------------------
-
-    def _add_read(self, n: int) -> None:
-        with self._lock:
-            self.bytes_read += n
 
     def _latest(self, job_id: str, reader: SegmentReader) -> int:
         writer = self._writers.get(job_id)
         return writer.latest_seq if writer is not None else reader.latest_seq()
-
-    @staticmethod
-    def _truncated_before(reader: SegmentReader) -> int:
-        if not reader.segments or reader.segments[0] == 1:
-            return 1
-        return reader.first_seq() or 1
 
     def read(
         self,
@@ -414,67 +387,44 @@ class JobLogStore:
             raise ValueError(f"tail must be between 1 and {MAX_TAIL}; got {tail}")
         if min_level not in LEVELS:
             raise ValueError(f"min_level must be one of {', '.join(LEVELS)}; got {min_level!r}")
-        since_ts = None
-        if since is not None:
-            since_ts = parse_iso(since)
-            if since_ts is None:
-                raise ValueError(
-                    f"since must be an ISO 8601 time such as 2026-11-25T12:00:00Z; got {since!r}"
-                )
+        since_ts = None if since is None else parse_iso(since)
+        if since is not None and since_ts is None:
+            raise ValueError(
+                f"since must be an ISO 8601 time such as 2026-11-25T12:00:00Z; got {since!r}"
+            )
         flt = _Filter(min_level, after, since_ts, dict(match) if match else None)
-        dir_fd = self._open_existing(job_id)
-        if dir_fd is None:
-            return LogPage([], None, after, 0, 1, False)
         more = False
-        try:
-            reader = SegmentReader(dir_fd)
-            try:
-                if after is None and since_ts is None:
-                    found = [rec for _, rec in islice(_scan_backward(reader, flt), tail)]
-                    found.reverse()
-                else:
-                    pos = (0, 0)
-                    if after is not None:
-                        pos = max(pos, reader.locate(0, after + 1, inclusive=True))
-                    if since_ts is not None:
-                        pos = max(pos, reader.locate(1, since_ts, inclusive=False))
-                    scan = _scan_forward(reader, flt, *pos)
-                    found = list(islice(scan, tail))
-                    more = next(scan, None) is not None
-                latest = self._latest(job_id, reader)
-                truncated = self._truncated_before(reader)
-            finally:
-                reader.close()
-                self._add_read(reader.bytes_read)
-        finally:
-            os.close(dir_fd)
+        with self._reading(job_id) as reader:
+            if reader is None:
+                return LogPage([], None, after, 0, 1, False)
+            if after is None and since_ts is None:
+                found = [rec for _, rec in islice(_scan_backward(reader, flt), tail)]
+                found.reverse()
+            else:
+                pos = (0, 0)
+                if after is not None:
+                    pos = max(pos, reader.locate(0, after + 1, inclusive=True))
+                if since_ts is not None:
+                    pos = max(pos, reader.locate(1, since_ts, inclusive=False))
+                scan = _scan_forward(reader, flt, *pos)
+                found = list(islice(scan, tail))
+                more = next(scan, None) is not None
+            latest = self._latest(job_id, reader)
+            oldest = reader.segments[0] if reader.segments else 1
+            truncated = 1 if oldest == 1 else reader.first_seq() or 1
         if not found:
             return LogPage([], None, after, latest, truncated, more)
         last: int = found[-1]["seq"]
         return LogPage(found, found[0]["seq"], last, max(latest, last), truncated, more)
 
     def stats(self, job_id: str) -> LogStats:
-        dir_fd = self._open_existing(job_id)
         with self._lock:
             dropped, reason = self._drops.get(job_id, (0, None))
             expired = job_id in self._deleted
-        if dir_fd is None:
-            return LogStats(0, 0, None, None, dropped, reason, expired)
-        total = 0
-        try:
-            for name in os.listdir(dir_fd):
-                try:
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-            reader = SegmentReader(dir_fd)
-            try:
-                first = reader.first_seq()
-                last = self._latest(job_id, reader) or None
-            finally:
-                reader.close()
-        finally:
-            os.close(dir_fd)
-        return LogStats(total, len(reader.segments), first, last, dropped, reason, expired)
+        with self._reading(job_id) as reader:
+            if reader is None:
+                return LogStats(0, 0, None, None, dropped, reason, expired)
+            size = sum(reader.file_sizes().values())
+            first, last = reader.first_seq(), self._latest(job_id, reader) or None
+            segments = len(reader.segments)
+        return LogStats(size, segments, first, last, dropped, reason, expired)

@@ -15,6 +15,7 @@ pipe, so every record the worker sent before it died is written first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,8 +23,9 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
@@ -66,6 +68,37 @@ class _Worker:
     cancel_deadline: float = 0.0
     died_at: float | None = None
     drained: bool = False
+
+
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Hide the server's ``__main__`` from spawn and forkserver children.
+
+    They would import it again (running a script's top level twice, or failing outright for
+    ``python -`` and REPLs); workers need only the job modules. Job types therefore live in
+    importable modules (``--jobs-module``), never in ``__main__``.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+@contextlib.contextmanager
+def _marked_environment(mark: str) -> Iterator[None]:
+    """Start helper processes (forkserver, resource tracker) with the home's mark, so a
+    restarted server finds and stops them too if this one is killed."""
+    before = os.environ.get(WORKER_MARK_ENV)
+    os.environ[WORKER_MARK_ENV] = mark
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[WORKER_MARK_ENV]
+        else:
+            os.environ[WORKER_MARK_ENV] = before
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -272,9 +305,10 @@ class WorkerPool:
             target=worker_main,
             args=(worker_id, control_r, channel_w, self._settings),
             name=f"jobtrail-worker-{worker_id}",
-            daemon=True,
+            daemon=False,  # jobs may start multiprocessing children; stop() ends workers
         )
-        process.start()
+        with _without_main_module(), _marked_environment(f"{self._settings.home_mark}/server"):
+            process.start()
         control_r.close()
         channel_w.close()
         self._workers[worker_id] = _Worker(worker_id, process, control_w, time.monotonic())

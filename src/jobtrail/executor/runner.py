@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -23,9 +24,12 @@ from typing import Any
 import psutil
 
 from jobtrail.capture import worker as capture
+from jobtrail.errors import JobFailed
 from jobtrail.registry import get_job_type
 
+PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
 WORKER_MARK_ENV = "JOBTRAIL_WORKER"  # inherited by every descendant: finds orphans later
+SERVER_WATCH_SECONDS = 0.5
 BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs",)
 log = logging.getLogger("jobtrail")
 
@@ -38,6 +42,9 @@ class WorkerSettings:
     job_modules: tuple[str, ...] = ()
     capture_level: int = logging.DEBUG
     nice: int = 10
+    playbooks: str | None = None
+    server_pid: int = 0
+    server_started: float = 0.0
     sys_path: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -76,6 +83,24 @@ def _die_with_parent() -> None:
         pass
 
 
+def _watch_server(settings: WorkerSettings) -> None:
+    """If the server dies, stop this worker and its children instead of finishing the job
+    for nobody (under forkserver the server is not our parent, so PDEATHSIG cannot help)."""
+    while True:
+        time.sleep(SERVER_WATCH_SECONDS)
+        try:
+            alive = psutil.Process(settings.server_pid).create_time() == settings.server_started
+        except psutil.Error:
+            alive = False
+        if not alive:
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+            os._exit(70)
+
+
 def worker_main(worker_id: int, control: Connection, channel: Connection, settings: WorkerSettings) -> None:
     """Entry point of a worker process; returns when the server sends None or goes away."""
     global _batcher
@@ -83,6 +108,8 @@ def worker_main(worker_id: int, control: Connection, channel: Connection, settin
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent()
     os.environ[WORKER_MARK_ENV] = f"{settings.home_mark}/{worker_id}"
+    if settings.playbooks:
+        os.environ[PLAYBOOKS_ENV] = settings.playbooks
     for path in settings.sys_path:
         if path not in sys.path:
             sys.path.append(path)
@@ -91,6 +118,8 @@ def worker_main(worker_id: int, control: Connection, channel: Connection, settin
             os.nice(settings.nice)
         except OSError:
             pass
+    if settings.server_pid:
+        threading.Thread(target=_watch_server, args=(settings,), name="jobtrail-watchdog", daemon=True).start()
     _batcher = batcher = capture.RecordBatcher(channel.send)
     capture.install(batcher, settings.capture_level, clear_inherited=True)
     streams = capture.StreamCapture(batcher)
@@ -130,6 +159,10 @@ def _run_one(
     except JobCancelled:
         log.warning("job cancelled: stopping it and its child processes")
         outcome = {"status": "cancelled", "error": "cancelled on request"}
+    except JobFailed as exc:
+        _running.clear()
+        log.error("job failed: %s", exc)
+        outcome = {"status": "failed", "error": str(exc), "failure": _jsonable(exc.failure)}
     except SystemExit as exc:
         _running.clear()
         log.error("job called sys.exit(%r)", exc.code)

@@ -48,7 +48,9 @@ class Live:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def wait(self, job_id: str, timeout: float = 30.0, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
+    def wait(
+        self, job_id: str, timeout: float = 30.0, statuses: tuple[str, ...] = TERMINAL
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)

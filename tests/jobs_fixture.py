@@ -101,7 +101,7 @@ def messy() -> None:
     log.info("extra that cannot pickle", extra={"thing": lock})
     log.info("bad format %d", "not a number")
     try:
-        1 / 0
+        _ = 1 / 0
     except ZeroDivisionError:
         log.exception("with a traceback")
     log.info("line one\n[2026-01-01 00:00:00] ERROR: forged")
@@ -133,6 +133,8 @@ def wait_for_file(path: str, timeout: float = 30.0) -> str:
 
 
 @job("typed")
-def typed(count: int, name: str = "x", ratio: float = 0.5, flags: list[str] | None = None) -> dict[str, object]:
+def typed(
+    count: int, name: str = "x", ratio: float = 0.5, flags: list[str] | None = None
+) -> dict[str, object]:
     """Only here to have a signature to validate against."""
     return {"count": count, "name": name, "ratio": ratio, "flags": flags or []}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import Live
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,8 +21,21 @@ def test_submit_get_list(live: Live) -> None:
     assert done["result"] == {"slept": 0.05}
     assert done["progress"] == 100
     assert done["started_at"] and done["completed_at"]
-    for key in ("job_id", "job_type", "params", "status", "progress", "current_step", "result",
-                "error", "created_at", "started_at", "completed_at", "log_file", "recent_logs"):
+    for key in (
+        "job_id",
+        "job_type",
+        "params",
+        "status",
+        "progress",
+        "current_step",
+        "result",
+        "error",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "log_file",
+        "recent_logs",
+    ):
         assert key in done
     listing = live.http.get("/api/jobs", params={"type": "sleep", "limit": 5}).json()
     assert listing["jobs"][0]["job_id"] == job["job_id"], "newest first"
@@ -100,7 +112,10 @@ def test_multiline_message_is_one_entry_and_cannot_forge_a_record(live: Live) ->
     lines = live.logs(job["job_id"])["logs"]
     forged = [line for line in lines if "forged" in line]
     assert len(forged) == 1
-    assert forged[0].startswith("[") and "INFO: line one\n    [2026-01-01 00:00:00] ERROR: forged" in forged[0]
+    assert (
+        forged[0].startswith("[")
+        and "INFO: line one\n    [2026-01-01 00:00:00] ERROR: forged" in forged[0]
+    )
     records = live.logs(job["job_id"], format="json")["logs"]
     messages = [r["message"] for r in records]
     assert any("unpicklable arg: <unlocked _thread.lock" in m for m in messages)
@@ -150,7 +165,9 @@ def test_job_types_and_health(live: Live) -> None:
 
 def test_openapi_lists_models(live: Live) -> None:
     spec = live.http.get("/openapi.json").json()
-    assert {"JobOut", "LogsOut", "SubmitJob", "LogRecordOut", "ErrorOut"} <= set(spec["components"]["schemas"])
+    assert {"JobOut", "LogsOut", "SubmitJob", "LogRecordOut", "ErrorOut"} <= set(
+        spec["components"]["schemas"]
+    )
     assert "/api/jobs/{job_id}/logs" in spec["paths"]
 
 
@@ -170,14 +187,18 @@ def test_openapi_lists_models(live: Live) -> None:
         ({"type": "sleep", "params": {}, "junk": 1}, "junk"),
     ],
 )
-def test_bad_submissions_get_422_naming_the_problem(live: Live, body: object, fragment: str) -> None:
+def test_bad_submissions_get_422_naming_the_problem(
+    live: Live, body: object, fragment: str
+) -> None:
     response = live.http.post("/api/jobs", json=body)
     assert response.status_code == 422, response.text
     assert fragment in response.json()["detail"]
 
 
 def test_invalid_json_body(live: Live) -> None:
-    response = live.http.post("/api/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    response = live.http.post(
+        "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "JSON" in response.json()["detail"]
 
@@ -191,7 +212,15 @@ def test_body_over_1mb_is_413(live: Live) -> None:
 
 @pytest.mark.parametrize(
     "job_id",
-    ["nope", "../../etc/passwd", "sleep-XYZ", "sleep-0123456789ab0", "a" * 300, "..", "sleep-0123456789ab"],
+    [
+        "nope",
+        "../../etc/passwd",
+        "sleep-XYZ",
+        "sleep-0123456789ab0",
+        "a" * 300,
+        "..",
+        "sleep-0123456789ab",
+    ],
 )
 def test_unknown_or_malformed_ids_are_404(live: Live, job_id: str) -> None:
     for path in (f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/logs"):

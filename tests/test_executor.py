@@ -7,7 +7,6 @@ import signal
 
 import psutil
 import pytest
-
 from conftest import Live, pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,7 +27,9 @@ def test_concurrent_jobs_and_threads_lose_nothing_and_mix_nothing(live: Live) ->
             got_tag, t, n = re.fullmatch(r"(\w+) t=(\d) n=(\d+)", record["message"]).groups()
             assert got_tag == tag, "a record of another job leaked in"
             per_thread.setdefault(t, []).append(int(n))
-        assert all(ns == list(range(2000)) for ns in per_thread.values()), "a thread's order changed"
+        assert all(ns == list(range(2000)) for ns in per_thread.values()), (
+            "a thread's order changed"
+        )
 
 
 def test_end_of_job_barrier_first_terminal_get_sees_whole_log(live: Live) -> None:
@@ -36,7 +37,10 @@ def test_end_of_job_barrier_first_terminal_get_sees_whole_log(live: Live) -> Non
         job = live.submit("log_threads", threads=2, records=3000, tag="barrier")
         done = live.wait(job["job_id"], timeout=60)
         # the very first GET that reports completed must already see every record
-        assert done["recent_logs"][0]["seq"] == live.logs(job["job_id"], tail=1, format="json")["latest_seq"]
+        assert (
+            done["recent_logs"][0]["seq"]
+            == live.logs(job["job_id"], tail=1, format="json")["latest_seq"]
+        )
         page = live.logs(job["job_id"], tail=1, format="json")
         assert page["latest_seq"] >= 6000
 
@@ -51,7 +55,9 @@ def test_end_of_job_barrier_first_terminal_get_sees_whole_log(live: Live) -> Non
         ("sysexit", r"sys\.exit\(4\)"),
     ],
 )
-def test_a_crash_fails_only_its_job_and_the_pool_keeps_serving(live: Live, kind: str, error: str) -> None:
+def test_a_crash_fails_only_its_job_and_the_pool_keeps_serving(
+    live: Live, kind: str, error: str
+) -> None:
     bystander = live.submit("log_threads", threads=2, records=20000, tag="bystander")
     crashed = live.submit("crash", kind=kind)
     done = live.wait(crashed["job_id"])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port, pid_gone, wait_until
+
 from jobtrail.executor.pool import processes_marked
 from jobtrail.server import home_mark
 
@@ -28,8 +28,20 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(TESTS)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobtrail.cli", "serve", "--home", str(home), "--port", str(self.port),
-             "--workers", "2", "--jobs-module", "jobs_fixture"],
+            [
+                sys.executable,
+                "-m",
+                "jobtrail.cli",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+                "--jobs-module",
+                "jobs_fixture",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -71,19 +83,26 @@ def test_sigkilled_server_restarts_with_every_job_known_and_nothing_left_running
     home = tmp_path / "home"
     first = ServerProcess(home)
     servers.append(first)
-    tree = first.http.post("/api/jobs", json={"type": "process_tree", "params": {"seconds": 120}}).json()
+    tree = first.http.post(
+        "/api/jobs", json={"type": "process_tree", "params": {"seconds": 120}}
+    ).json()
     logger = first.http.post(
         "/api/jobs", json={"type": "wait_for_file", "params": {"path": str(tmp_path / "never")}}
     ).json()
-    queued = first.http.post("/api/jobs", json={"type": "sleep", "params": {"seconds": 0.1, "steps": 1}}).json()
+    queued = first.http.post(
+        "/api/jobs", json={"type": "sleep", "params": {"seconds": 0.1, "steps": 1}}
+    ).json()
 
     def started_pids() -> dict[str, int]:
         text = first.http.get(f"/api/jobs/{tree['job_id']}/logs").json()["logs"]
-        return {m[1]: int(m[2]) for line in text if (m := re.search(r"(child|grandchild) (\d+)", line))}
+        return {
+            m[1]: int(m[2]) for line in text if (m := re.search(r"(child|grandchild) (\d+)", line))
+        }
 
     wait_until(lambda: len(started_pids()) == 2, timeout=30, what="process tree up")
     wait_until(
-        lambda: first.http.get(f"/api/jobs/{logger['job_id']}").json()["status"] == "running", what="running"
+        lambda: first.http.get(f"/api/jobs/{logger['job_id']}").json()["status"] == "running",
+        what="running",
     )
     orphans = started_pids()
     workers = [p.pid for p in processes_marked(home_mark(home))]
@@ -108,13 +127,16 @@ def test_sigkilled_server_restarts_with_every_job_known_and_nothing_left_running
         time.sleep(0.1)
 
 
-def test_torn_last_line_after_crash_is_skipped(tmp_path: Path, servers: list[ServerProcess]) -> None:
+def test_torn_last_line_after_crash_is_skipped(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
     home = tmp_path / "home"
     first = ServerProcess(home)
     servers.append(first)
     job = first.http.post("/api/jobs", json={"type": "levels", "params": {"count": 50}}).json()
     wait_until(
-        lambda: first.http.get(f"/api/jobs/{job['job_id']}").json()["status"] == "completed", what="done"
+        lambda: first.http.get(f"/api/jobs/{job['job_id']}").json()["status"] == "completed",
+        what="done",
     )
     first.stop()
     segment = sorted((home / "logs" / job["job_id"]).glob("*.jsonl"))[-1]
@@ -129,11 +151,22 @@ def test_torn_last_line_after_crash_is_skipped(tmp_path: Path, servers: list[Ser
     assert logs["logs"][-1].endswith("INFO: info 49")
 
 
-def test_second_server_on_same_home_is_refused(tmp_path: Path, servers: list[ServerProcess]) -> None:
+def test_second_server_on_same_home_is_refused(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
     home = tmp_path / "home"
     servers.append(ServerProcess(home))
     second = subprocess.run(
-        [sys.executable, "-m", "jobtrail.cli", "serve", "--home", str(home), "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "jobtrail.cli",
+            "serve",
+            "--home",
+            str(home),
+            "--port",
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -45,10 +45,11 @@ def demo(steps: int = 6, delay: float = 0.3, fail: bool = False) -> dict[str, in
         progress(100 * (step - 1) / steps, f"step {step} of {steps}")
         print(f"print(): working on step {step}")
         if step == 2:
-            subprocess.run(
-                [sys.executable, "-c", "import sys; print('child stdout line'); print('child stderr line', file=sys.stderr)"],
-                check=True,
+            child = (
+                "import sys; print('child stdout line');"
+                "print('child stderr line', file=sys.stderr)"
             )
+            subprocess.run([sys.executable, "-c", child], check=True)
         if step == 3:
             warnings.warn("this is what a Python warning looks like", UserWarning, stacklevel=1)
         if step == 4:

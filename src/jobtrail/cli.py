@@ -181,7 +181,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for module in args.jobs_module or ():
         __import__(module)
-    uvicorn.run(create_app(_config(args)), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(_config(args)),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=args.access_log,
+    )
     return 0
 
 
@@ -359,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="CPU niceness of job processes (0: same as server)",
     )
+    serve.add_argument("--access-log", action="store_true", help="log every request (costs CPU under load)")
     serve.set_defaults(func=cmd_serve)
 
     submit = client_verb("submit", "submit a job: TYPE key=value ...")

@@ -112,10 +112,14 @@ class JobDB:
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
         return None if row is None else _row_to_job(row)
 
-    def list(self, status: str | None = None, job_type: str | None = None, limit: int = 50) -> list[Job]:
+    def list_jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[Job]:
         where, args = [], []
         if status:
             where.append("status = ?")
@@ -141,7 +145,9 @@ class JobDB:
     def fail_running(self, error: str, now: float) -> list[str]:
         """Mark jobs a previous server left running as failed; returns their ids."""
         with self._lock:
-            ids = [r[0] for r in self._conn.execute("SELECT job_id FROM jobs WHERE status = 'running'")]
+            ids = [
+                r[0] for r in self._conn.execute("SELECT job_id FROM jobs WHERE status = 'running'")
+            ]
             self._conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, completed_at = ?, payload = NULL "
                 "WHERE status = 'running'",
@@ -164,5 +170,7 @@ class JobDB:
             if status is None:
                 return int(self._conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
             return int(
-                self._conn.execute("SELECT count(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
+                self._conn.execute(
+                    "SELECT count(*) FROM jobs WHERE status = ?", (status,)
+                ).fetchone()[0]
             )

@@ -21,7 +21,9 @@ from jobtrail.models import is_job_type_name
 F = TypeVar("F", bound=Callable[..., Any])
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 
-_SECRET_NAME = re.compile(r"pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth", re.I)
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth", re.I
+)
 MASK = "********"
 
 
@@ -80,11 +82,13 @@ def _model_for(name: str, func: Callable[..., Any]) -> type[pydantic.BaseModel]:
     hints = inspect.get_annotations(func, eval_str=True)
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"job {name!r}: *args/**kwargs cannot be validated; name each parameter")
+            raise TypeError(
+                f"job {name!r}: *args/**kwargs cannot be validated; name each parameter"
+            )
         annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    return pydantic.create_model(
         f"{name}_params", __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
 

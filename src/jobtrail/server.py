@@ -8,6 +8,7 @@ to SQLite on every change but progress, which is persisted at most every
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import importlib
@@ -45,7 +46,9 @@ def default_start_method() -> str:
     multi-threaded server (fork), and faster than spawn; env JOBTRAIL_START_METHOD overrides."""
     method = os.environ.get("JOBTRAIL_START_METHOD", "forkserver")
     if method not in START_METHODS:
-        raise ValueError(f"JOBTRAIL_START_METHOD must be one of {', '.join(START_METHODS)}; got {method!r}")
+        raise ValueError(
+            f"JOBTRAIL_START_METHOD must be one of {', '.join(START_METHODS)}; got {method!r}"
+        )
     return method
 
 
@@ -96,7 +99,9 @@ class JobServer:
         self.mark = home_mark(self.home)
         self.db = JobDB(self.home / "jobs.sqlite3")
         self.store = JobLogStore(
-            self.home / "logs", max_segment_bytes=config.log_max_bytes, max_segments=config.log_segments
+            self.home / "logs",
+            max_segment_bytes=config.log_max_bytes,
+            max_segments=config.log_segments,
         )
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}
@@ -123,7 +128,8 @@ class JobServer:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Recover from a previous server's end, then start the listener and the workers."""
-        orphans = processes_marked(self.mark)
+        # a dead server's workers, their children, its forkserver; not our own helpers
+        orphans = processes_marked(self.mark, skip_own_children=True)
         if orphans:
             log.warning("stopping %d process(es) left by a previous server", len(orphans))
             kill_tree(orphans, grace=1.0)
@@ -154,12 +160,18 @@ class JobServer:
                 job = self._active.pop(job_id, None)
             if job is not None and not job.status.terminal:
                 self.db.update(
-                    job_id, status=JobStatus.FAILED, error=SERVER_STOPPED, completed_at=now, payload=None
+                    job_id,
+                    status=JobStatus.FAILED,
+                    error=SERVER_STOPPED,
+                    completed_at=now,
+                    payload=None,
                 )
         with self._lock:
             for job in self._active.values():
                 if job.status is JobStatus.RUNNING:
-                    self.db.update(job.job_id, status=JobStatus.FAILED, error=SERVER_STOPPED, completed_at=now)
+                    self.db.update(
+                        job.job_id, status=JobStatus.FAILED, error=SERVER_STOPPED, completed_at=now
+                    )
         self._close_files()
 
     def _close_files(self) -> None:
@@ -196,8 +208,10 @@ class JobServer:
             raise JobNotFound(job_id)
         return found
 
-    def list(self, status: str | None = None, job_type: str | None = None, limit: int = 50) -> list[Job]:
-        jobs = self.db.list(status, job_type, limit)
+    def list(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> builtins.list[Job]:
+        jobs = self.db.list_jobs(status, job_type, limit)
         with self._lock:
             return [replace(self._active.get(job.job_id, job)) for job in jobs]
 
@@ -294,7 +308,9 @@ class JobServer:
         self.pool.worker_drained(worker_id)
 
     # -- retention ----------------------------------------------------------------------------
-    def expire_logs(self, older_than_hours: float | None = None, dry_run: bool = False) -> list[str]:
+    def expire_logs(
+        self, older_than_hours: float | None = None, dry_run: bool = False
+    ) -> builtins.list[str]:
         """Delete logs of jobs that ended longer ago than the retention; never a running job's."""
         hours = self.config.retention_hours if older_than_hours is None else older_than_hours
         return expire_logs(self.db, self.store, hours, dry_run)

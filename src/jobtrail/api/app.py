@@ -79,7 +79,8 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(
-            {"detail": f"request body is larger than {self.limit} bytes; send less"}, status_code=413
+            {"detail": f"request body is larger than {self.limit} bytes; send less"},
+            status_code=413,
         )
         await response({"type": "http"}, _no_body, send)
 
@@ -142,7 +143,7 @@ def create_app(config: ServerConfig | None = None, server: JobServer | None = No
         problems = [_describe(err) for err in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    app.add_middleware(BodySizeLimit)  # type: ignore[arg-type]
+    app.add_middleware(BodySizeLimit)
     return app
 
 

@@ -7,6 +7,7 @@ from fastapi import Request
 from jobtrail.server import JobServer
 
 
-def get_server(request: Request) -> JobServer:
+async def get_server(request: Request) -> JobServer:
+    """Async so FastAPI calls it on the event loop instead of a threadpool hop per request."""
     server: JobServer = request.app.state.server
     return server

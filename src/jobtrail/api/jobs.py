@@ -18,7 +18,10 @@ RECENT_LOGS = 50
 
 
 @router.post(
-    "/jobs", status_code=202, response_model=JobOut, responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+    "/jobs",
+    status_code=202,
+    response_model=JobOut,
+    responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )
 def submit_job(body: SubmitJob, server: Server) -> JobOut:
     job = server.submit(body.type, body.params)
@@ -33,7 +36,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
     jobs = server.list(status.value if status else None, type, limit)
-    return JobList(jobs=[job_out(job, server.log_file(job.job_id)) for job in jobs], count=len(jobs))
+    return JobList(
+        jobs=[job_out(job, server.log_file(job.job_id)) for job in jobs], count=len(jobs)
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})

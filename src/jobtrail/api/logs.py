@@ -27,8 +27,12 @@ def get_logs(
     tail: Annotated[int, Query(ge=1, le=10000, description="How many matching records")] = 100,
     level: Annotated[Level, Query(description="Minimum severity")] = Level.DEBUG,
     format: LogFormat = LogFormat.text,
-    after: Annotated[int | None, Query(ge=0, description="Only records with a larger seq, oldest first")] = None,
-    since: Annotated[str | None, Query(max_length=64, description="Only records at or after this ISO time")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Only records with a larger seq, oldest first")
+    ] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="Only records at or after this ISO time")
+    ] = None,
     host: Annotated[str | None, Query(max_length=256)] = None,
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,

@@ -29,7 +29,9 @@ class LogFormat(str, Enum):
 class SubmitJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(description="A registered job type; GET /api/job-types lists them.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Checked against the job's signature.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Checked against the job's signature."
+    )
 
 
 class LogRecordOut(BaseModel):
@@ -59,7 +61,9 @@ class JobOut(BaseModel):
     logs_expired: bool = False
     records_dropped: int = Field(0, description="Records lost on the way (counted, never silent).")
     log_note: str | None = Field(None, description="Why the log is incomplete, when it is.")
-    failure: dict[str, Any] | None = Field(None, description="Digest of why a job failed, when known.")
+    failure: dict[str, Any] | None = Field(
+        None, description="Digest of why a job failed, when known."
+    )
     recent_logs: list[LogRecordOut] = Field(default_factory=list, description="Newest first.")
 
 
@@ -125,6 +129,7 @@ def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None 
         log_note=job.extra.get("log_note"),
         failure=job.extra.get("failure") or None,
         recent_logs=[
-            LogRecordOut.model_validate({k: r[k] for k in _RECENT_KEYS if k in r}) for r in recent or []
+            LogRecordOut.model_validate({k: r[k] for k in _RECENT_KEYS if k in r})
+            for r in recent or []
         ],
     )

@@ -21,7 +21,9 @@ MAX_MESSAGES_PER_TURN = 64  # per ready pipe, so one flooding worker cannot star
 
 
 class RecordSink(Protocol):
-    def append(self, job_id: str, payload: bytes, first_seq: int, count: int, levels_mask: int) -> None: ...
+    def append(
+        self, job_id: str, payload: bytes, first_seq: int, count: int, levels_mask: int
+    ) -> None: ...
     def close_job(self, job_id: str) -> None: ...
 
 

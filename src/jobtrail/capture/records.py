@@ -20,14 +20,20 @@ from collections.abc import Mapping
 from typing import Any
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LEVEL_NUMBERS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+LEVEL_NUMBERS: dict[str, int] = {
+    "DEBUG": 10,
+    "INFO": 20,
+    "WARNING": 30,
+    "ERROR": 40,
+    "CRITICAL": 50,
+}
 # One bit per standard level, so a batch can say which levels it holds in one small integer.
 LEVEL_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(LEVELS)}
 
 MAX_LINE_BYTES = 64 * 1024
 CUT_MARKER = " …[cut: {} more bytes]"
 
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -70,7 +76,9 @@ def clean_text(text: str) -> str:
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         if "\r" in text:
-            text = "\n".join(_terminal_line(line) for line in text.replace("\r\n", "\n").split("\n"))
+            text = "\n".join(
+                _terminal_line(line) for line in text.replace("\r\n", "\n").split("\n")
+            )
         text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     if len(text) > MAX_LINE_BYTES // 4:
         raw = text.encode("utf-8", "replace")

@@ -103,6 +103,28 @@ class _Filter:
         return record
 
 
+def _candidates(blob: bytes, flt: _Filter) -> list[bytes]:
+    """The lines of ``blob`` that can pass ``flt``, oldest first.
+
+    With a level filter only lines holding one of its level patterns are cut out, found by
+    ``bytes.find`` in C: on a log with one ERROR in a thousand records this skips the
+    per-line Python work for the other 999.
+    """
+    if flt.levels is None:
+        return blob.split(b"\n")
+    starts = set()
+    for pattern in flt.patterns:
+        pos = blob.find(pattern)
+        while pos >= 0:
+            starts.add(blob.rfind(b"\n", 0, pos) + 1)
+            pos = blob.find(pattern, pos + len(pattern))
+    lines = []
+    for start in sorted(starts):
+        end = blob.find(b"\n", start)
+        lines.append(blob[start:] if end < 0 else blob[start:end])
+    return lines
+
+
 def _runs(entries: Iterable[Entry], want: int, forward: bool) -> Iterator[tuple[int, int]]:
     """(offset, length) reads covering the entries whose level mask can match, adjacent ones
     merged so a log of many tiny batches does not cost one syscall per record."""
@@ -131,7 +153,7 @@ def _scan_backward(reader: SegmentReader, flt: _Filter) -> Iterator[tuple[bytes,
             blob = reader.batch(seg, off, length)
             if blob is None:  # rotated away mid-query: everything older is gone too
                 return
-            for line in reversed(blob.split(b"\n")):
+            for line in reversed(_candidates(blob, flt)):
                 record = flt(line)
                 if record is not None:
                     yield line, record
@@ -154,7 +176,7 @@ def _scan_forward(reader: SegmentReader, flt: _Filter, pos: int, start: int) -> 
                 if yielded:
                     return
                 break
-            for line in blob.split(b"\n"):
+            for line in _candidates(blob, flt):
                 record = flt(line)
                 if record is not None:
                     yielded = True

@@ -84,12 +84,14 @@ class RecordBatcher:
         self._seq = 0
         self._lines: list[str] = []
         self._first_seq = 1
-        self._mask = 0
+        self._bits: list[int] = []  # level bit of each pending line, for each batch's mask
         self._dropped = 0
         self._dropped_unreported = 0
         self._progress: tuple[float, str | None] | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._flush_loop, name="jobtrail-flusher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._flush_loop, name="jobtrail-flusher", daemon=True
+        )
         self._thread.start()
 
     # -- job boundaries ---------------------------------------------------------------
@@ -142,8 +144,10 @@ class RecordBatcher:
                 self._dropped_unreported += 1
                 return
             self._seq += 1
-            self._lines.append(encode_record(self._seq, timestamp, level, logger, message, thread, extra))
-            self._mask |= LEVEL_BITS[level]
+            self._lines.append(
+                encode_record(self._seq, timestamp, level, logger, message, thread, extra)
+            )
+            self._bits.append(LEVEL_BITS[level])
             if len(self._lines) >= self._max_batch:
                 self._wake.notify()
 
@@ -173,19 +177,27 @@ class RecordBatcher:
                     "log listener fell behind"
                 )
                 self._lines.append(
-                    encode_record(self._seq, self._timestamp(time.time()), "WARNING", "jobtrail", note, "-")
+                    encode_record(
+                        self._seq, self._timestamp(time.time()), "WARNING", "jobtrail", note, "-"
+                    )
                 )
-                self._mask |= LEVEL_BITS["WARNING"]
+                self._bits.append(LEVEL_BITS["WARNING"])
                 self._dropped_unreported = 0
             lines, self._lines = self._lines, []
+            bits, self._bits = self._bits, []
             first_seq, self._first_seq = self._first_seq, self._seq + 1
-            mask, self._mask = self._mask, 0
             progress, self._progress = self._progress, None
             job_id = self.job_id
             self._drained.notify_all()
-        if lines:
-            payload = "".join(lines).encode("utf-8", "replace")
-            self._send(("batch", job_id, first_seq, len(lines), mask, payload))
+        # Chunks of at most max_batch lines even when more piled up (the flusher may wait for
+        # the GIL under load): the store's per-batch level index stays selective.
+        for start in range(0, len(lines), self._max_batch):
+            chunk = lines[start : start + self._max_batch]
+            mask = 0
+            for bit in set(bits[start : start + self._max_batch]):
+                mask |= bit
+            payload = "".join(chunk).encode("utf-8", "replace")
+            self._send(("batch", job_id, first_seq + start, len(chunk), mask, payload))
         if progress is not None:
             self._send(("progress", job_id, progress[0], progress[1]))
 
@@ -255,7 +267,13 @@ class BatchQueueHandler(logging.handlers.QueueHandler):
 
     def _emit_from_child(self, record: logging.LogRecord, message: str, fields: Any) -> None:
         """In a forked child the batcher's thread is gone: tag the record onto fd 2."""
-        data = [level_name(record.levelno), record.name, message, record.threadName or "-", record.created]
+        data = [
+            level_name(record.levelno),
+            record.name,
+            message,
+            record.threadName or "-",
+            record.created,
+        ]
         if isinstance(fields, dict):
             data.append(fields)
         line = CHILD_RECORD_PREFIX + json.dumps(data, default=str) + "\n"
@@ -351,17 +369,24 @@ class StreamCapture:
 
     def _emit_text(self, raw: bytes, logger: str, level: str) -> None:
         text = raw.decode("utf-8", "replace")
-        if text.startswith(CHILD_RECORD_PREFIX):
-            if self._emit_child_record(text[len(CHILD_RECORD_PREFIX) :]):
-                return
+        if text.startswith(CHILD_RECORD_PREFIX) and self._emit_child_record(
+            text[len(CHILD_RECORD_PREFIX) :]
+        ):
+            return
         self.batcher.add(level, logger, clean_text(text), "-")
 
     def _emit_child_record(self, data: str) -> bool:
         try:
             level, name, message, thread, created, *rest = json.loads(data)
             fields = rest[0] if rest and isinstance(rest[0], dict) else None
-            self.batcher.add(level_name(logging.getLevelName(level)), str(name), clean_text(str(message)),
-                             str(thread), float(created), fields)
+            self.batcher.add(
+                level_name(logging.getLevelName(level)),
+                str(name),
+                clean_text(str(message)),
+                str(thread),
+                float(created),
+                fields,
+            )
         except (ValueError, TypeError, KeyError):
             return False
         return True

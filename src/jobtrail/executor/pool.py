@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.executor.runner import WORKER_MARK_ENV, WorkerSettings, worker_main
+from jobtrail.executor.runner import WORKER_MARK_ENV, WorkerSettings, worker_main, worker_mark
 
 log = logging.getLogger("jobtrail.pool")
 
@@ -116,7 +116,7 @@ def death_reason(exitcode: int | None) -> str:
     return f"the worker process exited with code {exitcode}"
 
 
-def processes_marked(mark: str) -> list[psutil.Process]:
+def processes_marked(mark: str, *, skip_own_children: bool = False) -> list[psutil.Process]:
     """Processes whose environment carries ``mark`` (a home's, or one worker's under it).
 
     Descendants inherit the mark, so they are found even after they were reparented.
@@ -125,6 +125,11 @@ def processes_marked(mark: str) -> list[psutil.Process]:
     me = os.getpid()
     for proc in psutil.process_iter():
         if proc.pid == me:
+            continue
+        try:
+            if skip_own_children and proc.ppid() == me:
+                continue
+        except psutil.Error:
             continue
         try:
             value = proc.environ().get(WORKER_MARK_ENV, "")
@@ -174,7 +179,9 @@ class WorkerPool:
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._respawn_after = 0.0
         self._fast_deaths = 0
-        self._monitor = threading.Thread(target=self._monitor_loop, name="jobtrail-pool", daemon=True)
+        self._monitor = threading.Thread(
+            target=self._monitor_loop, name="jobtrail-pool", daemon=True
+        )
 
     # -- public ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,7 +225,9 @@ class WorkerPool:
 
     def alive_workers(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers.values() if w.died_at is None and w.process.is_alive())
+            return sum(
+                1 for w in self._workers.values() if w.died_at is None and w.process.is_alive()
+            )
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Stop every worker and its children; returns the ids of jobs that were running."""
@@ -237,7 +246,8 @@ class WorkerPool:
         for worker in workers:
             if worker.job_id is None:
                 worker.process.join(max(0.0, deadline - time.monotonic()))
-        kill_tree(processes_marked(self._settings.home_mark), grace=1.0)
+        # workers only: the forkserver and resource tracker are this process's to keep
+        kill_tree(processes_marked(worker_mark(self._settings.home_mark)), grace=1.0)
         for worker in workers:
             worker.process.join(1.0)
             worker.control.close()
@@ -343,7 +353,11 @@ class WorkerPool:
                     kill_tree(self._orphans_of(worker))
             if worker.died_at is None:
                 continue
-            if worker.job_id is not None and not worker.drained and now - worker.died_at < DRAIN_TIMEOUT:
+            if (
+                worker.job_id is not None
+                and not worker.drained
+                and now - worker.died_at < DRAIN_TIMEOUT
+            ):
                 continue  # wait for the listener to read everything the worker sent
             if worker.job_id is not None:
                 job_id = worker.job_id
@@ -359,7 +373,7 @@ class WorkerPool:
 
     def _orphans_of(self, worker: _Worker) -> list[psutil.Process]:
         """Descendants of a dead worker: reparented, so found by the mark they inherited."""
-        return processes_marked(f"{self._settings.home_mark}/{worker.worker_id}")
+        return processes_marked(worker_mark(self._settings.home_mark, worker.worker_id))
 
     def _replenish(self) -> None:
         alive = sum(1 for w in self._workers.values() if w.died_at is None)

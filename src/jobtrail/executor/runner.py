@@ -30,7 +30,7 @@ from jobtrail.registry import get_job_type
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
 WORKER_MARK_ENV = "JOBTRAIL_WORKER"  # inherited by every descendant: finds orphans later
 SERVER_WATCH_SECONDS = 0.5
-BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs",)
+BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs", "jobtrail.ansible")
 log = logging.getLogger("jobtrail")
 
 
@@ -46,6 +46,11 @@ class WorkerSettings:
     server_pid: int = 0
     server_started: float = 0.0
     sys_path: tuple[str, ...] = field(default_factory=tuple)
+
+
+def worker_mark(home_mark: str, worker_id: int | None = None) -> str:
+    """Environment mark of one worker (and its descendants), or of all workers of a home."""
+    return f"{home_mark}/w" if worker_id is None else f"{home_mark}/w/{worker_id}"
 
 
 class JobCancelled(BaseException):
@@ -107,7 +112,7 @@ def worker_main(worker_id: int, control: Connection, channel: Connection, settin
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server's terminal is the server's
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent()
-    os.environ[WORKER_MARK_ENV] = f"{settings.home_mark}/{worker_id}"
+    os.environ[WORKER_MARK_ENV] = worker_mark(settings.home_mark, worker_id)
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
     for path in settings.sys_path:
@@ -182,7 +187,7 @@ def _run_one(
         log.warning("jobtrail: output of child processes may be incomplete (sync timed out)")
         streams.sync(timeout=1.0)
     batcher.finish_job(outcome)
-    return outcome["status"] == "cancelled"
+    return bool(outcome["status"] == "cancelled")
 
 
 def _stop_leftover_children() -> None:

@@ -1,0 +1,263 @@
+"""The ``ansible_playbook`` job type: a playbook run through ansible-runner in a worker.
+
+The job log holds what ``ansible-playbook`` prints to a terminal, line for line and in order
+(logger ``ansible``, one record per runner event, structured fields ``play``, ``task``,
+``host``, ``event`` and ``rc``; see ``ansible_events`` for levels). A failed run fails the
+job with a one-line digest (``Task "X" failed on host: why (rc=N)``) and a structured
+``failure``.
+
+Choices worth knowing:
+
+* Playbooks (and inventory files) are paths relative to the server's ``--playbooks`` dir,
+  or to the bundled ``jobtrail/demo`` dir when none is configured; the server refuses
+  anything outside with 422 before the job is queued.
+* ``inventory`` as a host list (``localhost,`` or ``web1,web2,``) becomes an INI inventory
+  file: ansible-runner would take the string as inventory *content*. ``localhost`` gets
+  ``ansible_connection=local`` and this Python as its interpreter.
+* ansible-runner's private data dir is a fresh ``tempfile.mkdtemp()`` directory (mode 0700)
+  removed after the run; the extra vars go to ``env/extravars`` in it (mode 0600), never on
+  the command line. Runner artifacts (events with full results) are not written: the event
+  handler returns False.
+* Values of secret-looking extra vars (``registry.looks_secret``) are masked in every
+  record, the digest and the failure, wherever they appear.
+* ``ansible-playbook`` is a child of the worker; on cancel the pool signals the whole tree
+  and this module kills whatever the run started that is still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import psutil
+from pydantic import Field
+
+from jobtrail.ansible_events import EventTranslator, Masker, estimate_plan, secret_values
+from jobtrail.errors import InvalidParams, JobFailed
+from jobtrail.executor.runner import PLAYBOOKS_ENV, progress
+from jobtrail.registry import job
+
+JOB_TYPE = "ansible_playbook"
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+LOCAL_HOSTS = frozenset({"localhost"})
+INSTALL_HINT = "install it with: pip install 'jobtrail[ansible]'"
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$")
+_PROGRESS_EVENTS = (
+    "playbook_on_play_start",
+    "playbook_on_task_start",
+    "playbook_on_handler_task_start",
+)
+
+output = logging.getLogger("ansible")  # the playbook's own output
+log = logging.getLogger("jobtrail.ansible")
+
+
+# -- where playbooks come from -----------------------------------------------------------------
+def playbooks_dir() -> Path:
+    """The server's --playbooks dir, or the bundled demo playbooks when none is configured."""
+    configured = os.environ.get(PLAYBOOKS_ENV)
+    return Path(configured).expanduser().resolve() if configured else DEMO_DIR
+
+
+def resolve_inside(base: Path, name: str, what: str, *, allow_dir: bool = False) -> Path:
+    """``name`` resolved inside ``base`` (symlinks followed), or ValueError saying why not."""
+    if not name or os.path.isabs(name) or name.startswith("~"):
+        raise ValueError(
+            f"{what}: must be a path relative to the playbooks directory, got {name!r}"
+        )
+    path = (base / name).resolve()
+    if not path.is_relative_to(base.resolve()):
+        raise ValueError(f"{what}: {name!r} resolves outside the playbooks directory")
+    if not (path.is_file() or (allow_dir and path.is_dir())):
+        raise ValueError(f"{what}: no file {name!r} in the playbooks directory")
+    return path
+
+
+def host_list(inventory: str) -> list[str] | None:
+    """The hosts of a ``host1,host2,`` inventory; None when it names an inventory file."""
+    if "," not in inventory:
+        return None
+    hosts = [h.strip() for h in inventory.split(",") if h.strip()]
+    if not hosts:
+        raise ValueError("inventory: the host list is empty")
+    bad = [h for h in hosts if not _HOST.match(h)]
+    if bad:
+        raise ValueError(f"inventory: not a host name: {', '.join(repr(h) for h in bad)}")
+    return hosts
+
+
+def _check(values: dict[str, Any]) -> dict[str, Any]:
+    """Server-side, before queuing: the playbook and inventory must be inside the dir."""
+    base = playbooks_dir()
+    problems = []
+    try:
+        resolve_inside(base, values["playbook"], "playbook")
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        if host_list(values["inventory"]) is None:
+            resolve_inside(base, values["inventory"], "inventory", allow_dir=True)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise InvalidParams(JOB_TYPE, problems)
+    return values
+
+
+# -- the job -----------------------------------------------------------------------------------
+@job(JOB_TYPE, check=_check)
+def ansible_playbook(
+    playbook: str = "demo.yml",
+    inventory: str = "localhost,",
+    extra_vars: dict[str, Any] | None = None,
+    limit: str | None = None,
+    tags: str | list[str] | None = None,
+    skip_tags: str | list[str] | None = None,
+    check: bool = False,
+    verbosity: Annotated[int, Field(ge=0, le=4)] = 0,
+) -> dict[str, Any]:
+    """Run an Ansible playbook from the playbooks directory; the log shows what a terminal would.
+
+    ``playbook`` and an inventory file are relative to the server's --playbooks directory;
+    ``inventory`` may also be a host list such as ``localhost,``. ``check`` is a dry run
+    (``--check``); ``verbosity`` 0-4 is ``-v`` to ``-vvvv``.
+    """
+    try:
+        ansible_runner = importlib.import_module("ansible_runner")
+    except ImportError:
+        message = f"ansible_playbook needs ansible-runner, which is not installed: {INSTALL_HINT}"
+        raise JobFailed(
+            message, failure={"kind": "missing_dependency", "message": message}
+        ) from None
+    base = playbooks_dir()
+    try:
+        book = resolve_inside(base, playbook, "playbook")
+        hosts = host_list(inventory)
+        inventory_file = (
+            None if hosts else resolve_inside(base, inventory, "inventory", allow_dir=True)
+        )
+    except ValueError as exc:
+        raise JobFailed(str(exc), failure={"kind": "invalid_params", "message": str(exc)}) from None
+    variables = extra_vars or {}
+    translator = EventTranslator(Masker(secret_values(variables)), _plan(book), str(base))
+
+    def on_event(event: Mapping[str, Any]) -> bool:
+        for entry in translator.handle(event):
+            output.log(entry.level, "%s", entry.text, extra={"jobtrail_fields": entry.fields})
+        if event.get("event") in _PROGRESS_EVENTS:
+            progress(translator.progress.pct, translator.step())
+        return False  # nothing written to the runner's artifacts dir
+
+    private = Path(tempfile.mkdtemp(prefix="jobtrail-ansible-"))  # 0700
+    before = _descendants()
+    try:
+        if hosts:
+            inventory_arg = str(_write_private(private / "inventory" / "hosts", _ini(hosts)))
+        else:
+            inventory_arg = str(inventory_file)
+        if variables:
+            _write_private(private / "env" / "extravars", json.dumps(variables))
+        log.info("running playbook %s (inventory %s)", playbook, inventory)
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(base),
+            playbook=str(book),
+            inventory=inventory_arg,
+            limit=limit or None,
+            tags=_joined(tags),
+            skip_tags=_joined(skip_tags),
+            verbosity=verbosity or None,
+            cmdline="--check" if check else None,
+            envvars=_environment(),
+            quiet=True,  # the worker captures stdout: echoing would log every line twice
+            suppress_output_file=True,
+            event_handler=on_event,
+            # Our own callback keeps ansible-runner from installing SIGTERM/SIGINT handlers
+            # over the worker's: a cancel must stay a cancel.
+            cancel_callback=lambda: False,
+        )
+    finally:
+        _stop_new_descendants(before)
+        shutil.rmtree(private, ignore_errors=True)
+    status, rc = str(runner.status), runner.rc
+    if status != "successful":
+        error, failure = translator.digest(playbook, rc, status)
+        raise JobFailed(error, failure=failure)
+    progress(100.0, translator.step())
+    return {"playbook": playbook, "status": status, "rc": rc, "stats": translator.stats}
+
+
+def _environment() -> dict[str, str]:
+    """ansible-playbook must be found from a venv that is not activated, and print no colour."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+    return {"PATH": path, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+
+
+def _ini(hosts: list[str]) -> str:
+    lines = []
+    for host in hosts:
+        if host in LOCAL_HOSTS:
+            python = shlex.quote(sys.executable)
+            lines.append(f"{host} ansible_connection=local ansible_python_interpreter={python}")
+        else:
+            lines.append(host)
+    return "\n".join(lines) + "\n"
+
+
+def _joined(value: str | list[str] | None) -> str | None:
+    if isinstance(value, list):
+        return ",".join(value) or None
+    return value or None
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """A file only this user can read (0600), in a directory only this user can enter."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def _plan(book: Path) -> list[int] | None:
+    """Tasks per play, for progress; None when the playbook cannot be read as plain YAML."""
+    try:
+        yaml = importlib.import_module("yaml")
+        with book.open(encoding="utf-8") as handle:
+            return estimate_plan(yaml.safe_load(handle))
+    except Exception:  # vault tags, syntax errors, no PyYAML: progress just guesses
+        return None
+
+
+def _descendants() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _stop_new_descendants(before: set[int]) -> None:
+    """ansible-playbook and its forks must not outlive the run (a cancel ends up here)."""
+    try:
+        procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    except psutil.Error:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=2.0)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2.0)

@@ -1,0 +1,429 @@
+"""From ansible-runner events to jobtrail records, progress and a failure digest.
+
+Pure Python with no Ansible import, so it is cheap to import and easy to test. ``ansible.py``
+feeds each event of a run to ``EventTranslator.handle`` and logs what comes back.
+
+Output: each event's ``stdout`` is what ``ansible-playbook`` prints to a terminal for it, line
+for line, so records carry that text unchanged (one record per event; multi-line output stays
+one record). Warning blocks (``[WARNING]``, ``[DEPRECATION WARNING]`` with their ``Origin:``
+snippet) inside an event are split off into a record of their own at WARNING, in place, so
+line order is kept. Levels:
+
+* failed, unreachable → ERROR; a failure that ``ignore_errors`` ignores → WARNING (the
+  terminal says ``...ignoring``; ERROR is kept for what made the run fail);
+* warnings, deprecations, retries → WARNING;
+* ok, changed, skipped, headers and the recap → INFO: skipped is INFO (not DEBUG) so that
+  ``level=INFO`` shows exactly what a terminal shows;
+* ``[ERROR]`` lines Ansible prints outside any task (syntax errors, missing roles) → ERROR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jobtrail.registry import MASK, looks_secret
+
+Scalar = str | int | float | bool
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text ("ok=1") and say little anyway
+GENERIC_MESSAGES = frozenset(
+    {
+        "",
+        "non-zero return code",
+        "MODULE FAILURE",
+        "One or more items failed",
+        "All items completed",
+    }
+)
+_WARNING_START = ("[WARNING]", "[DEPRECATION WARNING]")
+_ORIGIN_END = re.compile(r"^\s*\^ column \d+\s*$|^\(source not shown")
+
+
+# -- masking -----------------------------------------------------------------------------------
+def secret_values(extra_vars: Mapping[str, Any], inside_secret: bool = False) -> set[str]:
+    """Every string/number value of a secret-looking extra var (nested values included)."""
+    found: set[str] = set()
+    for key, value in extra_vars.items():
+        secret = inside_secret or looks_secret(str(key))
+        if isinstance(value, Mapping):
+            found |= secret_values(value, secret)
+        elif isinstance(value, list | tuple):
+            found |= secret_values({str(i): v for i, v in enumerate(value)}, secret)
+        elif secret and isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= MIN_SECRET_LENGTH:
+                found.add(text)
+                found.add(json.dumps(text)[1:-1])  # as it appears inside JSON output
+    return found
+
+
+class Masker:
+    """Replaces each secret value by ``********`` in any text; longest values first."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        ordered = sorted({v for v in values if v}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+
+# -- progress ----------------------------------------------------------------------------------
+def estimate_plan(playbook: Any) -> list[int] | None:
+    """Tasks per play of a parsed playbook (a guess: roles and includes count as one task)."""
+    if not isinstance(playbook, list):
+        return None
+    plan = []
+    for play in playbook:
+        if not isinstance(play, dict):
+            return None
+        tasks = sum(
+            _count_tasks(play.get(key)) for key in ("pre_tasks", "tasks", "post_tasks")
+        ) + len(play.get("roles") or [])
+        if (
+            play.get("gather_facts", True) not in (False, "no", "false", "False")
+            and "hosts" in play
+        ):
+            tasks += 1
+        plan.append(tasks)
+    return plan
+
+
+def _count_tasks(tasks: Any) -> int:
+    if not isinstance(tasks, list):
+        return 0
+    total = 0
+    for task in tasks:
+        if isinstance(task, dict) and "block" in task:
+            total += sum(_count_tasks(task.get(key)) for key in ("block", "rescue", "always"))
+        else:
+            total += 1
+    return total
+
+
+@dataclass
+class Progress:
+    """Monotone progress: plays done plus the share of the current play's tasks started."""
+
+    plan: list[int] | None
+    play_index: int = -1
+    tasks_started: int = 0
+    pct: float = 0.0
+
+    def play_started(self) -> None:
+        self.play_index += 1
+        self.tasks_started = 0
+
+    def task_started(self) -> float:
+        self.tasks_started += 1
+        plays = len(self.plan) if self.plan else 0
+        index = max(self.play_index, 0)
+        expected = self.plan[index] if self.plan and index < plays else 0
+        known = expected + 1  # the +1 leaves room for handlers
+        started = self.tasks_started
+        share = started / known if started < known else 1 - 1 / (started + 2)
+        pct = 100 * (index + share) / max(plays, index + 1)
+        self.pct = max(self.pct, min(pct, 99.0))
+        return self.pct
+
+
+# -- records -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    """One log record to emit: level, text, structured fields."""
+
+    level: int
+    text: str
+    fields: dict[str, Scalar]
+
+
+@dataclass
+class Failure:
+    kind: str  # failed | unreachable
+    play: str | None
+    task: str | None
+    host: str | None
+    res: dict[str, Any]
+
+
+_EVENT_NAMES = {
+    "playbook_on_play_start": "play_start",
+    "playbook_on_task_start": "task_start",
+    "playbook_on_handler_task_start": "handler_start",
+    "playbook_on_stats": "recap",
+    "playbook_on_no_hosts_matched": "no_hosts_matched",
+    "playbook_on_no_hosts_remaining": "no_hosts_remaining",
+    "runner_retry": "retry",
+    "deprecated": "warning",
+    "system_warning": "warning",
+}
+
+
+def event_name(event: str, res: Mapping[str, Any]) -> str:
+    """ok, changed, failed, skipped, unreachable, task_start, recap, warning, verbose, …"""
+    if event in _EVENT_NAMES:
+        return _EVENT_NAMES[event]
+    for prefix in ("runner_item_on_", "runner_on_", "playbook_on_"):
+        if event.startswith(prefix):
+            name = event[len(prefix) :]
+            if name == "ok" and res.get("changed"):
+                return "changed"
+            return name
+    return event
+
+
+def _level_for(name: str, data: Mapping[str, Any]) -> int:
+    if name == "failed":
+        return logging.WARNING if data.get("ignore_errors") else logging.ERROR
+    if name == "unreachable":
+        return logging.WARNING if data.get("ignore_unreachable") else logging.ERROR
+    if name in ("warning", "retry"):
+        return logging.WARNING
+    if name == "error":
+        return logging.ERROR
+    if name == "debug":
+        return logging.DEBUG
+    return logging.INFO
+
+
+def split_warnings(text: str) -> list[tuple[bool, str]]:
+    """The text cut into (is_warning, chunk) pieces in order; blank edges trimmed."""
+    pieces: list[tuple[bool, list[str]]] = []
+    in_warning = in_origin = False
+    for line in text.split("\n"):
+        if line.startswith(_WARNING_START):
+            in_warning, in_origin = True, False
+        elif in_warning and not in_origin:
+            if line.startswith("Origin:"):
+                in_origin = True
+            else:
+                in_warning = False
+        if not pieces or pieces[-1][0] != in_warning:
+            pieces.append((in_warning, []))
+        pieces[-1][1].append(line)
+        if in_origin and _ORIGIN_END.match(line):
+            in_warning = in_origin = False
+    result = []
+    for warning, lines in pieces:
+        chunk = "\n".join(lines).strip("\n")
+        if chunk.strip():
+            result.append((warning, chunk))
+    return result
+
+
+def _oneline(text: Any, keep_lines: int = 3, limit: int = 300) -> str:
+    lines = [" ".join(line.split()) for line in str(text).splitlines()]
+    joined = " | ".join([line for line in lines if line][-keep_lines:])
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+class EventTranslator:
+    """Keeps the state of one run: where it is, what failed, the recap."""
+
+    def __init__(self, mask: Masker, plan: list[int] | None = None, root: str = "") -> None:
+        self.mask = mask
+        self.root = root.rstrip("/") + "/" if root else ""  # cut from paths in the digest
+        self.progress = Progress(plan)
+        self.play: str | None = None
+        self.task: str | None = None
+        self.failures: list[Failure] = []
+        self.item_failures: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+        self.errors: list[str] = []  # [ERROR] text printed outside any task
+        self.stats: dict[str, dict[str, int]] = {}
+        self._verbose_level = logging.INFO
+        self._verbose_warning: list[bool] = [False, False]  # in a warning, in its Origin
+
+    def step(self) -> str | None:
+        if self.play is None:
+            return None
+        return self.mask(f"{self.play}: {self.task}" if self.task else self.play)
+
+    def handle(self, event: Mapping[str, Any]) -> list[Entry]:
+        kind = str(event.get("event", ""))
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        raw = data.get("res")
+        res: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        name = event_name(kind, res)
+        self._track(kind, name, data, res)
+        stdout = str(event.get("stdout") or "").replace("\r\n", "\n")
+        if kind == "verbose":
+            return self._verbose(stdout)
+        self._verbose_level = logging.INFO
+        fields = self._fields(name, data, res)
+        level = _level_for(name, data)
+        entries = []
+        for warning, chunk in split_warnings(stdout):
+            if name == "ok" and chunk.startswith("changed:"):  # no_log results hide "changed"
+                fields["event"] = "changed"
+            if warning:
+                entries.append(
+                    Entry(logging.WARNING, self.mask(chunk), {**fields, "event": "warning"})
+                )
+            else:
+                entries.append(Entry(level, self.mask(chunk), dict(fields)))
+        return entries
+
+    def _fields(
+        self, name: str, data: Mapping[str, Any], res: Mapping[str, Any]
+    ) -> dict[str, Scalar]:
+        fields: dict[str, Scalar] = {"event": name}
+        for key in ("play", "task", "host"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                fields[key] = self.mask(value)
+        rc = res.get("rc")
+        if isinstance(rc, int) and not isinstance(rc, bool):
+            fields["rc"] = rc
+        if name in ("failed", "unreachable") and (
+            data.get("ignore_errors") or data.get("ignore_unreachable")
+        ):
+            fields["ignored"] = True
+        return fields
+
+    def _verbose(self, stdout: str) -> list[Entry]:
+        """Lines Ansible prints outside callbacks, one per event: errors before a run, -v output."""
+        entries = []
+        for line in stdout.split("\n"):
+            level = self._verbose_line_level(line)
+            if line.strip():
+                entries.append(Entry(level, self.mask(line), {"event": "verbose"}))
+        return entries
+
+    def _verbose_line_level(self, line: str) -> int:
+        in_warning, in_origin = self._verbose_warning
+        if line.startswith("[ERROR]"):
+            self._verbose_level = logging.ERROR  # the rest explains the error
+            self.errors.append(line[len("[ERROR]:") :].strip())
+            return logging.ERROR
+        if self._verbose_level == logging.ERROR:
+            if line.startswith("Origin:") and self.errors:
+                self.errors[-1] += f" ({line[len('Origin:') :].strip()})"
+            return logging.ERROR
+        if line.startswith(_WARNING_START):
+            self._verbose_warning = [True, False]
+            return logging.WARNING
+        if in_warning and not in_origin:
+            if line.startswith("Origin:"):
+                self._verbose_warning = [True, True]
+                return logging.WARNING
+            self._verbose_warning = [False, False]
+            return logging.INFO
+        if in_origin:
+            if _ORIGIN_END.match(line):
+                self._verbose_warning = [False, False]
+            return logging.WARNING
+        return logging.INFO
+
+    def _track(self, kind: str, name: str, data: Mapping[str, Any], res: dict[str, Any]) -> None:
+        if kind == "playbook_on_play_start":
+            self.play = str(data.get("play") or data.get("name") or "")
+            self.task = None
+            self.progress.play_started()
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.task = str(data.get("task") or data.get("name") or "")
+            self.progress.task_started()
+        elif kind == "runner_item_on_failed":
+            self.item_failures[(data.get("host"), data.get("task"))] = res
+        elif name == "failed" and not data.get("ignore_errors"):
+            if res.get("results") and (data.get("host"), data.get("task")) in self.item_failures:
+                res = self.item_failures[(data.get("host"), data.get("task"))]
+            self.failures.append(
+                Failure("failed", data.get("play"), data.get("task"), data.get("host"), res)
+            )
+        elif name == "unreachable" and not data.get("ignore_unreachable"):
+            self.failures.append(
+                Failure("unreachable", data.get("play"), data.get("task"), data.get("host"), res)
+            )
+        elif kind == "playbook_on_stats":
+            self._collect_stats(data)
+
+    def _collect_stats(self, data: Mapping[str, Any]) -> None:
+        """The recap per host: ok, changed, failed, unreachable, skipped, rescued, ignored."""
+        names = {"failures": "failed", "dark": "unreachable"}
+        keys = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+        for key in keys:
+            per_host = data.get(key)
+            if isinstance(per_host, dict):
+                for host in per_host:
+                    self.stats.setdefault(self.mask(str(host)), {names.get(k, k): 0 for k in keys})
+                for host, count in per_host.items():
+                    self.stats[self.mask(str(host))][names.get(key, key)] = int(count)
+
+    # -- the digest ----------------------------------------------------------------------------
+    def digest(self, playbook: str, rc: int | None, status: str) -> tuple[str, dict[str, Any]]:
+        """The one-line error and the structured failure of a run that did not succeed."""
+        if self.failures:
+            return self._task_digest(playbook, rc)
+        if self.errors:
+            message = _oneline(self.errors[0], keep_lines=1).replace(self.root or "\0", "")
+            what = "Syntax error in playbook" if rc == 4 else "Playbook"
+            verb = "" if rc == 4 else " could not run"
+            error = f"{what} {playbook}{verb}: {message} (rc={rc})"
+            failure: dict[str, Any] = {
+                "kind": "syntax_error" if rc == 4 else "error",
+                "playbook": playbook,
+                "message": message,
+                "rc": rc,
+            }
+            return self.mask(error), _mask_dict(self.mask, failure)
+        message = f"ansible-playbook ended with status {status}"
+        error = f"Playbook {playbook} failed: {message} (rc={rc})"
+        return self.mask(error), {
+            "kind": "error",
+            "playbook": playbook,
+            "message": message,
+            "rc": rc,
+        }
+
+    def _task_digest(self, playbook: str, rc: int | None) -> tuple[str, dict[str, Any]]:
+        # A failure a rescue block handled leaves the host's failed count at 0: prefer real ones.
+        fatal = [
+            f
+            for f in self.failures
+            if self.stats.get(self.mask(str(f.host)), {}).get(
+                "failed" if f.kind == "failed" else "unreachable"
+            )
+        ]
+        first = (fatal or self.failures)[0]
+        res = first.res
+        msg = _oneline(res.get("msg") or "")
+        stderr_raw = res.get("stderr") or res.get("module_stderr") or ""
+        stderr = _oneline(stderr_raw)
+        task_rc = res.get("rc") if isinstance(res.get("rc"), int) else None
+        if msg in GENERIC_MESSAGES and stderr:
+            reason = stderr
+        elif msg and msg not in GENERIC_MESSAGES:
+            reason = f"{msg}: {stderr}" if stderr and stderr not in msg else msg
+        elif res.get("censored"):
+            reason = _oneline(res["censored"])
+        else:
+            reason = msg or _oneline(res.get("stdout") or "") or "no error message"
+        if first.kind == "unreachable":
+            error = f'Host {first.host} unreachable in task "{first.task}": {reason}'
+        else:
+            error = f'Task "{first.task}" failed on {first.host}: {reason}'
+        if task_rc is not None:
+            error += f" (rc={task_rc})"
+        others = len(fatal or self.failures) - 1
+        if others > 0:
+            error += f" [and {others} more failure{'s' if others > 1 else ''}]"
+        failure: dict[str, Any] = {
+            "kind": "unreachable" if first.kind == "unreachable" else "task_failed",
+            "playbook": playbook,
+            "play": first.play,
+            "task": first.task,
+            "host": first.host,
+            "message": reason,
+            "rc": task_rc,
+            "stderr": str(stderr_raw) or None,
+            "ansible_rc": rc,
+        }
+        return self.mask(error), _mask_dict(self.mask, failure)
+
+
+def _mask_dict(mask: Masker, values: dict[str, Any]) -> dict[str, Any]:
+    return {k: mask(v) if isinstance(v, str) else v for k, v in values.items()}

@@ -253,3 +253,22 @@ def test_bad_log_queries_are_422(live: Live, params: dict[str, object], fragment
 def test_bad_list_queries_are_422(live: Live) -> None:
     assert live.http.get("/api/jobs", params={"status": "done"}).status_code == 422
     assert live.http.get("/api/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_rotation_keeps_newest_segments_and_reads_span_them(tmp_path) -> None:
+    from conftest import live_server, test_config
+
+    config = test_config(tmp_path / "home", log_max_bytes=50_000, log_segments=3)
+    with live_server(config) as small:
+        job = small.submit("levels", errors_every=50, count=5000)
+        assert small.wait(job["job_id"])["status"] == "completed"
+        segments = sorted((tmp_path / "home" / "logs" / job["job_id"]).glob("*.jsonl"))
+        assert len(segments) == 3
+        assert all(s.stat().st_size <= 50_000 for s in segments)
+        page = small.logs(job["job_id"], tail=10000, format="json")
+        first_kept = page["truncated_before"]
+        assert first_kept > 1, "the oldest segments were removed"
+        seqs = [r["seq"] for r in page["logs"]]
+        assert seqs == list(range(first_kept, page["latest_seq"] + 1)), "one run across segments"
+        errors = small.logs(job["job_id"], tail=3, level="ERROR", format="json")["logs"]
+        assert [r["message"] for r in errors] == ["error 4850", "error 4900", "error 4950"]

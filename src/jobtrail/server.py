@@ -282,6 +282,10 @@ class JobServer:
             for key in ("dropped", "last_seq", "failure"):
                 if key in outcome:
                     extra[key] = outcome[key]
+            stats = self.store.stats(job_id)
+            if stats.dropped:
+                extra["dropped"] = extra.get("dropped", 0) + stats.dropped
+                extra["log_note"] = f"log cut: {stats.cut_reason}"
             fields: dict[str, Any] = {
                 "status": status,
                 "error": outcome.get("error"),

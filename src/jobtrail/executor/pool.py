@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -317,7 +318,16 @@ class WorkerPool:
             name=f"jobtrail-worker-{worker_id}",
             daemon=False,  # jobs may start multiprocessing children; stop() ends workers
         )
-        with _without_main_module(), _marked_environment(f"{self._settings.home_mark}/server"):
+        with (
+            _without_main_module(),
+            _marked_environment(f"{self._settings.home_mark}/server"),
+            warnings.catch_warnings(),
+        ):
+            # Python 3.12+ warns that fork() from a multi-threaded process may deadlock the
+            # child: that is why forkserver is the default; who picks fork has chosen it.
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
             process.start()
         control_r.close()
         channel_w.close()

@@ -10,14 +10,15 @@ Choices worth knowing:
 
 * Playbooks (and inventory files) are paths relative to the server's ``--playbooks`` dir,
   or to the bundled ``jobtrail/demo`` dir when none is configured; the server refuses
-  anything outside with 422 before the job is queued.
+  anything outside with 422 before the job is queued. ``playbook`` defaults to
+  ``demo.yml``, so ``jobtrail demo --type ansible_playbook`` runs the bundled demo.
 * ``inventory`` as a host list (``localhost,`` or ``web1,web2,``) becomes an INI inventory
   file: ansible-runner would take the string as inventory *content*. ``localhost`` gets
   ``ansible_connection=local`` and this Python as its interpreter.
 * ansible-runner's private data dir is a fresh ``tempfile.mkdtemp()`` directory (mode 0700)
   removed after the run; the extra vars go to ``env/extravars`` in it (mode 0600), never on
-  the command line. Runner artifacts (events with full results) are not written: the event
-  handler returns False.
+  the command line. The event handler returns False, so ansible-runner writes no
+  ``job_events`` files; what it does write (its ``artifacts/``) goes with the directory.
 * Values of secret-looking extra vars (``registry.looks_secret``) are masked in every
   record, the digest and the failure, wherever they appear.
 * ``ansible-playbook`` is a child of the worker; on cancel the pool signals the whole tree
@@ -43,7 +44,7 @@ from typing import Annotated, Any
 import psutil
 from pydantic import Field
 
-from jobtrail.ansible_events import EventTranslator, Masker, estimate_plan, secret_values
+from jobtrail.ansible_events import Entry, EventTranslator, Masker, estimate_plan, secret_values
 from jobtrail.errors import InvalidParams, JobFailed
 from jobtrail.executor.runner import PLAYBOOKS_ENV, progress
 from jobtrail.registry import job
@@ -153,8 +154,14 @@ def ansible_playbook(
     translator = EventTranslator(Masker(secret_values(variables)), _plan(book), str(base))
 
     def on_event(event: Mapping[str, Any]) -> bool:
-        for entry in translator.handle(event):
-            output.log(entry.level, "%s", entry.text, extra={"jobtrail_fields": entry.fields})
+        try:
+            entries = translator.handle(event)
+        except Exception:  # a bug here must cost neither the run nor its output
+            log.exception("jobtrail: could not translate an ansible-runner event")
+            entries = [Entry(logging.INFO, translator.mask(str(event.get("stdout") or "")), {})]
+        for entry in entries:
+            if entry.text:
+                output.log(entry.level, "%s", entry.text, extra={"jobtrail_fields": entry.fields})
         if event.get("event") in _PROGRESS_EVENTS:
             progress(translator.progress.pct, translator.step())
         return False  # nothing written to the runner's artifacts dir

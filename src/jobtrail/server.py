@@ -83,8 +83,11 @@ class HomeInUse(RuntimeError):
 class JobServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        # job types read it in the server (param checks) and in workers, which inherit it
         if config.playbooks is not None:
             os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
+        else:
+            os.environ.pop(PLAYBOOKS_ENV, None)
         for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
             importlib.import_module(module)
         self.home = config.home.expanduser().resolve()

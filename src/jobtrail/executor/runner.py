@@ -106,7 +106,9 @@ def _watch_server(settings: WorkerSettings) -> None:
             os._exit(70)
 
 
-def worker_main(worker_id: int, control: Connection, channel: Connection, settings: WorkerSettings) -> None:
+def worker_main(
+    worker_id: int, control: Connection, channel: Connection, settings: WorkerSettings
+) -> None:
     """Entry point of a worker process; returns when the server sends None or goes away."""
     global _batcher
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server's terminal is the server's
@@ -115,6 +117,8 @@ def worker_main(worker_id: int, control: Connection, channel: Connection, settin
     os.environ[WORKER_MARK_ENV] = worker_mark(settings.home_mark, worker_id)
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
+    else:  # a forkserver started for an earlier server may have handed down another one
+        os.environ.pop(PLAYBOOKS_ENV, None)
     for path in settings.sys_path:
         if path not in sys.path:
             sys.path.append(path)
@@ -124,7 +128,9 @@ def worker_main(worker_id: int, control: Connection, channel: Connection, settin
         except OSError:
             pass
     if settings.server_pid:
-        threading.Thread(target=_watch_server, args=(settings,), name="jobtrail-watchdog", daemon=True).start()
+        threading.Thread(
+            target=_watch_server, args=(settings,), name="jobtrail-watchdog", daemon=True
+        ).start()
     _batcher = batcher = capture.RecordBatcher(channel.send)
     capture.install(batcher, settings.capture_level, clear_inherited=True)
     streams = capture.StreamCapture(batcher)

@@ -138,3 +138,13 @@ def typed(
 ) -> dict[str, object]:
     """Only here to have a signature to validate against."""
     return {"count": count, "name": name, "ratio": ratio, "flags": flags or []}
+
+
+@job("leaky")
+def leaky(user: str, password: str, api_token: str = "") -> None:
+    """Logs its own secrets by accident, in the shapes people really use."""
+    log.info("connecting as %s with password %s", user, password)
+    log.info("curl -H 'Authorization: Bearer %s' https://api.example", api_token or "abcdefghijklmnop1234")
+    print(f"DATABASE_URL=postgres://{user}:{password}@db:5432/app")
+    print(f"password={password}")
+    print("JOBTRAIL_TOKEN in env:", os.environ.get("JOBTRAIL_TOKEN"))

@@ -256,9 +256,10 @@ def test_bad_list_queries_are_422(live: Live) -> None:
 
 
 def test_rotation_keeps_newest_segments_and_reads_span_them(tmp_path) -> None:
-    from conftest import live_server, test_config
+    from conftest import live_server
+    from conftest import test_config as make_config
 
-    config = test_config(tmp_path / "home", log_max_bytes=50_000, log_segments=3)
+    config = make_config(tmp_path / "home", log_max_bytes=50_000, log_segments=3)
     with live_server(config) as small:
         job = small.submit("levels", errors_every=50, count=5000)
         assert small.wait(job["job_id"])["status"] == "completed"

@@ -365,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="CPU niceness of job processes (0: same as server)",
     )
-    serve.add_argument("--access-log", action="store_true", help="log every request (costs CPU under load)")
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (costs CPU under load)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     submit = client_verb("submit", "submit a job: TYPE key=value ...")

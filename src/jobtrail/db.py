@@ -20,7 +20,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT NOT NULL UNIQUE,
     job_type TEXT NOT NULL,
     params TEXT NOT NULL,
-    payload TEXT,
     status TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0,
     current_step TEXT,
@@ -42,7 +41,7 @@ _COLUMNS = (
 )
 _UPDATABLE = {
     "status", "progress", "current_step", "result", "error", "started_at",
-    "completed_at", "logs_expired", "extra", "payload",
+    "completed_at", "logs_expired", "extra",
 }  # fmt: skip
 
 
@@ -72,23 +71,23 @@ class JobDB:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def insert(self, job: Job, payload: dict[str, Any]) -> None:
-        """``payload`` holds the real params (secrets unmasked) until the job starts."""
+    def insert(self, job: Job) -> None:
+        """``job.params`` must already be masked: secret values never reach the disk."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO jobs (job_id, job_type, params, payload, status, created_at, extra) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job_id, job_type, params, status, created_at, extra) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     job.job_id,
                     job.job_type,
                     json.dumps(job.params),
-                    json.dumps(payload),
                     job.status.value,
                     job.created_at,
                     json.dumps(job.extra),
@@ -101,7 +100,7 @@ class JobDB:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = []
         for key, value in fields.items():
-            if key in ("result", "extra", "payload") and value is not None:
+            if key in ("result", "extra") and value is not None:
                 value = json.dumps(value)
             elif isinstance(value, JobStatus):
                 value = value.value
@@ -134,13 +133,13 @@ class JobDB:
             ).fetchall()
         return [_row_to_job(row) for row in rows]
 
-    def pending_payloads(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """Jobs still pending after a restart, in submission order, with their real params."""
+    def pending(self) -> list[Job]:
+        """Jobs still pending after a restart, in submission order."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT job_id, job_type, payload FROM jobs WHERE status = 'pending' ORDER BY n"
+                f"SELECT {_COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY n"
             ).fetchall()
-        return [(r[0], r[1], json.loads(r[2] or "{}")) for r in rows]
+        return [_row_to_job(row) for row in rows]
 
     def fail_running(self, error: str, now: float) -> list[str]:
         """Mark jobs a previous server left running as failed; returns their ids."""
@@ -149,7 +148,7 @@ class JobDB:
                 r[0] for r in self._conn.execute("SELECT job_id FROM jobs WHERE status = 'running'")
             ]
             self._conn.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, completed_at = ?, payload = NULL "
+                "UPDATE jobs SET status = 'failed', error = ?, completed_at = ? "
                 "WHERE status = 'running'",
                 (error, now),
             )

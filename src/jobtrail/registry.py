@@ -45,6 +45,17 @@ def mask_secrets(params: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def secret_values(params: dict[str, Any]) -> list[str]:
+    """The values of secret-looking params, nested ones too: what the redactor must mask."""
+    found: list[str] = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            found += secret_values(value)
+        elif looks_secret(key) and value not in (None, ""):
+            found.append(str(value))
+    return found
+
+
 @dataclass(frozen=True)
 class JobType:
     name: str

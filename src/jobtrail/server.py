@@ -31,7 +31,7 @@ from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
 from jobtrail.executor.pool import WorkerPool, kill_tree, processes_marked
 from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV, WorkerSettings
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
-from jobtrail.registry import get_job_type, mask_secrets
+from jobtrail.registry import MASK, get_job_type, mask_secrets, secret_values
 from jobtrail.retention import expire_logs
 
 log = logging.getLogger("jobtrail.server")
@@ -39,6 +39,10 @@ log = logging.getLogger("jobtrail.server")
 START_METHODS = ("fork", "spawn", "forkserver")
 PROGRESS_PERSIST_SECONDS = 1.0
 SERVER_STOPPED = "the server stopped while the job was running"
+SECRETS_LOST = (
+    "the server restarted before the job started, and secret params are never written to "
+    "disk: submit it again"
+)
 
 
 def default_start_method() -> str:
@@ -69,6 +73,9 @@ class ServerConfig:
     capture_level: int = logging.DEBUG
     worker_nice: int = 10
     max_pending: int = 10_000
+    token: str | None = None  # with a token, every endpoint but /api/health needs it
+    redact_patterns: tuple[str, ...] = ()
+    redact_defaults: bool = True
 
 
 def home_mark(home: Path) -> str:
@@ -108,7 +115,6 @@ class JobServer:
         )
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}
-        self._payloads: dict[str, dict[str, Any]] = {}
         self._progress_saved: dict[str, float] = {}
         self._ended = threading.Condition(self._lock)
         self.listener = LogListener(self.store, self._on_message, self._on_drained)
@@ -122,6 +128,8 @@ class JobServer:
             nice=config.worker_nice,
             sys_path=tuple(sys.path),
             playbooks=os.environ.get(PLAYBOOKS_ENV),
+            redact_patterns=config.redact_patterns,
+            redact_defaults=config.redact_defaults,
             server_pid=os.getpid(),
             server_started=psutil.Process().create_time(),
         )
@@ -141,13 +149,16 @@ class JobServer:
             log.warning("marked %d job(s) failed: %s", len(failed), SERVER_STOPPED)
         self.listener.start()
         self.pool.start()
-        for job_id, job_type, payload in self.db.pending_payloads():
-            job = self.db.get(job_id)
-            if job is not None:
-                with self._lock:
-                    self._active[job_id] = job
-                    self._payloads[job_id] = payload
-                self.pool.submit(job_id, job_type, payload)
+        for job in self.db.pending():
+            if MASK in secret_values(job.params):
+                # secret values live only in memory: this job cannot run as submitted
+                self.db.update(
+                    job.job_id, status=JobStatus.FAILED, error=SECRETS_LOST, completed_at=time.time()
+                )
+                continue
+            with self._lock:
+                self._active[job.job_id] = job
+            self.pool.submit(job.job_id, job.job_type, job.params)
         self._started = True
 
     def stop(self) -> None:
@@ -167,7 +178,6 @@ class JobServer:
                     status=JobStatus.FAILED,
                     error=SERVER_STOPPED,
                     completed_at=now,
-                    payload=None,
                 )
         with self._lock:
             for job in self._active.values():
@@ -193,7 +203,7 @@ class JobServer:
             params=mask_secrets(values),
             created_at=time.time(),
         )
-        self.db.insert(job, values)
+        self.db.insert(job)
         with self._lock:
             self._active[job.job_id] = job
         self.pool.submit(job.job_id, job_type, values)
@@ -257,8 +267,7 @@ class JobServer:
                 return
             job.status = JobStatus.RUNNING
             job.started_at = now
-            self._payloads.pop(job_id, None)
-        self.db.update(job_id, status=JobStatus.RUNNING, started_at=now, payload=None)
+        self.db.update(job_id, status=JobStatus.RUNNING, started_at=now)
 
     def job_progress(self, job_id: str, pct: float, step: str | None) -> None:
         now = time.monotonic()
@@ -295,7 +304,6 @@ class JobServer:
                 "result": outcome.get("result"),
                 "completed_at": now,
                 "extra": extra,
-                "payload": None,
             }
             if status is JobStatus.COMPLETED:
                 fields["progress"] = 100.0
@@ -304,7 +312,6 @@ class JobServer:
             fields["current_step"] = job.current_step
             self.db.update(job_id, **fields)
             self._active.pop(job_id, None)
-            self._payloads.pop(job_id, None)
             self._progress_saved.pop(job_id, None)
             self._ended.notify_all()
 

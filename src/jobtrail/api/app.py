@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -85,6 +86,40 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_body, send)
 
 
+class BearerAuth:
+    """With a token set, every request but /api/health needs ``Authorization: Bearer <token>``
+    (or the ``jobtrail_token`` cookie the web page sets); compared in constant time."""
+
+    OPEN_PATHS = frozenset({"/api/health"})
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.cookie = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"detail": "missing or wrong token: send the header 'Authorization: Bearer <token>'"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and hmac.compare_digest(value, self.expected):
+                return True
+            if name == b"cookie":
+                for part in value.split(b";"):
+                    key, _, token = part.strip().partition(b"=")
+                    if key == b"jobtrail_token" and hmac.compare_digest(token, self.cookie):
+                        return True
+        return False
+
+
 class _TooLarge(Exception):
     pass
 
@@ -144,6 +179,9 @@ def create_app(config: ServerConfig | None = None, server: JobServer | None = No
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     app.add_middleware(BodySizeLimit)
+    token = (server.config if server else config or ServerConfig()).token
+    if token:
+        app.add_middleware(BearerAuth, token=token)
     return app
 
 

@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from jobtrail.capture.redact import Redactor
 from jobtrail.capture.records import (
     LEVEL_BITS,
     MAX_LINE_BYTES,
@@ -69,8 +70,10 @@ class RecordBatcher:
         interval: float = FLUSH_INTERVAL,
         max_pending: int = MAX_PENDING,
         block_seconds: float = BLOCK_SECONDS,
+        redact: Redactor | None = None,
     ) -> None:
         self._send = send
+        self.redact = redact or Redactor()
         self._max_batch = max_batch
         self._interval = interval
         self._max_pending = max_pending
@@ -136,6 +139,7 @@ class RecordBatcher:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         timestamp = self._timestamp(time.time() if created is None else created)
+        message = self.redact(message)
         with self._lock:
             if self.job_id is None:
                 return

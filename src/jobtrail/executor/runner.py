@@ -25,10 +25,12 @@ import psutil
 
 from jobtrail.capture import worker as capture
 from jobtrail.errors import JobFailed
-from jobtrail.registry import get_job_type
+from jobtrail.capture.redact import Redactor
+from jobtrail.registry import get_job_type, secret_values
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
-WORKER_MARK_ENV = "JOBTRAIL_WORKER"  # inherited by every descendant: finds orphans later
+WORKER_MARK_ENV = "JOBTRAIL_WORKER"
+TOKEN_ENV = "JOBTRAIL_TOKEN"  # inherited by every descendant: finds orphans later
 SERVER_WATCH_SECONDS = 0.5
 BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs", "jobtrail.ansible")
 log = logging.getLogger("jobtrail")
@@ -46,6 +48,8 @@ class WorkerSettings:
     server_pid: int = 0
     server_started: float = 0.0
     sys_path: tuple[str, ...] = field(default_factory=tuple)
+    redact_patterns: tuple[str, ...] = ()
+    redact_defaults: bool = True
 
 
 def worker_mark(home_mark: str, worker_id: int | None = None) -> str:
@@ -115,6 +119,7 @@ def worker_main(
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent()
     os.environ[WORKER_MARK_ENV] = worker_mark(settings.home_mark, worker_id)
+    os.environ.pop(TOKEN_ENV, None)  # a job that prints its environment must not leak it
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
     else:  # a forkserver started for an earlier server may have handed down another one
@@ -131,7 +136,8 @@ def worker_main(
         threading.Thread(
             target=_watch_server, args=(settings,), name="jobtrail-watchdog", daemon=True
         ).start()
-    _batcher = batcher = capture.RecordBatcher(channel.send)
+    redactor = Redactor(settings.redact_patterns, defaults=settings.redact_defaults)
+    _batcher = batcher = capture.RecordBatcher(channel.send, redact=redactor)
     capture.install(batcher, settings.capture_level, clear_inherited=True)
     streams = capture.StreamCapture(batcher)
     streams.start()
@@ -159,6 +165,7 @@ def _run_one(
     job_type: str,
     params: dict[str, Any],
 ) -> bool:
+    batcher.redact.set_secrets(secret_values(params))
     batcher.begin_job(job_id)
     batcher.send_event(("start", job_id, os.getpid()))
     outcome: dict[str, Any]
@@ -183,7 +190,7 @@ def _run_one(
         log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         outcome = {
             "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": batcher.redact(f"{type(exc).__name__}: {exc}"),
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         }
     finally:

@@ -144,7 +144,8 @@ def typed(
 def leaky(user: str, password: str, api_token: str = "") -> None:
     """Logs its own secrets by accident, in the shapes people really use."""
     log.info("connecting as %s with password %s", user, password)
-    log.info("curl -H 'Authorization: Bearer %s' https://api.example", api_token or "abcdefghijklmnop1234")
+    bearer = api_token or "abcdefghijklmnop1234"
+    log.info("curl -H 'Authorization: Bearer %s' https://api.example", bearer)
     print(f"DATABASE_URL=postgres://{user}:{password}@db:5432/app")
     print(f"password={password}")
     print("JOBTRAIL_TOKEN in env:", os.environ.get("JOBTRAIL_TOKEN"))

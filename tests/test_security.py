@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import Live, live_server
 from conftest import test_config as make_config
+
 from jobtrail.capture.redact import MASK, Redactor
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,7 +55,9 @@ def test_right_token_by_header_or_cookie(guarded: Live) -> None:
 
 
 def test_secrets_are_masked_in_params_logs_and_errors(guarded: Live) -> None:
-    job = guarded.submit("leaky", user="bob", password="hunter2-very-secret", api_token="tok-1234567890")
+    job = guarded.submit(
+        "leaky", user="bob", password="hunter2-very-secret", api_token="tok-1234567890"
+    )
     assert job["params"] == {"user": "bob", "password": MASK, "api_token": MASK}
     done = guarded.wait(job["job_id"])
     assert done["status"] == "completed"
@@ -102,3 +104,42 @@ def test_redactor_shapes() -> None:
     assert redact("ok=1 changed=0 passed") == "ok=1 changed=0 passed"
     custom = Redactor([r"card (\d{4})-\d{4}", r"SSN-\d+"])
     assert custom("card 1234-5678 SSN-99") == f"card {MASK}-5678 {MASK}"
+
+
+def test_cli_sends_the_token(guarded: Live) -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "jobtrail.cli", "jobs", "--url", guarded.url]
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=60, env={"PATH": ""})
+    assert refused.returncode == 2 and "401" in refused.stderr
+    ok = subprocess.run([*base, "--token", TOKEN], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    by_env = subprocess.run(
+        base, capture_output=True, text=True, timeout=60, env={"JOBTRAIL_TOKEN": TOKEN}
+    )
+    assert by_env.returncode == 0, by_env.stderr
+
+
+def test_serve_refuses_a_public_address_without_token(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobtrail.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--home",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": ""},
+    )
+    assert result.returncode == 2
+    assert "without a token" in result.stderr and "--insecure" in result.stderr

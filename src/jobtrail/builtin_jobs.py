@@ -46,8 +46,7 @@ def demo(steps: int = 6, delay: float = 0.3, fail: bool = False) -> dict[str, in
         print(f"print(): working on step {step}")
         if step == 2:
             child = (
-                "import sys; print('child stdout line');"
-                "print('child stderr line', file=sys.stderr)"
+                "import sys; print('child stdout line');print('child stderr line', file=sys.stderr)"
             )
             subprocess.run([sys.executable, "-c", child], check=True)
         if step == 3:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from jobtrail.capture.records import text_line
+from jobtrail.executor.runner import TOKEN_ENV
 from jobtrail.server import (
     START_METHODS,
     JobServer,
@@ -105,9 +107,10 @@ def _params(pairs: Sequence[str], schema: dict[str, Any] | None = None) -> dict[
 
 # -- client ---------------------------------------------------------------------------------
 class Client:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -168,6 +171,9 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         log_max_bytes=args.log_max_bytes,
         retention_hours=args.retention_hours,
         worker_nice=args.worker_nice,
+        token=args.token or None,
+        redact_patterns=tuple(args.redact or ()),
+        redact_defaults=not args.no_redact,
     )
 
 
@@ -179,8 +185,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    os.environ.pop(TOKEN_ENV, None)  # job processes must not inherit it
     for module in args.jobs_module or ():
         __import__(module)
+    if not args.token and not args.insecure and not _is_loopback(args.host):
+        raise CLIError(
+            f"refusing to serve on {args.host} without a token: anyone who reaches it could "
+            "run jobs. Set --token (or JOBTRAIL_TOKEN), or pass --insecure if you mean it."
+        )
     uvicorn.run(
         create_app(_config(args)),
         host=args.host,
@@ -191,8 +203,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    client = Client(args.url)
+    client = Client(args.url, args.token)
     schema = None
     if args.params:
         for job_type in client.request("GET", "/api/job-types"):
@@ -216,7 +237,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         params["status"] = args.status
     if args.type:
         params["type"] = args.type
-    listing = Client(args.url).request("GET", "/api/jobs", params=params)
+    listing = Client(args.url, args.token).request("GET", "/api/jobs", params=params)
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -227,7 +248,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    client = Client(args.url)
+    client = Client(args.url, args.token)
     colour = _use_colour()
     page = client.request(
         "GET",
@@ -246,7 +267,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = Client(args.url).request("POST", f"/api/jobs/{args.job_id}/cancel")
+    job = Client(args.url, args.token).request("POST", f"/api/jobs/{args.job_id}/cancel")
     print(json.dumps(job, indent=2) if args.json else _summary(job, _use_colour()))
     return 0
 
@@ -336,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     def client_verb(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument(
+            "--token",
+            default=os.environ.get(TOKEN_ENV),
+            help="bearer token of a server started with one (env JOBTRAIL_TOKEN)",
+        )
+        p.add_argument(
             "--url",
             default=os.environ.get("JOBTRAIL_URL", DEFAULT_URL),
             help="server URL (env JOBTRAIL_URL)",
@@ -367,6 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--access-log", action="store_true", help="log every request (costs CPU under load)"
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help="require 'Authorization: Bearer TOKEN' on every endpoint but /api/health "
+        "(env JOBTRAIL_TOKEN)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without a token"
+    )
+    serve.add_argument(
+        "--redact",
+        action="append",
+        metavar="REGEX",
+        help="also mask matches (or their groups) in job output (repeatable)",
+    )
+    serve.add_argument(
+        "--no-redact", action="store_true", help="turn off the built-in secret patterns"
     )
     serve.set_defaults(func=cmd_serve)
 

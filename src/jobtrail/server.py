@@ -152,8 +152,9 @@ class JobServer:
         for job in self.db.pending():
             if MASK in secret_values(job.params):
                 # secret values live only in memory: this job cannot run as submitted
+                now = time.time()
                 self.db.update(
-                    job.job_id, status=JobStatus.FAILED, error=SECRETS_LOST, completed_at=time.time()
+                    job.job_id, status=JobStatus.FAILED, error=SECRETS_LOST, completed_at=now
                 )
                 continue
             with self._lock:

@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 
 from jobtrail.capture import worker as capture
-from jobtrail.errors import JobFailed
 from jobtrail.capture.redact import Redactor
+from jobtrail.errors import JobFailed
 from jobtrail.registry import get_job_type, secret_values
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it

@@ -149,3 +149,12 @@ def leaky(user: str, password: str, api_token: str = "") -> None:
     print(f"DATABASE_URL=postgres://{user}:{password}@db:5432/app")
     print(f"password={password}")
     print("JOBTRAIL_TOKEN in env:", os.environ.get("JOBTRAIL_TOKEN"))
+
+
+@job("flood")
+def flood(records: int = 100_000, payload: int = 80) -> int:
+    """Logs as fast as it can: faster than the listener (or the disk) can take."""
+    filler = "x" * payload
+    for i in range(records):
+        log.info("flood %d %s", i, filler)
+    return records

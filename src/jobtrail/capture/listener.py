@@ -122,4 +122,7 @@ class LogListener:
             return
         if message[0] == "end":
             self._sink.close_job(message[1])
-        self._on_message(worker_id, message)
+        try:
+            self._on_message(worker_id, message)
+        except Exception:  # a failing job-state update must not stop every job's logging
+            log.exception("handling %r from worker %s failed", message[0], worker_id)

@@ -24,9 +24,9 @@ from typing import Any
 
 import psutil
 import pytest
+
 from conftest import Live, live_server, pid_gone, wait_until
 from conftest import test_config as server_config
-
 from jobtrail.ansible import (
     DEMO_DIR,
     _check,

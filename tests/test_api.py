@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from conftest import Live
 
 pytestmark = pytest.mark.timeout(120)

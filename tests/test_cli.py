@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import Live, free_port, pid_gone, wait_until
 
+from conftest import Live, free_port, pid_gone, wait_until
 from jobtrail.cli import _params
 from jobtrail.db import JobDB
 from jobtrail.executor.pool import processes_marked

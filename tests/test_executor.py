@@ -7,6 +7,7 @@ import signal
 
 import psutil
 import pytest
+
 from conftest import Live, pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)

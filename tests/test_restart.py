@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, pid_gone, wait_until
 
+from conftest import free_port, pid_gone, wait_until
 from jobtrail.executor.pool import processes_marked
 from jobtrail.server import home_mark
 

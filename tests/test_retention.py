@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import Live, live_server, wait_until
 from conftest import test_config as server_config
-
 from jobtrail.capture.store import JobLogStore
 from jobtrail.db import JobDB
 from jobtrail.retention import expire_logs

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import Live, live_server
 from conftest import test_config as make_config
-
 from jobtrail.capture.redact import MASK, Redactor
 
 pytestmark = pytest.mark.timeout(120)

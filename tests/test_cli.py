@@ -22,7 +22,7 @@ import pytest
 from conftest import Live, free_port, pid_gone, wait_until
 from jobtrail.cli import _params
 from jobtrail.db import JobDB
-from jobtrail.executor.pool import processes_marked
+from jobtrail.executor.processes import processes_marked
 from jobtrail.server import SERVER_STOPPED
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import free_port, pid_gone, wait_until
-from jobtrail.executor.pool import processes_marked
+from jobtrail.executor.processes import processes_marked
 from jobtrail.server import home_mark
 
 pytestmark = pytest.mark.timeout(120)

@@ -28,7 +28,8 @@ from jobtrail.capture.listener import LogListener
 from jobtrail.capture.store import JobLogStore
 from jobtrail.db import JobDB
 from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
-from jobtrail.executor.pool import WorkerPool, kill_tree, processes_marked
+from jobtrail.executor.pool import WorkerPool
+from jobtrail.executor.processes import kill_tree, processes_marked
 from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV, WorkerSettings
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import MASK, get_job_type, mask_secrets, secret_values

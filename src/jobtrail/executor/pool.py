@@ -35,8 +35,16 @@ from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.executor.runner import WORKER_MARK_ENV, WorkerSettings, worker_main, worker_mark
+from jobtrail.executor.processes import (
+    WORKER_MARK_ENV,
+    death_reason,
+    kill_tree,
+    processes_marked,
+    worker_mark,
+)
+from jobtrail.executor.runner import WorkerSettings, worker_main
 
+__all__ = ["WorkerPool", "death_reason", "kill_tree", "processes_marked"]
 log = logging.getLogger("jobtrail.pool")
 
 DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep its log pipe open
@@ -100,62 +108,6 @@ def _marked_environment(mark: str) -> Iterator[None]:
             del os.environ[WORKER_MARK_ENV]
         else:
             os.environ[WORKER_MARK_ENV] = before
-
-
-def death_reason(exitcode: int | None) -> str:
-    """How a process ended, in the words a person wants to read in `error`."""
-    if exitcode is None:
-        return "the worker process vanished"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        if name == "SIGKILL":
-            return "killed by SIGKILL (the kernel's out-of-memory killer also sends SIGKILL)"
-        return f"killed by {name}"
-    return f"the worker process exited with code {exitcode}"
-
-
-def processes_marked(mark: str, *, skip_own_children: bool = False) -> list[psutil.Process]:
-    """Processes whose environment carries ``mark`` (a home's, or one worker's under it).
-
-    Descendants inherit the mark, so they are found even after they were reparented.
-    """
-    found = []
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            if skip_own_children and proc.ppid() == me:
-                continue
-        except psutil.Error:
-            continue
-        try:
-            value = proc.environ().get(WORKER_MARK_ENV, "")
-            if value == mark or value.startswith(mark + "/"):
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def kill_tree(procs: list[psutil.Process], grace: float = 0.0) -> None:
-    """SIGTERM (if grace) then SIGKILL; children first so none is reparented and missed."""
-    if grace > 0:
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        _, procs = psutil.wait_procs(procs, timeout=grace)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5.0)
 
 
 class WorkerPool:

@@ -26,10 +26,10 @@ import psutil
 from jobtrail.capture import worker as capture
 from jobtrail.capture.redact import Redactor
 from jobtrail.errors import JobFailed
+from jobtrail.executor.processes import WORKER_MARK_ENV, kill_tree, worker_mark
 from jobtrail.registry import get_job_type, secret_values
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
-WORKER_MARK_ENV = "JOBTRAIL_WORKER"
 TOKEN_ENV = "JOBTRAIL_TOKEN"  # inherited by every descendant: finds orphans later
 SERVER_WATCH_SECONDS = 0.5
 BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs", "jobtrail.ansible")
@@ -50,11 +50,6 @@ class WorkerSettings:
     sys_path: tuple[str, ...] = field(default_factory=tuple)
     redact_patterns: tuple[str, ...] = ()
     redact_defaults: bool = True
-
-
-def worker_mark(home_mark: str, worker_id: int | None = None) -> str:
-    """Environment mark of one worker (and its descendants), or of all workers of a home."""
-    return f"{home_mark}/w" if worker_id is None else f"{home_mark}/w/{worker_id}"
 
 
 class JobCancelled(BaseException):
@@ -206,25 +201,13 @@ def _run_one(
 def _stop_leftover_children() -> None:
     """A job's children must not outlive it: they would write into the next job's log."""
     children = psutil.Process().children(recursive=True)
-    if not children:
-        return
-    log.warning(
-        "jobtrail: stopping %d process(es) the job left running: %s",
-        len(children),
-        ", ".join(f"{c.pid}" for c in children),
-    )
-    for child in children:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(children, timeout=2.0)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=2.0)
+    if children:
+        log.warning(
+            "jobtrail: stopping %d process(es) the job left running: %s",
+            len(children),
+            ", ".join(str(c.pid) for c in children),
+        )
+        kill_tree(children, grace=2.0)
 
 
 def _jsonable(value: Any) -> Any:

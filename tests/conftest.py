@@ -85,7 +85,11 @@ def test_config(home: Path, **overrides: Any) -> ServerConfig:
 def live_server(config: ServerConfig) -> Iterator[Live]:
     app = create_app(config)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=3
+        )
+    )
     thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
     thread.start()
     try:

@@ -158,3 +158,61 @@ def flood(records: int = 100_000, payload: int = 80) -> int:
     for i in range(records):
         log.info("flood %d %s", i, filler)
     return records
+
+
+@job("ticker")
+def ticker(path: str, interval: float = 0.05, timeout: float = 60.0) -> int:
+    """Logs `tick N` at a cycling level (DEBUG, INFO, WARNING, ERROR) every `interval`, with
+    progress, until `path` exists: a job a follower can watch live and a test can end."""
+    names = ("debug", "info", "warning", "error")
+    deadline = time.monotonic() + timeout
+    n = 0
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        getattr(log, names[n % 4])("tick %d", n)
+        progress(min(99.0, n), f"tick {n}")
+        n += 1
+        time.sleep(interval)
+    log.info("ticker done after %d ticks", n)
+    return n
+
+
+@job("fail_digest")
+def fail_digest(lines: int = 3) -> None:
+    """Fails on purpose with a failure digest, the way the Ansible job type does."""
+    from jobtrail.errors import JobFailed
+
+    for i in range(lines):
+        log.info("deploying step %d", i)
+    log.error("task failed on web1")
+    raise JobFailed(
+        "deploy failed: task 'restart app' on web1",
+        failure={
+            "play": "deploy <b>web</b>",
+            "task": "restart app",
+            "host": "web1",
+            "message": "non-zero return code",
+            "rc": 3,
+            "stderr": "Job for app.service failed.\n<script>window.__pwned = 3</script>",
+        },
+    )
+
+
+@job("html_message")
+def html_message(extra: str = "") -> None:
+    """Logs messages that are HTML and script: a page must show them as text."""
+    log.warning("<script>window.__pwned = 1</script> and <b>bold</b>")
+    log.info('<img src="x" onerror="window.__pwned = 2"> %s', extra)
+    log.info("&lt;not an entity&gt; & <i>italic</i>")
+
+
+@job("chatty")
+def chatty(count: int, payload: int = 200, burst: int = 200, pause: float = 0.02) -> int:
+    """Logs `count` records of about `payload` bytes, pausing `pause` s every `burst`."""
+    pad = "y" * payload
+    for i in range(1, count + 1):
+        log.info("chatty %d %s", i, pad)
+        if i % burst == 0:
+            time.sleep(pause)
+    return count

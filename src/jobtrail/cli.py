@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from jobtrail.server import (
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 TERMINAL = ("completed", "failed", "cancelled")
+SHUTDOWN_GRACE_SECONDS = 3  # then uvicorn cancels what is left, such as open log streams
 _COLOURS = {
     "DEBUG": "\x1b[2m",
     "WARNING": "\x1b[33m",
@@ -128,24 +130,131 @@ class Client:
     def follow(
         self, job_id: str, colour: bool, after: int = 0, level: str = "DEBUG"
     ) -> dict[str, Any]:
-        """Print the job's records as they come, until it ends; returns the final job."""
+        """Print the job's records as they come (from its log stream), until it ends; returns
+        the final job. A dropped connection is resumed where it stopped (``Last-Event-ID``),
+        retrying with a short backoff for up to ``FOLLOW_RETRY_SECONDS``."""
+        cursor = after
+        failing_since: float | None = None
+        delay = 0.2
         while True:
-            job = self.request("GET", f"/api/jobs/{job_id}")
-            while True:
-                page = self.request(
-                    "GET",
-                    f"/api/jobs/{job_id}/logs",
-                    params={"after": after, "tail": 1000, "format": "json", "level": level},
+            try:
+                ended = self._stream(job_id, colour, cursor, level)
+                if ended is not None:
+                    return ended
+                problem = "the server closed the stream before the job ended"
+            except _Progress as moved:  # records came, then the connection dropped
+                cursor = moved.cursor
+                problem = str(moved.__cause__ or "connection lost")
+                failing_since, delay = None, 0.2
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+            now = time.monotonic()
+            failing_since = failing_since if failing_since is not None else now
+            if now - failing_since > FOLLOW_RETRY_SECONDS:
+                raise CLIError(
+                    f"lost the log stream of {job_id} at {self.url} for "
+                    f"{FOLLOW_RETRY_SECONDS:g}s: {problem}"
                 )
-                for record in page["logs"]:
-                    _print_record(record, colour)
-                if page["last_seq"] is not None:
-                    after = page["last_seq"]
-                if not page["more"]:
-                    break
-            if job["status"] in TERMINAL:
-                return dict(job)
-            time.sleep(0.3)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _stream(self, job_id: str, colour: bool, cursor: int, level: str) -> dict[str, Any] | None:
+        """One connection to the stream: the final job once it ended, None if the stream
+        closed early; ``_Progress`` (with the new cursor) if it broke after records came."""
+        headers = {"Last-Event-ID": str(cursor)}
+        params = {"after": str(cursor), "level": level}
+        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT)
+        path = f"/api/jobs/{job_id}/logs/stream"
+        start = cursor
+        try:
+            with self.http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response)
+                parser = SSEParser()
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is None:
+                        continue
+                    if event.event == "record":
+                        _print_record(json.loads(event.data), colour)
+                        cursor = int(event.id or cursor)
+                    elif event.event == "gap":
+                        gap = json.loads(event.data)
+                        print(
+                            f"jobtrail: records {gap['from']}-{gap['to']} were removed by log "
+                            "rotation before they could be shown",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        cursor = int(gap["to"])
+                    elif event.event == "end":
+                        return dict(self.request("GET", f"/api/jobs/{job_id}"))
+        except httpx.TransportError as exc:
+            if cursor != start:
+                raise _Progress(cursor) from exc
+            raise
+        if cursor != start:
+            raise _Progress(cursor)
+        return None
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise CLIError(f"{response.status_code}: {detail}")
+
+
+FOLLOW_RETRY_SECONDS = 30.0
+STREAM_READ_TIMEOUT = 45.0  # the server sends a keep-alive comment every 15 s
+
+
+class _Progress(Exception):
+    """A stream connection ended after moving the cursor (so the retry window restarts)."""
+
+    def __init__(self, cursor: int) -> None:
+        super().__init__(f"stream ended at seq {cursor}")
+        self.cursor = cursor
+
+
+@dataclass
+class SSEvent:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+class SSEParser:
+    """Server-Sent Events, line by line (https://html.spec.whatwg.org/#event-stream-interpretation):
+    ``feed`` each line without its line ending; a blank line completes an event."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> SSEvent | None:
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            event = SSEvent(self._event or "message", "\n".join(self._data), self.last_id)
+            self._event, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        return None
 
 
 def _exit_code(job: dict[str, Any]) -> int:
@@ -174,7 +283,17 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         token=args.token or None,
         redact_patterns=tuple(args.redact or ()),
         redact_defaults=not args.no_redact,
+        backend=_backend(getattr(args, "backend", None) or "local"),
     )
+
+
+def _backend(value: str) -> str:
+    from jobtrail.distributed.command import check_backend
+
+    try:
+        return check_backend(value)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -199,6 +318,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level="info",
         access_log=args.access_log,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,  # open log streams must not hold it
     )
     return 0
 
@@ -311,7 +431,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     server = JobServer(ServerConfig(home=home, workers=2))
     server.start()
     uv = uvicorn.Server(
-        uvicorn.Config(create_app(server=server), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(server=server),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
     )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -412,6 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-redact", action="store_true", help="turn off the built-in secret patterns"
     )
+    serve.add_argument(
+        "--backend",
+        default=os.environ.get("JOBTRAIL_BACKEND", "local"),
+        help="'local' (default: pool, SQLite, files) or redis://HOST:PORT/DB to run jobs on "
+        "`jobtrail worker` processes on any host (env JOBTRAIL_BACKEND)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     submit = client_verb("submit", "submit a job: TYPE key=value ...")
@@ -441,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = client_verb("cancel", "cancel a pending or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=cmd_cancel)
+
+    worker = sub.add_parser("worker", help="run jobs from a redis backend (distributed mode)")
+    from jobtrail.distributed import command as distributed
+
+    distributed.add_arguments(worker)
+    worker.set_defaults(func=distributed.run)
 
     cleanup = sub.add_parser("cleanup", help="delete logs past retention")
     cleanup.add_argument("--home", default=str(default_home()))

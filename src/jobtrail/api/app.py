@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from jobtrail.api import jobs, logs
+from jobtrail.api import jobs, logs, pages, stream
 from jobtrail.errors import (
     InvalidParams,
     InvalidQuery,
@@ -90,7 +90,8 @@ class BearerAuth:
     """With a token set, every request but /api/health needs ``Authorization: Bearer <token>``
     (or the ``jobtrail_token`` cookie the web page sets); compared in constant time."""
 
-    OPEN_PATHS = frozenset({"/api/health"})
+    # the page itself holds no job data: it must load to show its token prompt
+    OPEN_PATHS = frozenset({"/api/health", "/", "/web/app.js", "/web/app.css"})
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -168,6 +169,8 @@ def create_app(config: ServerConfig | None = None, server: JobServer | None = No
     )
     app.include_router(jobs.router)
     app.include_router(logs.router)
+    app.include_router(stream.router)
+    app.include_router(pages.router)
 
     @app.exception_handler(JobtrailError)
     async def jobtrail_error(request: Request, exc: JobtrailError) -> JSONResponse:

@@ -1,0 +1,242 @@
+"""The web page at /, in a real headless Chromium (system package) driven by Playwright,
+against a real uvicorn. Screenshots go to tests/screenshots/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Live, live_server
+from conftest import test_config as make_config
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).parent / "screenshots"
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - CI installs it with the dev extra
+    sync_playwright = None  # type: ignore[assignment]
+
+
+def test_the_page_and_its_assets_are_served_with_a_strict_csp(live: Live) -> None:
+    page = live.http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert '<script src="/web/app.js">' in page.text
+    script = live.http.get("/web/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", script.text)
+    assert live.http.get("/web/app.css").status_code == 200
+    assert live.http.get("/web/../pyproject.toml").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()  # closes its EventSources before the server stops
+    assert not errors, f"script errors on the page: {errors}"
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def pwned(page: Page) -> Any:
+    return page.evaluate("() => window.__pwned")
+
+
+def test_a_running_jobs_lines_appear_live_and_the_level_filter_works(
+    live: Live, page: Page, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    job = live.submit("ticker", path=str(gate), interval=0.05)
+    job_id = job["job_id"]
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    expect(page.locator("#job-title")).to_have_text(job_id)
+    expect(page.locator("#log .line", has_text="tick 3").first).to_be_visible()
+    assert live.job(job_id)["status"] == "running", "the lines came while it ran"
+    expect(page.locator("#job-status")).to_have_text("running")
+    newest = page.locator("#log .line").last
+    expect(newest).not_to_have_text(re.compile("tick [0-3]$"))  # more keep arriving
+    shot(page, "job-running")
+
+    page.select_option("#level", "WARNING")
+    lines = page.locator("#log .line")
+    expect(lines.first).to_be_visible()
+    count_before = lines.count()
+    expect(lines).not_to_have_count(count_before)  # live lines keep coming at this level
+    levels = set(page.eval_on_selector_all("#log .line", "rows => rows.map(r => r.dataset.level)"))
+    assert levels == {"WARNING", "ERROR"}, levels
+    shot(page, "job-level-warning")
+
+    page.fill("#search", "tick 1")
+    expect(page.locator("#log-info")).to_contain_text("match")
+    shown = page.eval_on_selector_all(
+        "#log .line", "rows => rows.filter(r => !r.hidden).map(r => r.textContent)"
+    )
+    assert shown and all("tick 1" in text for text in shown)
+    page.fill("#search", "")
+
+    page.click("#pause")
+    expect(page.locator("#pause")).to_have_text("Resume")
+    frozen = lines.count()
+    page.wait_for_timeout(400)
+    assert lines.count() == frozen, "paused: the view does not change"
+    page.click("#pause")
+    expect(lines).not_to_have_count(frozen)
+
+    gate.touch()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#failure")).to_be_hidden()
+    shot(page, "job-completed")
+
+
+def test_a_failed_job_shows_its_digest_on_top(live: Live, page: Page) -> None:
+    job = live.submit("fail_digest")
+    live.wait(job["job_id"])
+    page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("#failure")).to_be_visible()
+    expect(page.locator("#failure-error")).to_have_text("deploy failed: task 'restart app' on web1")
+    field = page.locator("#failure-fields dd")
+    expect(field.and_(page.locator("[data-key=host]"))).to_have_text("web1")
+    expect(field.and_(page.locator("[data-key=task]"))).to_have_text("restart app")
+    expect(field.and_(page.locator("[data-key=rc]"))).to_have_text("3")
+    expect(field.and_(page.locator("[data-key=play]"))).to_have_text("deploy <b>web</b>")
+    expect(field.and_(page.locator("[data-key=stderr]"))).to_contain_text(
+        "<script>window.__pwned = 3</script>"
+    )
+    expect(page.locator("#job-status")).to_have_text("failed")
+    expect(page.locator("#log .line", has_text="task failed on web1")).to_be_visible()
+    assert page.locator("#failure b, #failure script").count() == 0
+    assert pwned(page) is None
+    shot(page, "job-failed-digest")
+
+
+def test_html_in_messages_and_params_is_shown_as_text(live: Live, page: Page) -> None:
+    extra = '<svg onload="window.__pwned = 4"></svg>'
+    job = live.submit("html_message", extra=extra)
+    live.wait(job["job_id"])
+    page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+    messages = page.locator("#log .line .msg")
+    expect(messages.first).to_have_text("<script>window.__pwned = 1</script> and <b>bold</b>")
+    expect(messages.nth(1)).to_have_text(f'<img src="x" onerror="window.__pwned = 2"> {extra}')
+    expect(messages.nth(2)).to_have_text("&lt;not an entity&gt; & <i>italic</i>")
+    expect(page.locator("#job-meta")).to_contain_text("<svg onload=")
+    assert page.locator("#log script, #log img, #log svg, #log b, #job-meta svg").count() == 0
+    assert pwned(page) is None
+    shot(page, "job-html-as-text")
+
+
+def test_the_job_list_and_the_submit_form(live: Live, page: Page) -> None:
+    page.goto(f"{live.url}/")
+    page.click("#submit-box summary")
+    page.select_option("#submit-type", "levels")
+    page.fill("#submit-params input[name=count]", "25")
+    page.fill("#submit-params input[name=errors_every]", "5")
+    shot(page, "submit-form")
+    page.click("#submit-button")
+    page.wait_for_url(re.compile(r"#/jobs/levels-[0-9a-f]{12}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#log .line", has_text="info 24")).to_be_visible()
+    assert live.job(job_id)["params"] == {"errors_every": 5, "count": 25}
+
+    page.goto(f"{live.url}/#/")
+    row = page.locator(f"#jobs-body tr[data-job-id='{job_id}']")
+    expect(row).to_contain_text("completed")
+    expect(row).to_contain_text("levels")
+    live.submit("sleep", seconds=0.05, steps=1)
+    expect(page.locator("#jobs-body tr", has_text="sleep").first).to_be_visible()  # live list
+    shot(page, "job-list")
+
+    page.select_option("#submit-type", "typed")
+    page.click("#submit-button")  # count is required: the browser asks for it
+    assert page.url.endswith("#/")
+    page.fill("#submit-params input[name=count]", "2")
+    page.fill("#submit-params input[name=flags]", "oops")  # not a list: the 422 is shown
+    page.click("#submit-button")
+    expect(page.locator("#submit-error")).to_contain_text("flags")
+
+
+def test_a_10mb_log_opens_with_a_window_and_pages_older(live: Live, page: Page) -> None:
+    job = live.submit("levels", count=80_000)
+    live.wait(job["job_id"], timeout=90)
+    size = sum(p.stat().st_size for p in Path(live.server.log_file(job["job_id"])).glob("*.jsonl"))
+    assert size > 8_000_000, size
+    page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("#log .line", has_text="info 79999")).to_be_visible()
+    lines = page.locator("#log .line")
+    assert lines.count() == 2000, "only a window of the newest lines is rendered"
+    page.click("#older")
+    expect(lines).to_have_count(4000)
+    assert lines.first.get_attribute("data-seq") == str(80_005 - 4000 + 1)
+    download = page.locator("#download").get_attribute("href")
+    assert download == f"/api/jobs/{job['job_id']}/logs/download"
+    shot(page, "job-10mb")
+
+
+def test_with_a_token_the_page_asks_for_it_and_keeps_it_in_a_cookie(
+    tmp_path: Path, browser: Browser
+) -> None:
+    token = "page-token-123"
+    with live_server(make_config(tmp_path / "home", token=token)) as srv:
+        import httpx
+
+        assert httpx.get(f"{srv.url}/").status_code == 200, "the page loads to ask for the token"
+        assert httpx.get(f"{srv.url}/api/jobs").status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        job = httpx.post(
+            f"{srv.url}/api/jobs", json={"type": "levels", "params": {"count": 3}}, headers=headers
+        ).json()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{srv.url}/#/jobs/{job['job_id']}")
+            expect(page.locator("#token-dialog")).to_be_visible()
+            page.fill("#token", "wrong")
+            page.click("#token-form button")
+            expect(page.locator("#token-message")).to_contain_text("refused")
+            page.fill("#token", token)
+            page.click("#token-form button")
+            expect(page.locator("#token-dialog")).to_be_hidden()
+            expect(page.locator("#job-status")).to_have_text("completed")
+            expect(page.locator("#log .line", has_text="info 2")).to_be_visible()
+            cookie = next(c for c in context.cookies() if c["name"] == "jobtrail_token")
+            assert cookie["value"] == token and cookie["sameSite"] == "Strict"
+            shot(page, "token-accepted")
+        finally:
+            context.close()

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -470,6 +471,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         uv.should_exit = True
         thread.join(10)
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)  # a demo leaves nothing behind
 
 
 def _use_colour() -> bool:

@@ -77,6 +77,7 @@ class ServerConfig:
     token: str | None = None  # with a token, every endpoint but /api/health needs it
     redact_patterns: tuple[str, ...] = ()
     redact_defaults: bool = True
+    backend: str = "local"  # or redis://HOST:PORT/DB: see jobtrail.distributed
 
 
 def home_mark(home: Path) -> str:
@@ -89,6 +90,16 @@ class HomeInUse(RuntimeError):
 
 
 class JobServer:
+    def __new__(cls, config: ServerConfig) -> JobServer:
+        """A redis ``backend`` gets the distributed server; local mode is this class."""
+        if cls is JobServer and config.backend != "local":
+            from jobtrail.distributed.command import check_backend
+            from jobtrail.distributed.server import DistributedServer
+
+            check_backend(config.backend)
+            return super().__new__(DistributedServer)
+        return super().__new__(cls)
+
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         # job types read it in the server (param checks) and in workers, which inherit it

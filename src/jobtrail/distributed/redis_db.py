@@ -1,0 +1,157 @@
+"""Job records in Redis: one hash per job, a sorted set per status, so every API server
+shows the same jobs. The counterpart of ``jobtrail.db.JobDB`` (same record, same fields).
+
+Status changes go through one Lua script that checks the current status first, so several
+servers ingesting the same ``end`` (or a late progress after it) change a job at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from jobtrail.distributed import backend as b
+from jobtrail.models import Job, JobStatus
+
+TERMINAL = ("completed", "failed", "cancelled")
+_FIELDS = (
+    "job_id", "job_type", "params", "progress", "current_step", "result", "error",
+    "created_at", "started_at", "completed_at", "logs_expired", "extra",
+)  # fmt: skip
+_UPDATABLE = {
+    "status", "progress", "current_step", "result", "error", "started_at",
+    "completed_at", "logs_expired", "extra",
+}  # fmt: skip
+
+# KEYS: job hash, status-set prefix, ended zset, active set. ARGV: job id, allowed current
+# statuses ("" = any), then field/value pairs. Returns 1 if applied, 0 if the status did not
+# allow it (or the job is unknown).
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return 0 end
+if ARGV[2] ~= '' and not string.find(',' .. ARGV[2] .. ',', ',' .. cur .. ',', 1, true) then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local new = redis.call('HGET', KEYS[1], 'status')
+if new ~= cur then
+  local n = redis.call('HGET', KEYS[1], 'n')
+  redis.call('ZREM', KEYS[2] .. cur, ARGV[1])
+  redis.call('ZADD', KEYS[2] .. new, n, ARGV[1])
+  if new == 'completed' or new == 'failed' or new == 'cancelled' then
+    local ended = tonumber(redis.call('HGET', KEYS[1], 'completed_at'))
+    if not ended then ended = tonumber(redis.call('TIME')[1]) end
+    redis.call('ZADD', KEYS[3], ended, ARGV[1])
+    redis.call('SREM', KEYS[4], ARGV[1])
+  end
+end
+return 1
+"""
+
+
+def _ids(raw: Any) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if key == "status":
+            out[key] = value.value if isinstance(value, JobStatus) else str(value)
+        else:
+            out[key] = json.dumps(bool(value) if key == "logs_expired" else value)
+    return out
+
+
+def _decode(raw: dict[bytes, bytes]) -> Job | None:
+    if not raw or b"status" not in raw:
+        return None
+    values = {k.decode(): v.decode() for k, v in raw.items()}
+    fields = {k: json.loads(values[k]) for k in _FIELDS if k in values}
+    return Job(status=JobStatus(values["status"]), **fields)
+
+
+class RedisJobDB:
+    def __init__(self, conn: redis.Redis) -> None:
+        self._conn = conn
+        self._transition = conn.register_script(_TRANSITION)
+
+    def insert(self, job: Job) -> None:
+        """``job.params`` must already be masked, as for the SQLite store."""
+        n = int(self._conn.incr(b.COUNTER))
+        fields = _encode({name: getattr(job, name) for name in _FIELDS})
+        fields["status"] = job.status.value
+        fields["n"] = str(n)
+        with self._conn.pipeline() as pipe:
+            pipe.hset(b.job_key(job.job_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.zadd(b.JOBS, {job.job_id: n})
+            pipe.zadd(b.STATUS + job.status.value, {job.job_id: n})
+            pipe.sadd(b.ACTIVE, job.job_id)
+            pipe.execute()
+
+    def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        """Apply ``fields`` if the job's status is one of ``allowed`` (any if empty)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        args: list[str] = [job_id, ",".join(allowed)]
+        for key, value in _encode(fields).items():
+            args += [key, value]
+        keys = [b.job_key(job_id), b.STATUS, b.ENDED, b.ACTIVE]
+        return bool(self._transition(keys=keys, args=args))
+
+    def get(self, job_id: str) -> Job | None:
+        raw: dict[bytes, bytes] = self._conn.hgetall(b.job_key(job_id))  # type: ignore[assignment]
+        return _decode(raw)
+
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        with self._conn.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(b.job_key(job_id))
+            found = [_decode(raw) for raw in pipe.execute()]
+        return [job for job in found if job is not None]
+
+    def list_jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        """Newest first; a type filter pages through the (status) set until it has enough."""
+        key = b.STATUS + status if status else b.JOBS
+        found: list[Job] = []
+        start, chunk = 0, max(limit, 200) if job_type else limit
+        while len(found) < limit:
+            ids = _ids(self._conn.zrevrange(key, start, start + chunk - 1))
+            if not ids:
+                break
+            found += [j for j in self.get_many(ids) if not job_type or j.job_type == job_type]
+            start += chunk
+        return found[:limit]
+
+    def count(self, status: str) -> int:
+        return int(self._conn.zcard(b.STATUS + status))
+
+    def status_ids(self, status: str) -> list[str]:
+        return _ids(self._conn.zrange(b.STATUS + status, 0, -1))
+
+    def active_ids(self) -> set[str]:
+        return set(_ids(self._conn.smembers(b.ACTIVE)))
+
+    def ended_since(self, since: float) -> list[str]:
+        return _ids(self._conn.zrangebyscore(b.ENDED, since, "+inf"))
+
+    def expirable(self, before: float) -> list[str]:
+        """Jobs that ended before ``before``: every server deletes its own copy of their logs."""
+        return _ids(self._conn.zrangebyscore(b.ENDED, "-inf", before))
+
+    def mark_expired(self, job_id: str) -> None:
+        self._conn.hset(b.job_key(job_id), "logs_expired", "true")
+
+    def forget_ended_before(self, before: float) -> None:
+        """Expired long enough ago that every server's hourly retention has seen them."""
+        self._conn.zremrangebyscore(b.ENDED, "-inf", before)
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

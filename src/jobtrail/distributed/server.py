@@ -1,0 +1,269 @@
+"""``JobServer`` for ``--backend redis://…``: job state in Redis, RQ for execution, logs from
+Redis Streams. ``JobServer(config)`` returns one of these when ``config.backend`` is a URL.
+
+Local mode's guarantees, and how they carry over:
+
+* end-of-job barrier: a server shows a job terminal only once its own ingest wrote the
+  job's ``end`` (i.e. every record before it). Another server may have recorded the end in
+  Redis a few milliseconds earlier; until then this one shows the job as still running
+  (bounded by ``BARRIER_GRACE``, in case the stream is gone);
+* a job whose worker host vanished is failed with the cause by the reaper within
+  ``HOST_LOST_WITHIN`` seconds.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from jobtrail.capture.store import JobLogStore
+from jobtrail.distributed import backend as b
+from jobtrail.distributed.dispatch import RedisDispatcher
+from jobtrail.distributed.horse import StreamSender
+from jobtrail.distributed.ingest import StreamIngest
+from jobtrail.distributed.redis_db import TERMINAL, RedisJobDB
+from jobtrail.errors import JobFinished, JobNotFound, QueueFull
+from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV
+from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
+from jobtrail.registry import get_job_type, mask_secrets
+from jobtrail.server import HomeInUse, JobServer, ServerConfig, home_mark
+
+log = logging.getLogger("jobtrail.server")
+
+BARRIER_GRACE = 5.0  # seconds after an end recorded elsewhere that this server waits for it
+HOST_LOST = (
+    "the worker host stopped answering: no heartbeat from {worker} for {ttl} s "
+    "(host down, worker killed, or cut off from Redis)"
+)
+
+
+class DistributedServer(JobServer):
+    def __init__(self, config: ServerConfig) -> None:  # no super().__init__: no SQLite, no pool
+        self.config = config
+        if config.playbooks is not None:
+            os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
+        else:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
+            importlib.import_module(module)
+        self.home = config.home.expanduser().resolve()
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
+        self.mark = home_mark(self.home)
+        self.store = JobLogStore(
+            self.home / "logs",
+            max_segment_bytes=config.log_max_bytes,
+            max_segments=config.log_segments,
+        )
+        self.redis = b.connect(config.backend)
+        self.jobs = RedisJobDB(self.redis)
+        options = {
+            "redact_patterns": list(config.redact_patterns),
+            "redact": config.redact_defaults,
+            "level": config.capture_level,
+            "nice": config.worker_nice,
+        }
+        # the API reads size/alive_workers/pending_count/running_pids from `pool`
+        self.dispatcher = RedisDispatcher(self.redis, self.jobs, options)
+        self.pool = self.dispatcher  # type: ignore[assignment]
+        self.ingest = StreamIngest(b.connect(config.backend), self.jobs, self.store, self)
+        self._stopping = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="jobtrail-reaper", daemon=True)
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        b.retrying(self.redis.ping, 30.0, "server start")
+        self.ingest.start()
+        self._reaper.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Jobs keep running on their workers: another (or a restarted) server picks them up."""
+        self._stopping.set()
+        if self._started:
+            self.ingest.stop()
+            self._reaper.join(5.0)
+        self._started = False
+        self._close_files()
+
+    def _close_files(self) -> None:
+        self.store.close()
+        with contextlib.suppress(redis.RedisError):
+            self.redis.close()
+        self._lock_file.close()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def submit(self, job_type: str, params: dict[str, Any]) -> Job:
+        values = get_job_type(job_type).validate(params)
+        if self.jobs.count("pending") >= self.config.max_pending:
+            raise QueueFull(self.config.max_pending)
+        job = Job(
+            job_id=new_job_id(job_type),
+            job_type=job_type,
+            params=mask_secrets(values),
+            created_at=time.time(),
+        )
+        self.jobs.insert(job)
+        self.ingest.track(job.job_id)
+        try:
+            self.dispatcher.submit(job.job_id, job_type, values)
+        except redis.RedisError as exc:
+            self.jobs.transition(
+                job.job_id,
+                ("pending",),
+                status=JobStatus.FAILED,
+                error=f"could not queue the job: {exc}",
+                completed_at=time.time(),
+            )
+            raise
+        return replace(job)
+
+    def get(self, job_id: str) -> Job:
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return self._as_seen_here(job)
+
+    def _as_seen_here(self, job: Job) -> Job:
+        """The barrier: terminal only once this server's files hold the whole log."""
+        if (
+            job.status.terminal
+            and not self.ingest.ended_here(job.job_id)
+            and time.time() - (job.completed_at or 0) < BARRIER_GRACE
+        ):
+            self.ingest.track(job.job_id)
+            status = JobStatus.RUNNING if job.started_at else JobStatus.PENDING
+            return replace(job, status=status, completed_at=None, result=None, error=None)
+        return job
+
+    def list(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> builtins.list[Job]:
+        return [self._as_seen_here(job) for job in self.jobs.list_jobs(status, job_type, limit)]
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status.terminal:
+            raise JobFinished(job_id, job.status.value)
+        if self.dispatcher.cancel(job_id) == "pending":
+            outcome = {"status": "cancelled", "error": "cancelled before it started"}
+            StreamSender(self.redis, job_id)(("end", job_id, outcome))
+            self.ingest.wait_ended(job_id, 2.0)
+        return self.get(job_id)
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.status.terminal or time.monotonic() >= deadline:
+                return job
+            time.sleep(0.05)
+
+    # -- events from the ingest thread ------------------------------------------------------
+    def job_started(self, job_id: str, pid: int, worker: str | None = None) -> None:
+        self.jobs.transition(
+            job_id,
+            ("pending",),
+            status=JobStatus.RUNNING,
+            started_at=time.time(),
+            extra={"worker": worker} if worker else {},
+        )
+
+    def job_progress(self, job_id: str, pct: float, step: str | None) -> None:
+        fields: dict[str, Any] = {"progress": pct}
+        if step is not None:
+            fields["current_step"] = step
+        self.jobs.transition(job_id, ("running",), **fields)
+
+    def job_ended(self, job_id: str, outcome: dict[str, Any]) -> None:
+        """Idempotent: the first server to ingest a job's end records it, others change nothing."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status.value in TERMINAL:
+            return
+        status = JobStatus(outcome["status"])
+        extra = dict(job.extra)
+        for key in ("dropped", "last_seq", "failure"):
+            if key in outcome:
+                extra[key] = outcome[key]
+        stats = self.store.stats(job_id)
+        if stats.dropped:
+            extra["dropped"] = extra.get("dropped", 0) + stats.dropped
+            extra["log_note"] = f"log cut: {stats.cut_reason}"
+        self.jobs.transition(
+            job_id,
+            ("pending", "running"),
+            status=status,
+            error=outcome.get("error"),
+            result=outcome.get("result"),
+            completed_at=time.time(),
+            extra=extra,
+            progress=100.0 if status is JobStatus.COMPLETED else job.progress,
+        )
+        with contextlib.suppress(redis.RedisError):
+            self.redis.expire(b.log_key(job_id), b.STREAM_TTL)
+
+    # -- hosts that vanished ----------------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(b.REAP_EVERY):
+            try:
+                self.reap()
+            except redis.RedisError as exc:
+                log.warning("reaper: redis unreachable (%s)", exc)
+
+    def reap(self) -> builtins.list[str]:
+        """Fail running jobs whose heartbeat expired: their end goes down their stream, so
+        every server ends them the same way, after every record that did arrive."""
+        running = self.jobs.status_ids("running")
+        if not running:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in running:
+                pipe.exists(b.heartbeat_key(job_id))
+            beating = pipe.execute()
+        reaped: builtins.list[str] = []
+        for job_id, alive in zip(running, beating, strict=True):
+            if alive or not self.redis.set(b.reap_key(job_id), b"1", nx=True, ex=60):
+                continue
+            job = self.jobs.get(job_id)
+            if job is None or job.status is not JobStatus.RUNNING:
+                continue
+            worker = job.extra.get("worker") or "its worker"
+            error = HOST_LOST.format(worker=worker, ttl=b.HEARTBEAT_TTL)
+            log.warning("job %s: %s", job_id, error)
+            StreamSender(self.redis, job_id)(("end", job_id, {"status": "failed", "error": error}))
+            reaped.append(job_id)
+        return reaped
+
+    # -- retention ----------------------------------------------------------------------------
+    def expire_logs(
+        self, older_than_hours: float | None = None, dry_run: bool = False
+    ) -> builtins.list[str]:
+        """Each server deletes its own copy; the shared flag makes every server answer 410."""
+        hours = self.config.retention_hours if older_than_hours is None else older_than_hours
+        cutoff = time.time() - hours * 3600
+        expired = self.jobs.expirable(cutoff)
+        if not dry_run:
+            for job_id in expired:
+                self.store.delete(job_id)
+                self.jobs.mark_expired(job_id)
+            self.jobs.forget_ended_before(cutoff - 6 * 3600)  # every server's hourly run saw them
+        return expired

@@ -1,0 +1,249 @@
+"""``jobtrail worker``: RQ workers on any host that reaches Redis, with jobtrail's guarantees.
+
+One ``jobtrail worker`` process starts ``--concurrency`` RQ worker processes (and starts a
+new one if one dies). Each is a ``JobtrailWorker``: RQ dequeues, forks a work-horse per job
+(a crash stays in that job) and keeps its own heartbeats; on top of that a watcher thread
+
+* refreshes the job's heartbeat key (``jobtrail:hb:<job_id>``, TTL 10 s) every second, which
+  is how API servers notice a host that vanished;
+* polls the job's cancel key and stops the horse's whole process tree, children first:
+  SIGTERM (the job's ``finally`` blocks run), then SIGKILL after 3 s.
+
+When the horse dies (signal, ``os._exit``), RQ's dead-horse hook sends the job's ``end``
+message with the cause in jobtrail's words ("killed by SIGKILL", "exited with code 3").
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+import redis
+from rq import Queue, Worker
+from rq.job import Job as RQJob
+
+from jobtrail.distributed import backend as b
+from jobtrail.distributed import horse
+from jobtrail.executor.pool import CANCEL_GRACE
+from jobtrail.executor.processes import (
+    WORKER_MARK_ENV,
+    death_reason,
+    kill_tree,
+    processes_marked,
+)
+from jobtrail.executor.runner import (
+    BUILTIN_JOB_MODULES,
+    PLAYBOOKS_ENV,
+    TOKEN_ENV,
+    _die_with_parent,
+)
+
+log = logging.getLogger("jobtrail.worker")
+WATCH_EVERY = 0.2
+
+
+class JobtrailWorker(Worker):
+    """An RQ worker that heartbeats, cancels and explains deaths the jobtrail way."""
+
+    def __init__(self, *args: Any, url: str, mark: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._jt_url = url
+        self._jt_mark = mark
+        self._jt_conn = b.connect(url)
+        self._jt_job: str | None = None
+        self._jt_cancel_at: float | None = None
+        self._jt_ended = False
+        self._jt_status: int | None = None
+        self._jt_lock = threading.Lock()
+        threading.Thread(target=self._jt_watch, name="jobtrail-watch", daemon=True).start()
+
+    # -- RQ hooks ---------------------------------------------------------------------------
+    def execute_job(self, job: RQJob, queue: Queue) -> None:
+        job_id = job.id
+        with self._jt_lock:
+            self._jt_job, self._jt_cancel_at, self._jt_ended = job_id, None, False
+            self._jt_status = None
+        self._beat(job_id)
+        try:
+            super().execute_job(job, queue)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("redis unreachable while finishing job %s", job_id)
+        finally:
+            with self._jt_lock:
+                self._jt_job = None
+                ended, status = self._jt_ended, self._jt_status
+            kill_tree(processes_marked(f"{self._jt_mark}/{job_id}"))  # leftovers of a dead horse
+            if not ended and status not in (None, 0):
+                self._send_end(job_id, status)
+            self._quietly(lambda: self._jt_conn.delete(b.heartbeat_key(job_id)))
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        pid, status, rusage = super().wait_for_horse()
+        if pid:
+            self._jt_status = status
+        return pid, status, rusage
+
+    def handle_work_horse_killed(self, job: RQJob, retpid: int, ret_val: int, rusage: Any) -> None:
+        """The horse died before it finished: its end message never left. Send it, with why."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+        self._send_end(job.id, ret_val)
+
+    def maintain_heartbeats(self, job: RQJob, execution: Any) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("redis unreachable: RQ heartbeat of job %s skipped", job.id)
+
+    # -- jobtrail ---------------------------------------------------------------------------
+    def _send_end(self, job_id: str, wait_status: int) -> None:
+        with self._jt_lock:
+            if self._jt_ended:
+                return
+            self._jt_ended = True
+        kill_tree(processes_marked(f"{self._jt_mark}/{job_id}"))
+        code = os.waitstatus_to_exitcode(wait_status)
+        if self._quietly(lambda: self._jt_conn.exists(b.cancel_key(job_id))):
+            outcome = {"status": "cancelled", "error": "cancelled on request"}
+        else:
+            outcome = {"status": "failed", "error": f"job process died: {death_reason(code)}"}
+        try:
+            horse.StreamSender(self._jt_conn, job_id)(("end", job_id, outcome))
+        except OSError:
+            log.error("could not report the end of job %s: redis unreachable", job_id)
+
+    def _beat(self, job_id: str) -> None:
+        self._quietly(
+            lambda: self._jt_conn.set(b.heartbeat_key(job_id), self.name, ex=b.HEARTBEAT_TTL)
+        )
+
+    @staticmethod
+    def _quietly(call: Any) -> Any:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None  # Redis restarting: the next turn tries again
+
+    def _jt_watch(self) -> None:
+        last_beat = 0.0
+        while True:
+            time.sleep(WATCH_EVERY)
+            with self._jt_lock:
+                job_id, cancel_at = self._jt_job, self._jt_cancel_at
+            pid = self.horse_pid
+            if job_id is None or not pid:
+                continue
+            now = time.monotonic()
+            if now - last_beat >= b.HEARTBEAT_EVERY:
+                self._beat(job_id)
+                last_beat = now
+            if cancel_at is None:
+                if self._quietly(lambda j=job_id: self._jt_conn.exists(b.cancel_key(j))):
+                    with self._jt_lock:
+                        self._jt_cancel_at = now + CANCEL_GRACE
+                    self._signal_tree(pid, job_id, signal.SIGTERM)
+            elif now >= cancel_at:
+                self._signal_tree(pid, job_id, signal.SIGKILL)
+                with self._jt_lock:
+                    self._jt_cancel_at = now + CANCEL_GRACE
+
+    def _signal_tree(self, pid: int, job_id: str, sig: int) -> None:
+        """Children first (reparented ones found by their mark), then the horse."""
+        try:
+            root = psutil.Process(pid)
+            procs = [*root.children(recursive=True), root]
+        except psutil.Error:
+            procs = []
+        marked = processes_marked(f"{self._jt_mark}/{job_id}")
+        seen = {p.pid for p in procs}
+        procs = [*(p for p in marked if p.pid not in seen), *procs]
+        for proc in procs:
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+
+def _work(url: str, mark: str, index: int) -> None:
+    """One RQ worker process (a child of ``jobtrail worker``)."""
+    _die_with_parent()
+    os.environ[WORKER_MARK_ENV] = mark
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    name = f"jobtrail.{socket.gethostname()}.{os.getpid()}.{index}"
+    horse.WORKER.update(url=url, mark=mark, name=name)
+    conn = b.connect(url)
+    worker = JobtrailWorker(
+        [Queue(b.QUEUE, connection=conn)],
+        connection=conn,
+        name=name,
+        url=url,
+        mark=mark,
+        job_monitoring_interval=5,
+    )
+    worker.work(logging_level="WARNING")
+
+
+def run_workers(
+    url: str,
+    concurrency: int,
+    job_modules: Sequence[str] = (),
+    playbooks: str | None = None,
+) -> int:
+    """The ``jobtrail worker`` command: keep ``concurrency`` RQ workers alive until SIGTERM."""
+    os.environ.pop(TOKEN_ENV, None)
+    if playbooks:
+        os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
+    for module in (*BUILTIN_JOB_MODULES, *job_modules):
+        importlib.import_module(module)  # before forking: every horse has the job types
+    b.retrying(lambda: b.connect(url).ping(), 30.0, "worker start")
+    mark = f"jtw-{uuid.uuid4().hex[:12]}"
+    ctx = multiprocessing.get_context("fork")
+    stopping = threading.Event()
+    children: dict[int, BaseProcess] = {}
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"jobtrail worker: {concurrency} RQ worker(s) on {url}", file=sys.stderr, flush=True)
+    while not stopping.is_set():
+        for index in range(concurrency):
+            proc = children.get(index)
+            if proc is None or not proc.is_alive():
+                if proc is not None:
+                    log.warning("RQ worker %d exited (%s); starting another", index, proc.exitcode)
+                    kill_tree(processes_marked(f"{mark}/{index}"))
+                children[index] = ctx.Process(
+                    target=_work, args=(url, f"{mark}/{index}", index), daemon=False
+                )
+                children[index].start()
+        stopping.wait(0.5)
+    for proc in children.values():
+        if proc.pid and proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)  # RQ: warm shutdown after the current job
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5.0
+    for proc in children.values():
+        proc.join(max(0.0, deadline - time.monotonic()))
+    kill_tree(processes_marked(mark), grace=1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    from jobtrail.distributed.command import main
+
+    sys.exit(main())

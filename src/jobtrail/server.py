@@ -89,17 +89,18 @@ class HomeInUse(RuntimeError):
     """Another jobtrail server already uses this home."""
 
 
+def open_server(config: ServerConfig) -> JobServer:
+    """The server for ``config.backend``: this module's local one, or the Redis-backed one."""
+    if config.backend == "local":
+        return JobServer(config)
+    from jobtrail.distributed.command import check_backend
+    from jobtrail.distributed.server import DistributedServer
+
+    check_backend(config.backend)
+    return DistributedServer(config)
+
+
 class JobServer:
-    def __new__(cls, config: ServerConfig) -> JobServer:
-        """A redis ``backend`` gets the distributed server; local mode is this class."""
-        if cls is JobServer and config.backend != "local":
-            from jobtrail.distributed.command import check_backend
-            from jobtrail.distributed.server import DistributedServer
-
-            check_backend(config.backend)
-            return super().__new__(DistributedServer)
-        return super().__new__(cls)
-
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         # job types read it in the server (param checks) and in workers, which inherit it

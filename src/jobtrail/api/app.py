@@ -24,7 +24,7 @@ from jobtrail.errors import (
     QueueFull,
     UnknownJobType,
 )
-from jobtrail.server import JobServer, ServerConfig
+from jobtrail.server import JobServer, ServerConfig, open_server
 
 log = logging.getLogger("jobtrail.api")
 
@@ -147,7 +147,7 @@ def create_app(config: ServerConfig | None = None, server: JobServer | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = server is None
-        job_server = server or JobServer(config or ServerConfig())
+        job_server = server or open_server(config or ServerConfig())
         if owned:
             await asyncio.to_thread(job_server.start)
         app.state.server = job_server

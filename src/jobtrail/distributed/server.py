@@ -1,5 +1,5 @@
 """``JobServer`` for ``--backend redis://…``: job state in Redis, RQ for execution, logs from
-Redis Streams. ``JobServer(config)`` returns one of these when ``config.backend`` is a URL.
+Redis Streams. ``server.open_server(config)`` returns one of these when ``config.backend`` is a URL.
 
 Local mode's guarantees, and how they carry over:
 

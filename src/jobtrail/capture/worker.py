@@ -251,13 +251,28 @@ class BatchQueueHandler(logging.handlers.QueueHandler):
         self.batcher = batcher
         self._pid = os.getpid()
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Without the handler lock of ``Handler.handle``: the batcher serialises what must
+        be serial, and holding a lock while rendering would make the job's threads take
+        turns formatting their messages."""
+        result = self.filter(record)
+        if isinstance(result, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = result
+        if result:
+            try:
+                self.enqueue(record)
+            except Exception:  # logging must never break the job
+                self.handleError(record)
+        return result
+
     def prepare(self, record: logging.LogRecord) -> Any:
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
         message = render_message(record)
         fields = getattr(record, "jobtrail_fields", None)
-        if os.getpid() != self._pid:
+        pid = record.process if record.process is not None else os.getpid()
+        if pid != self._pid:
             self._emit_from_child(record, message, fields)
             return
         self.batcher.add(

@@ -199,8 +199,19 @@ class WorkerPool:
         for worker in workers:
             if worker.job_id is None:
                 worker.process.join(max(0.0, deadline - time.monotonic()))
-        # workers only: the forkserver and resource tracker are this process's to keep
-        kill_tree(processes_marked(worker_mark(self._settings.home_mark)), grace=1.0)
+        # Busy workers and their trees: found from the worker pids (a forked worker's own
+        # /proc environ is the server's, without the mark) and by the mark, which every
+        # exec'd descendant carries even when reparented. Not the forkserver or resource
+        # tracker: those are this process's to keep.
+        tree = processes_marked(worker_mark(self._settings.home_mark))
+        for worker in workers:
+            if worker.process.pid is not None and worker.process.is_alive():
+                try:
+                    root = psutil.Process(worker.process.pid)
+                    tree += [*root.children(recursive=True), root]
+                except psutil.Error:
+                    continue
+        kill_tree(list({p.pid: p for p in tree}.values()), grace=1.0)
         for worker in workers:
             worker.process.join(1.0)
             worker.control.close()

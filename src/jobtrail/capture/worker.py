@@ -428,6 +428,13 @@ def install(
             if isinstance(logger, logging.Logger):
                 for handler in list(logger.handlers):
                     logger.removeHandler(handler)
+    # Records carry no file, line, process or task name: skip collecting them, as the
+    # logging HOWTO's "Optimization" section suggests (the caller lookup walks the stack on
+    # every call). Threads stay: a record says which thread emitted it.
+    logging._srcfile = None
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):
+        logging.logAsyncioTasks = False
     handler = BatchQueueHandler(batcher)
     root.addHandler(handler)
     root.setLevel(level)

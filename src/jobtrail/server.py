@@ -28,7 +28,7 @@ from jobtrail.capture.listener import LogListener
 from jobtrail.capture.store import JobLogStore
 from jobtrail.db import JobDB
 from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
-from jobtrail.executor.pool import WorkerPool
+from jobtrail.executor.pool import SERVER_STOPPED, WorkerPool
 from jobtrail.executor.processes import kill_tree, processes_marked
 from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV, WorkerSettings
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
@@ -39,7 +39,6 @@ log = logging.getLogger("jobtrail.server")
 
 START_METHODS = ("fork", "spawn", "forkserver")
 PROGRESS_PERSIST_SECONDS = 1.0
-SERVER_STOPPED = "the server stopped while the job was running"
 SECRETS_LOST = (
     "the server restarted before the job started, and secret params are never written to "
     "disk: submit it again"

@@ -47,6 +47,7 @@ from jobtrail.executor.runner import WorkerSettings, worker_main
 __all__ = ["WorkerPool", "death_reason", "kill_tree", "processes_marked"]
 log = logging.getLogger("jobtrail.pool")
 
+SERVER_STOPPED = "the server stopped while the job was running"
 DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep its log pipe open
 CANCEL_GRACE = 3.0  # SIGTERM first (the job's finally blocks run), SIGKILL after this
 
@@ -249,6 +250,9 @@ class WorkerPool:
                 return
             if worker.cancelling:
                 outcome = {**outcome, "status": "cancelled", "error": "cancelled on request"}
+            elif self._stopping and outcome.get("status") == "cancelled":
+                # the SIGTERM came from stop(), not from a person: say what happened
+                outcome = {**outcome, "status": "failed", "error": SERVER_STOPPED}
             worker.job_id = None
         self._events.job_ended(job_id, outcome)
         self._wake()

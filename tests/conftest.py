@@ -119,6 +119,13 @@ def fresh(tmp_path: Path) -> Iterator[Live]:
         yield running
 
 
+def epoch(iso: str) -> float:
+    """An API timestamp as seconds (Python 3.10's fromisoformat does not take a 'Z')."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def pid_gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

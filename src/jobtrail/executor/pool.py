@@ -253,6 +253,8 @@ class WorkerPool:
             elif self._stopping and outcome.get("status") == "cancelled":
                 # the SIGTERM came from stop(), not from a person: say what happened
                 outcome = {**outcome, "status": "failed", "error": SERVER_STOPPED}
+            if outcome.get("status") == "cancelled":
+                worker.ready = False  # it exits after a cancel: give it no new job
             worker.job_id = None
         self._events.job_ended(job_id, outcome)
         self._wake()
@@ -370,7 +372,12 @@ class WorkerPool:
         for worker in self._workers.values():
             if not self._pending:
                 return
-            if worker.ready and worker.job_id is None and worker.died_at is None:
+            if (
+                worker.ready
+                and worker.job_id is None
+                and worker.died_at is None
+                and not worker.cancelling
+            ):
                 job_id, job_type, params = self._pending.popleft()
                 try:
                     worker.control.send((job_id, job_type, params))

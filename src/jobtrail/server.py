@@ -101,30 +101,8 @@ def open_server(config: ServerConfig) -> JobServer:
 
 class JobServer:
     def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        # job types read it in the server (param checks) and in workers, which inherit it
-        if config.playbooks is not None:
-            os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
-        else:
-            os.environ.pop(PLAYBOOKS_ENV, None)
-        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
-            importlib.import_module(module)
-        self.home = config.home.expanduser().resolve()
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
-        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
-        self.mark = home_mark(self.home)
+        self._open_home(config)
         self.db = JobDB(self.home / "jobs.sqlite3")
-        self.store = JobLogStore(
-            self.home / "logs",
-            max_segment_bytes=config.log_max_bytes,
-            max_segments=config.log_segments,
-        )
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}
         self._progress_saved: dict[str, float] = {}
@@ -147,6 +125,33 @@ class JobServer:
         )
         self.pool = WorkerPool(config.workers, context, settings, self.listener, self)
         self._started = False
+
+    def _open_home(self, config: ServerConfig) -> None:
+        """What a server needs whatever runs its jobs: the job types imported, the home
+        created private and locked to this server, its process mark, and the log store."""
+        self.config = config
+        # job types read it in the server (param checks) and in workers, which inherit it
+        if config.playbooks is not None:
+            os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
+        else:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
+            importlib.import_module(module)
+        self.home = config.home.expanduser().resolve()
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
+        self.mark = home_mark(self.home)
+        self.store = JobLogStore(
+            self.home / "logs",
+            max_segment_bytes=config.log_max_bytes,
+            max_segments=config.log_segments,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
-import importlib
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
@@ -26,17 +23,15 @@ from typing import Any
 
 import redis
 
-from jobtrail.capture.store import JobLogStore
 from jobtrail.distributed import backend as b
 from jobtrail.distributed.dispatch import RedisDispatcher
 from jobtrail.distributed.horse import StreamSender
 from jobtrail.distributed.ingest import StreamIngest
 from jobtrail.distributed.redis_db import TERMINAL, RedisJobDB
 from jobtrail.errors import JobFinished, JobNotFound, QueueFull
-from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import get_job_type, mask_secrets
-from jobtrail.server import HomeInUse, JobServer, ServerConfig, home_mark
+from jobtrail.server import JobServer, ServerConfig
 
 log = logging.getLogger("jobtrail.server")
 
@@ -49,28 +44,7 @@ HOST_LOST = (
 
 class DistributedServer(JobServer):
     def __init__(self, config: ServerConfig) -> None:  # no super().__init__: no SQLite, no pool
-        self.config = config
-        if config.playbooks is not None:
-            os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
-        else:
-            os.environ.pop(PLAYBOOKS_ENV, None)
-        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
-            importlib.import_module(module)
-        self.home = config.home.expanduser().resolve()
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
-        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
-        self.mark = home_mark(self.home)
-        self.store = JobLogStore(
-            self.home / "logs",
-            max_segment_bytes=config.log_max_bytes,
-            max_segments=config.log_segments,
-        )
+        self._open_home(config)
         self.redis = b.connect(config.backend)
         self.jobs = RedisJobDB(self.redis)
         options = {

@@ -122,3 +122,45 @@ def test_two_api_servers_and_a_restarted_one_see_the_same_jobs_and_logs(tmp_path
             mine = {j["job_id"] for j in restarted.http.get("/api/jobs").json()["jobs"]}
             theirs = {j["job_id"] for j in other.http.get("/api/jobs").json()["jobs"]}
             assert mine == theirs
+
+
+def _lose_delivery(client: redis.Redis, job_id: str) -> None:
+    """What a worker leaves when it takes a job off the queue and dies before the job starts:
+    the job out of the queue, marked started, in the started registry with its lease run out."""
+    from rq import Queue
+    from rq.job import Job as RQJob
+    from rq.job import JobStatus as RQStatus
+    from rq.registry import StartedJobRegistry
+
+    queue = Queue(b.QUEUE, connection=client)
+    rq_job = RQJob.fetch(job_id, connection=client)
+    queue.remove(rq_job)
+    rq_job.set_status(RQStatus.STARTED)
+    # the worker's execution entry, its lease already run out (as a dead worker leaves it)
+    registry = StartedJobRegistry(queue=queue)
+    client.zadd(registry.key, {f"{job_id}:lost-execution": time.time() - 60})
+
+
+def test_a_delivery_lost_before_start_is_retried_once_then_failed(tmp_path: Path) -> None:
+    with (
+        redis_server(tmp_path / "redis") as rs,
+        live_server(replace(make_config(tmp_path / "home"), backend=rs.url)) as live,
+    ):
+        client = redis.Redis.from_url(rs.url)
+        retried = live.submit("sleep", seconds=0.1, steps=1)
+        _lose_delivery(client, retried["job_id"])
+        wait_until(
+            lambda: (
+                live.job(retried["job_id"])["status"] == "pending"
+                and client.lpos(f"rq:queue:{b.QUEUE}", retried["job_id"]) is not None
+            ),
+            what="the lost job back in the queue",
+        )
+        twice = live.submit("sleep", seconds=0.1, steps=1)
+        _lose_delivery(client, twice["job_id"])
+        wait_until(lambda: client.lpos(f"rq:queue:{b.QUEUE}", twice["job_id"]) is not None)
+        _lose_delivery(client, twice["job_id"])
+        failed = live.wait(twice["job_id"], timeout=30)
+        assert failed["status"] == "failed" and "died before it started" in failed["error"]
+        with workers(rs.url, count=1):
+            assert live.wait(retried["job_id"], timeout=60)["status"] == "completed"

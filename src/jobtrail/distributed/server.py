@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 import redis
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from jobtrail.distributed import backend as b
 from jobtrail.distributed.dispatch import RedisDispatcher
@@ -35,6 +36,8 @@ from jobtrail.server import JobServer, ServerConfig
 
 log = logging.getLogger("jobtrail.server")
 
+MAX_DELIVERIES = 2  # a job whose worker died before it started is given to a worker again once
+LOST_TWICE = "{n} workers took this job and died before it started; not retried again"
 BARRIER_GRACE = 5.0  # seconds after an end recorded elsewhere that this server waits for it
 HOST_LOST = (
     "the worker host stopped answering: no heartbeat from {worker} for {ttl} s "
@@ -203,9 +206,51 @@ class DistributedServer(JobServer):
             except redis.RedisError as exc:
                 log.warning("reaper: redis unreachable (%s)", exc)
 
+    def recover_lost(self) -> builtins.list[str]:
+        """Retry deliveries RQ lost: a worker took the job off the queue and died before the
+        job said "start". RQ's started-job registry notices (it is cleaned here, each reap,
+        rather than every ten minutes by some worker) and moves the job to its failed
+        registry; it goes back to the front of the queue once. Lost twice, it fails with that
+        cause. Returns the ids acted on."""
+        pending = self.jobs.status_ids("pending")
+        if not pending:
+            return []
+        queue = self.dispatcher.queue
+        StartedJobRegistry(queue=queue).cleanup()
+        failed = FailedJobRegistry(queue=queue)
+        lost = set(failed.get_job_ids())
+        acted: builtins.list[str] = []
+        for job_id in pending:
+            claim = b.reap_key(job_id) + ":lost"  # one server acts on one loss
+            if job_id not in lost or not self.redis.set(claim, b"1", nx=True, ex=10):
+                continue
+            if self.redis.zscore(failed.key, job_id) is None:  # another server just acted
+                self.redis.delete(claim)
+                continue
+            job = self.jobs.get(job_id)
+            if job is None or job.status is not JobStatus.PENDING:
+                continue
+            deliveries = int(job.extra.get("deliveries", 1))
+            if deliveries >= MAX_DELIVERIES:
+                error = LOST_TWICE.format(n=deliveries)
+                log.warning("job %s: %s", job_id, error)
+                StreamSender(self.redis, job_id)(
+                    ("end", job_id, {"status": "failed", "error": error})
+                )
+            else:
+                log.warning("job %s: its worker died before it started; queued again", job_id)
+                self.jobs.transition(
+                    job_id, ("pending",), extra={**job.extra, "deliveries": deliveries + 1}
+                )
+                failed.requeue(job_id, at_front=True)
+            self.redis.delete(claim)  # acted on: a later loss is a new one
+            acted.append(job_id)
+        return acted
+
     def reap(self) -> builtins.list[str]:
         """Fail running jobs whose heartbeat expired: their end goes down their stream, so
         every server ends them the same way, after every record that did arrive."""
+        self.recover_lost()
         running = self.jobs.status_ids("running")
         if not running:
             return []

@@ -212,8 +212,19 @@ class JobServer:
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, job_type: str, params: dict[str, Any]) -> Job:
+        job, values = self._accept(job_type, params, self.pool.pending_count())
+        self.db.insert(job)
+        with self._lock:
+            self._active[job.job_id] = job
+        self.pool.submit(job.job_id, job_type, values)
+        return replace(job)
+
+    def _accept(
+        self, job_type: str, params: dict[str, Any], pending: int
+    ) -> tuple[Job, dict[str, Any]]:
+        """The record to store (secrets masked) and the checked params to run, or why not."""
         values = get_job_type(job_type).validate(params)
-        if self.pool.pending_count() >= self.config.max_pending:
+        if pending >= self.config.max_pending:
             raise QueueFull(self.config.max_pending)
         job = Job(
             job_id=new_job_id(job_type),
@@ -221,11 +232,7 @@ class JobServer:
             params=mask_secrets(values),
             created_at=time.time(),
         )
-        self.db.insert(job)
-        with self._lock:
-            self._active[job.job_id] = job
-        self.pool.submit(job.job_id, job_type, values)
-        return replace(job)
+        return job, values
 
     def get(self, job_id: str) -> Job:
         if not is_job_id(job_id):

@@ -29,9 +29,8 @@ from jobtrail.distributed.dispatch import RedisDispatcher
 from jobtrail.distributed.horse import StreamSender
 from jobtrail.distributed.ingest import StreamIngest
 from jobtrail.distributed.redis_db import TERMINAL, RedisJobDB
-from jobtrail.errors import JobFinished, JobNotFound, QueueFull
-from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
-from jobtrail.registry import get_job_type, mask_secrets
+from jobtrail.errors import JobFinished, JobNotFound
+from jobtrail.models import Job, JobStatus, is_job_id
 from jobtrail.server import JobServer, ServerConfig
 
 log = logging.getLogger("jobtrail.server")
@@ -88,15 +87,7 @@ class DistributedServer(JobServer):
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, job_type: str, params: dict[str, Any]) -> Job:
-        values = get_job_type(job_type).validate(params)
-        if self.jobs.count("pending") >= self.config.max_pending:
-            raise QueueFull(self.config.max_pending)
-        job = Job(
-            job_id=new_job_id(job_type),
-            job_type=job_type,
-            params=mask_secrets(values),
-            created_at=time.time(),
-        )
+        job, values = self._accept(job_type, params, self.jobs.count("pending"))
         self.jobs.insert(job)
         self.ingest.track(job.job_id)
         try:

@@ -315,14 +315,7 @@ class JobServer:
             job = self._active.get(job_id)
             if job is None:
                 return
-            extra = dict(job.extra)
-            for key in ("dropped", "last_seq", "failure"):
-                if key in outcome:
-                    extra[key] = outcome[key]
-            stats = self.store.stats(job_id)
-            if stats.dropped:
-                extra["dropped"] = extra.get("dropped", 0) + stats.dropped
-                extra["log_note"] = f"log cut: {stats.cut_reason}"
+            extra = self._ended_extra(job, outcome)
             fields: dict[str, Any] = {
                 "status": status,
                 "error": outcome.get("error"),
@@ -339,6 +332,19 @@ class JobServer:
             self._active.pop(job_id, None)
             self._progress_saved.pop(job_id, None)
             self._ended.notify_all()
+
+    def _ended_extra(self, job: Job, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The job's extra fields once it ended: what the worker reported (drops, last seq,
+        failure digest), plus what the listener could not write."""
+        extra = dict(job.extra)
+        for key in ("dropped", "last_seq", "failure"):
+            if key in outcome:
+                extra[key] = outcome[key]
+        stats = self.store.stats(job.job_id)
+        if stats.dropped:
+            extra["dropped"] = extra.get("dropped", 0) + stats.dropped
+            extra["log_note"] = f"log cut: {stats.cut_reason}"
+        return extra
 
     def _on_message(self, worker_id: int, message: tuple[Any, ...]) -> None:
         self.pool.handle_message(worker_id, message)

@@ -168,14 +168,7 @@ class DistributedServer(JobServer):
         if job is None or job.status.value in TERMINAL:
             return
         status = JobStatus(outcome["status"])
-        extra = dict(job.extra)
-        for key in ("dropped", "last_seq", "failure"):
-            if key in outcome:
-                extra[key] = outcome[key]
-        stats = self.store.stats(job_id)
-        if stats.dropped:
-            extra["dropped"] = extra.get("dropped", 0) + stats.dropped
-            extra["log_note"] = f"log cut: {stats.cut_reason}"
+        extra = self._ended_extra(job, outcome)
         self.jobs.transition(
             job_id,
             ("pending", "running"),

@@ -51,6 +51,8 @@ from _stats import Checks, summary_ms
 from _variants import VARIANTS, run_local
 from _workload import ERRORS_EVERY, HELPER_SHARE, cpu_seconds, reset_peak_rss, rss_kb
 
+from jobtrail.capture.worker import MAX_PENDING
+
 JT10, JT0, JTNR = "jobtrail (nice 10)", "jobtrail (nice 0)", "jobtrail (nice 10, --no-redact)"
 # name -> (--worker-nice, extra serve args, process counts it runs at; None: all)
 JOBTRAIL_VARIANTS: dict[str, tuple[int, tuple[str, ...], tuple[int, ...] | None]] = {
@@ -532,7 +534,7 @@ def stall_section(report: Report, sizes: Sequence[int], tmp: Path, at_most: floa
             rows,
         ),
         "",
-        "jobtrail's batcher holds at most `MAX_PENDING` (8192) lines and the pipe holds "
+        f"jobtrail's batcher holds at most `MAX_PENDING` ({MAX_PENDING}) lines and the pipe holds "
         "~64 KiB; past that the emitting thread blocks (up to 30 s, then counts drops), so the "
         "worker's memory does not depend on M. `multiprocessing.Queue`'s feeder thread "
         "buffers without limit.",

@@ -64,6 +64,24 @@ def page_all(store: JobLogStore, job: str, tail: int, **kw: Any) -> list[int]:
         after = page.last_seq
 
 
+def lines_all(store: JobLogStore, job: str, limit: int, after: int = 0) -> list[int]:
+    """Every seq reachable by paging ``read_lines``; each line must be the record ``read``
+    returns for its seq, byte for byte as JSON, and seqs must only grow."""
+    out: list[int] = []
+    while True:
+        page = store.read_lines(job, after=after, limit=limit)
+        assert len(page.seqs) == len(page.lines)
+        assert len(page.lines) < limit + 100  # whole batches: at most one batch over
+        for seq, line in zip(page.seqs, page.lines, strict=True):
+            assert seq > after and not line.endswith(b"\n")
+            assert json.loads(line)["seq"] == seq
+            after = seq
+        out += page.seqs
+        if not page.more:
+            assert page.latest_seq >= after
+            return out
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     s = JobLogStore(tmp_path / "logs")
@@ -95,6 +113,7 @@ def test_round_trip(store: JobLogStore) -> None:
 
 
 def test_missing_job(store: JobLogStore) -> None:
+    assert store.read_lines(JOB, after=0) == store_module.LinePage([], [], 0, 1, False)
     page = store.read(JOB, after=5)
     assert page.records == [] and page.latest_seq == 0 and page.last_seq == 5
     assert store.read(JOB).last_seq is None
@@ -144,6 +163,8 @@ def test_rotation(tmp_path: Path) -> None:
     page = s.read(JOB, tail=10000)
     assert page.truncated_before > 1 and page.truncated_before == page.first_seq
     assert seqs(page.records) == list(range(page.truncated_before, 2001))
+    assert lines_all(s, JOB, limit=50) == list(range(page.truncated_before, 2001))
+    assert s.read_lines(JOB, after=0, limit=1).truncated_before == page.truncated_before
     assert s.stats(JOB).segments == 3 and s.stats(JOB).first_seq == page.truncated_before
     # A batch bigger than the cap goes whole into a fresh segment.
     big, mask = render(2001, 100)
@@ -161,6 +182,9 @@ def test_after_paging_covers_every_seq_once(tmp_path: Path) -> None:
     assert s.stats(JOB).segments > 10
     assert page_all(s, JOB, tail=37) == list(range(1, 3001))
     assert page_all(s, JOB, tail=1)[:3] == [1, 2, 3]
+    assert lines_all(s, JOB, limit=37) == list(range(1, 3001))
+    assert lines_all(s, JOB, limit=1, after=2990) == list(range(2991, 3001))
+    assert s.read_lines(JOB, after=3000).seqs == []
     assert page_all(s, JOB, tail=7, min_level="ERROR") == list(range(10, 3001, 10))
     last = s.read(JOB, after=3000)
     assert last.records == [] and last.last_seq == 3000 and not last.more
@@ -213,6 +237,7 @@ def test_torn_last_line_is_skipped_and_appends_continue(tmp_path: Path) -> None:
     fill(s, JOB, 10, start=11)
     assert seqs(s.read(JOB).records) == list(range(1, 21))
     assert page_all(s, JOB, tail=3) == list(range(1, 21))
+    assert lines_all(s, JOB, limit=3) == list(range(1, 21))  # never the fragment
     lines = segment.read_bytes().split(b"\n")
     assert b'{"seq":11,"timestamp":"2027-01-' in lines  # the fragment is its own line
     assert (tmp_path / JOB / "00000001.idx").stat().st_size % 32 == 0
@@ -231,6 +256,7 @@ def test_unindexed_and_overrun_data_recovered(tmp_path: Path) -> None:
     fill(s, JOB, 5, start=16)
     assert seqs(s.read(JOB, tail=100).records) == list(range(1, 21))
     assert page_all(s, JOB, tail=4) == list(range(1, 21))
+    assert lines_all(s, JOB, limit=4) == list(range(1, 21))  # re-indexed lines are parsed
     s.close()
     # Data cut short under an index entry: read what exists, skip the rest, no exception.
     data = segment.read_bytes()
@@ -240,6 +266,7 @@ def test_unindexed_and_overrun_data_recovered(tmp_path: Path) -> None:
     assert s.read(JOB).latest_seq == 19
     fill(s, JOB, 3, start=21)
     assert seqs(s.read(JOB, tail=100).records) == [*range(1, 20), 21, 22, 23]
+    assert lines_all(s, JOB, limit=5) == [*range(1, 20), 21, 22, 23]  # a hole: counted, not read
     s.close()
 
 
@@ -346,6 +373,7 @@ def test_big_batch_is_split_into_index_entries(store: JobLogStore) -> None:
         70_000,
     ]
     assert len(store.recent(JOB, 1000)) == 100
+    assert store.read_lines(JOB, after=69_998).seqs == [69_999, 70_000]
 
 
 def test_delete_and_count_dropped(store: JobLogStore) -> None:

@@ -3,13 +3,19 @@
 ::
 
     LogListener ─► JobLogStore files ─► _Hub (one per followed running job, one asyncio task)
-                                         polls store.read(after=cursor) every 50 ms,
-                                         keeps the newest records pre-encoded (bounded)
+                                         reads the new stored lines every 50 ms (in a thread)
+                                         and frames them once, as blocks of SSE events
+                                         (bounded: 16 MiB, or less than the files keep)
                                               │ wakes
                                               ▼
                         follower generators (one per connection, no thread each)
-                        read from the hub's window, or catch up from the files with
-                        cursor reads when they fell behind it
+                        send each new block whole, as one write, or catch up from the
+                        files with cursor reads when they fell behind the window
+
+The records on this path are never parsed: a stored line is already the JSON of its record,
+and its seq is counted from its batch's index entry. Only a follower with a filter has a
+block's records parsed, once per block. So 100 followers cost about what one does, plus one
+write each per block.
 
 A follower never slows the listener, the hub or another follower: it only ever blocks in
 its own ``send`` (uvicorn's flow control), and what it has not read yet stays on disk, not
@@ -30,10 +36,11 @@ import contextlib
 import json
 import logging
 import time
+from array import array
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -41,8 +48,8 @@ from fastapi.responses import StreamingResponse
 
 from jobtrail.api.deps import get_server
 from jobtrail.api.schemas import ErrorOut, Level
-from jobtrail.capture.records import LEVELS, text_line
-from jobtrail.capture.store import LogPage
+from jobtrail.capture.records import LEVELS, decode_record, text_line
+from jobtrail.capture.store import LinePage
 from jobtrail.errors import InvalidQuery
 from jobtrail.models import Job
 from jobtrail.server import JobServer
@@ -51,13 +58,12 @@ log = logging.getLogger("jobtrail.api.stream")
 router = APIRouter(prefix="/api", tags=["logs"])
 Server = Annotated[JobServer, Depends(get_server)]
 
-POLL_SECONDS = 0.05  # how often a hub looks for new records and status changes
+POLL_SECONDS = 0.02  # how often a hub looks for new records and status changes
 PING_SECONDS = 15.0  # keep-alive comment when nothing else was sent
 PAGE = 2000  # records per store read of a hub or a download
-FOLLOWER_PAGE = 500  # records per store read of a follower catching up (bounds its memory)
+FOLLOWER_PAGE = 1000  # records per store read of a follower catching up (bounds its memory)
 CHUNK_BYTES = 256 * 1024  # a follower yields at most about this much at once
-HUB_RECORDS = 10_000  # a hub's window: at most this many records ...
-HUB_BYTES = 8 * 1024 * 1024  # ... and this many encoded bytes
+HUB_BYTES = 16 * 1024 * 1024  # a hub's window of framed records (about 1 s at full speed)
 HUB_LINGER = 5.0  # seconds a hub outlives its last follower (quick reconnects reuse it)
 RETRY_MS = 1000  # the reconnect delay an EventSource should use
 _RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -116,22 +122,100 @@ class _Query:
         return all(str(record.get(k)) == v for k, v in self.match)
 
 
-@dataclass
-class _Entry:
-    seq: int  # a record's seq; for a gap, the last seq lost
-    frame: bytes
-    record: dict[str, Any] | None  # None: a gap marker, which every follower is sent
+@dataclass(eq=False)
+class _Block:
+    """Consecutive records framed as SSE events back to back, or one gap notice.
+
+    Frames are built once from the stored lines (no JSON parsing) and shared by every
+    follower, which sends a block whole, or from its cursor on, as a single slice: the cost
+    of a follower is per block, not per record. Parsed records exist only if a follower with
+    a filter asks for them, and then once per block.
+    """
+
+    first: int  # seq of the first record (a gap: the first seq lost)
+    last: int  # seq of the last record (a gap: the last seq lost)
+    data: bytes
+    ends: array[int] | None  # ends[i]: offset just past the frame of record first + i; None: gap
+    _records: list[dict[str, Any] | None] | None = None
+
+    def frames_after(self, cursor: int) -> bytes:
+        """The frames of the records with a seq above ``cursor``."""
+        if self.ends is None or cursor < self.first:
+            return self.data
+        return self.data[self.ends[cursor - self.first] :]
+
+    def matching_after(self, cursor: int, query: _Query) -> bytes:
+        if self.ends is None:
+            return self.data
+        ends, data = self.ends, self.data
+        if self._records is None:
+            self._records = [
+                decode_record(
+                    data[(ends[i - 1] if i else 0) : end][len(_head(self.first + i)) : -2]
+                )
+                for i, end in enumerate(ends)
+            ]
+        out = []
+        for i in range(max(0, cursor + 1 - self.first), len(ends)):
+            record = self._records[i]
+            if record is not None and query.accepts(record):
+                out.append(data[(ends[i - 1] if i else 0) : ends[i]])
+        return b"".join(out)
 
 
-@dataclass
+def _head(seq: int) -> bytes:
+    return b"event: record\nid: %d\ndata: " % seq
+
+
+def _gap(first: int, last: int, reason: str) -> _Block:
+    data = _event("gap", {"from": first, "to": last, "reason": reason}, last)
+    return _Block(first, last, data, None)
+
+
+def _blocks(page: LinePage, cursor: int) -> list[_Block]:
+    """Frame a page of stored lines read after ``cursor``: one block per run of consecutive
+    seqs, with a gap notice wherever seqs jump (rotation, or records lost in a crash)."""
+    seqs, lines = page.seqs, page.lines
+    out: list[_Block] = []
+    i, n = 0, len(seqs)
+    while i < n:
+        first = seqs[i]
+        if first > cursor + 1:
+            reason = "rotated away" if first <= page.truncated_before else "not in the log"
+            out.append(_gap(cursor + 1, first - 1, reason))
+        j = n
+        if seqs[-1] - first != n - 1 - i:  # a hole further on: find where this run ends
+            j = i + 1
+            while seqs[j] == seqs[j - 1] + 1:
+                j += 1
+        frames = [
+            b"event: record\nid: %d\ndata: %s\n\n" % (seq, line)
+            for seq, line in zip(seqs[i:j], lines[i:j], strict=True)
+        ]
+        out.append(
+            _Block(first, seqs[j - 1], b"".join(frames), array("Q", accumulate(map(len, frames))))
+        )
+        cursor, i = seqs[j - 1], j
+    return out
+
+
+def _read_blocks(
+    server: JobServer, job_id: str, after: int, limit: int
+) -> tuple[list[_Block], LinePage]:
+    """One page of a job's log as blocks (in a worker thread: framing is per-record work)."""
+    page = server.store.read_lines(job_id, after=after, limit=limit)
+    return _blocks(page, after), page
+
+
+@dataclass(eq=False)
 class _Hub:
-    """The newest records of one running job, read once for all of its followers."""
+    """The newest records of one running job, read once and framed once for all followers."""
 
     server: JobServer
     job_id: str
     cursor: int  # every record up to here has been read (or reported lost)
     start: int = 0  # the window holds every record after this seq up to ``cursor``
-    entries: deque[_Entry] = field(default_factory=deque)
+    blocks: deque[_Block] = field(default_factory=deque)
     size: int = 0
     job: Job | None = None
     done: bool = False  # the job is terminal and its whole log was read
@@ -140,29 +224,26 @@ class _Hub:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # cursor and task are set
     task: asyncio.Task[None] | None = None
+    limit: int = HUB_BYTES
 
     def __post_init__(self) -> None:
         self.start = self.cursor
+        # never more than the files keep: a follower that far behind has already lost records
+        config = self.server.config
+        self.limit = min(HUB_BYTES, config.log_max_bytes * config.log_segments)
 
     def _wake(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def _add(self, entry: _Entry) -> None:
-        self.entries.append(entry)
-        self.size += len(entry.frame)
-        while self.entries and (len(self.entries) > HUB_RECORDS or self.size > HUB_BYTES):
-            old = self.entries.popleft()
-            self.size -= len(old.frame)
-            self.start = old.seq
-
-    def _take(self, page: LogPage, frames: list[bytes]) -> None:
-        for record, frame in zip(page.records, frames, strict=True):
-            seq = int(record["seq"])
-            if seq > self.cursor + 1:  # rotated away before the hub read them
-                self._add(_Entry(seq - 1, _gap(self.cursor + 1, seq - 1), None))
-            self._add(_Entry(seq, frame, record))
-            self.cursor = seq
+    def _add(self, block: _Block) -> None:
+        self.blocks.append(block)
+        self.size += len(block.data)
+        while len(self.blocks) > 1 and self.size > self.limit:
+            old = self.blocks.popleft()
+            self.size -= len(old.data)
+            self.start = old.last
+        self.cursor = block.last
 
     async def run(self, registry: dict[str, _Hub]) -> None:
         try:
@@ -171,10 +252,13 @@ class _Hub:
                     return
                 job = self.server.get(self.job_id)  # before reading: see _follow
                 while True:
-                    page, frames = await asyncio.to_thread(
-                        _read_framed, self.server, self.job_id, self.cursor
+                    blocks, page = await asyncio.to_thread(
+                        _read_blocks, self.server, self.job_id, self.cursor, PAGE
                     )
-                    self._take(page, frames)
+                    for block in blocks:
+                        self._add(block)
+                    if blocks:
+                        self._wake()  # followers start sending while the next page is read
                     if not page.more:
                         break
                 self.job = job
@@ -191,17 +275,6 @@ class _Hub:
             if registry.get(self.job_id) is self:
                 del registry[self.job_id]
             self._wake()
-
-
-def _read_framed(server: JobServer, job_id: str, after: int) -> tuple[LogPage, list[bytes]]:
-    """One page for a hub, framed in the worker thread too: at thousands of records a
-    second, serialising them on the event loop would delay every other request."""
-    page = server.store.read(job_id, tail=PAGE, after=after)
-    return page, [_record_frame(record) for record in page.records]
-
-
-def _gap(first: int, last: int) -> bytes:
-    return _event("gap", {"from": first, "to": last, "reason": "rotated away"}, last)
 
 
 def _hubs(request: Request) -> dict[str, _Hub]:
@@ -240,22 +313,24 @@ def _leave(hub: _Hub) -> None:
         hub.idle_since = time.monotonic()
 
 
-async def _follow(
-    request: Request, server: JobServer, job: Job, cursor: int, query: _Query
-) -> AsyncIterator[bytes]:
-    """The event stream of one follower, from ``cursor`` (exclusive) to the job's end."""
-    job_id = job.job_id
+async def _from_files(
+    server: JobServer, job_id: str, cursor: int, bound: int | None, query: _Query
+) -> AsyncGenerator[tuple[int, bytes], None]:
+    """Matching records after ``cursor`` from the files, in pages; (new cursor, bytes).
+
+    ``bound``: a seq every record up to which the files already held before the first read,
+    so an empty filtered page can still move the cursor that far."""
     match = dict(query.match) or None
-    yield f"retry: {RETRY_MS}\n\n".encode()
-    last_status = _status(job)
-    yield _event("status", last_status)
-
-    async def from_files(cursor: int, bound: int | None) -> AsyncGenerator[tuple[int, bytes], None]:
-        """Matching records after ``cursor`` from the files, in pages; (new cursor, bytes).
-
-        ``bound``: a seq every record up to which the files already held before the first
-        read, so an empty filtered page can still move the cursor that far."""
-        while True:
+    while True:
+        if not query.filtered:
+            blocks, lines = await asyncio.to_thread(
+                _read_blocks, server, job_id, cursor, FOLLOWER_PAGE
+            )
+            more, latest, truncated = lines.more, lines.latest_seq, lines.truncated_before
+            out = [block.data for block in blocks]  # gap notices included
+            first = blocks[0].first if blocks else latest + 1
+            last = blocks[-1].last if blocks else None
+        else:
             page = await asyncio.to_thread(
                 server.store.read,
                 job_id,
@@ -264,23 +339,34 @@ async def _follow(
                 after=cursor,
                 match=match,
             )
-            out: list[bytes] = []
-            first = page.first_seq if page.first_seq is not None else page.latest_seq + 1
-            if page.truncated_before > cursor + 1 and first > cursor + 1:
-                lost_to = min(page.truncated_before - 1, first - 1)
-                out.append(_gap(cursor + 1, lost_to))
-                cursor = lost_to
-            out.extend(_record_frame(r) for r in page.records)
-            if page.records:
-                cursor = int(page.records[-1]["seq"])
-            if not page.more and bound is not None:
-                cursor = max(cursor, bound)
-            yield cursor, b"".join(out)
-            if not page.more:
-                return
+            more, latest, truncated = page.more, page.latest_seq, page.truncated_before
+            out = [_record_frame(r) for r in page.records]
+            first = page.first_seq if page.first_seq is not None else latest + 1
+            last = page.last_seq if page.records else None
+        if truncated > cursor + 1 and first > cursor + 1 and (query.filtered or not out):
+            lost_to = min(truncated - 1, first - 1)
+            out.insert(0, _gap(cursor + 1, lost_to, "rotated away").data)
+            cursor = lost_to
+        if last is not None:
+            cursor = last
+        if not more and bound is not None:
+            cursor = max(cursor, bound)
+        yield cursor, b"".join(out)
+        if not more:
+            return
+
+
+async def _follow(
+    request: Request, server: JobServer, job: Job, cursor: int, query: _Query
+) -> AsyncIterator[bytes]:
+    """The event stream of one follower, from ``cursor`` (exclusive) to the job's end."""
+    job_id = job.job_id
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    last_status = _status(job)
+    yield _event("status", last_status)
 
     if job.status.terminal:  # a finished job: replay what is on disk, then end
-        async with contextlib.aclosing(from_files(cursor, None)) as pages:
+        async with contextlib.aclosing(_from_files(server, job_id, cursor, None, query)) as pages:
             async for _, chunk in pages:
                 if chunk:
                     yield chunk
@@ -294,28 +380,33 @@ async def _follow(
             changed = hub.changed
             sent = False
             if cursor < hub.start:  # behind the window: catch up from the files
-                async with contextlib.aclosing(from_files(cursor, hub.start)) as pages:
+                pages = _from_files(server, job_id, cursor, hub.start, query)
+                async with contextlib.aclosing(pages):
                     async for moved, chunk in pages:
                         cursor = moved
                         if chunk:
                             sent = True
                             yield chunk
-                        if cursor >= hub.start:  # the window covers the rest: no more decoding
+                        if cursor >= hub.start:  # the window covers the rest
                             break
             else:
-                chunk_parts: list[bytes] = []
+                parts: list[bytes] = []
                 size = 0
-                # the window is only appended to between our awaits, so a scan is safe
-                for entry in _after(hub.entries, cursor):
-                    if entry.record is None or not query.filtered or query.accepts(entry.record):
-                        chunk_parts.append(entry.frame)
-                        size += len(entry.frame)
-                    cursor = entry.seq
-                    if size >= CHUNK_BYTES:
-                        break
-                if chunk_parts:
+                # the window only changes between our awaits, so a scan is safe
+                for block in _blocks_after(hub.blocks, cursor):
+                    if query.filtered:
+                        part = block.matching_after(cursor, query)
+                    else:
+                        part = block.frames_after(cursor)
+                    cursor = block.last
+                    if part:
+                        parts.append(part)
+                        size += len(part)
+                        if size >= CHUNK_BYTES:
+                            break
+                if parts:
                     sent = True
-                    yield b"".join(chunk_parts)
+                    yield parts[0] if len(parts) == 1 else b"".join(parts)
                 if size >= CHUNK_BYTES:
                     last_sent = time.monotonic()
                     continue  # more is waiting: no need to sleep
@@ -349,16 +440,16 @@ async def _follow(
         _leave(hub)
 
 
-def _after(entries: deque[_Entry], cursor: int) -> Iterator[_Entry]:
-    """The entries with a seq above ``cursor`` (bisected: seqs in a window only grow)."""
-    lo, hi = 0, len(entries)
+def _blocks_after(blocks: deque[_Block], cursor: int) -> Iterator[_Block]:
+    """The blocks holding a seq above ``cursor`` (bisected: seqs in a window only grow)."""
+    lo, hi = 0, len(blocks)
     while lo < hi:
         mid = (lo + hi) // 2
-        if entries[mid].seq <= cursor:
+        if blocks[mid].last <= cursor:
             lo = mid + 1
         else:
             hi = mid
-    return islice(entries, lo, None)
+    return islice(blocks, lo, None)
 
 
 def _start_cursor(
@@ -453,15 +544,21 @@ async def download_logs(
     async def body() -> AsyncIterator[bytes]:
         cursor = 0
         while True:
+            if jsonl:  # the stored lines are the records' JSON already
+                raw = await asyncio.to_thread(
+                    server.store.read_lines, job_id, after=cursor, limit=PAGE
+                )
+                if raw.lines:
+                    yield b"\n".join(raw.lines) + b"\n"
+                    cursor = raw.seqs[-1]
+                if not raw.more:
+                    return
+                continue
             page = await asyncio.to_thread(server.store.read, job_id, tail=PAGE, after=cursor)
-            if cursor == 0 and page.truncated_before > 1 and not jsonl:
+            if cursor == 0 and page.truncated_before > 1:
                 yield f"[records 1-{page.truncated_before - 1} were removed by rotation]\n".encode()
             if page.records:
-                if jsonl:
-                    lines = [_dumps(r) for r in page.records]
-                else:
-                    lines = [text_line(r) for r in page.records]
-                yield ("\n".join(lines) + "\n").encode()
+                yield ("\n".join(text_line(r) for r in page.records) + "\n").encode()
                 cursor = int(page.records[-1]["seq"])
             if not page.more:
                 return

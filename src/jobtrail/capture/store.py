@@ -52,6 +52,18 @@ class LogPage:
 
 
 @dataclass
+class LinePage:
+    """Stored lines after a seq, as bytes (each a whole JSON object, no newline), for streams
+    that pass records on without looking inside them: nothing is parsed on the fast path."""
+
+    seqs: list[int]
+    lines: list[bytes]
+    latest_seq: int
+    truncated_before: int
+    more: bool  # the page stopped at its limit; more lines may follow
+
+
+@dataclass
 class LogStats:
     """Size and health of one job's log; ``bytes`` counts data and index files on disk."""
 
@@ -181,6 +193,35 @@ def _scan_forward(reader: SegmentReader, flt: _Filter, pos: int, start: int) -> 
                 if record is not None:
                     yielded = True
                     yield record
+
+
+def _batch_lines(
+    blob: bytes, first: int, count: int, after: int, seqs: list[int], lines: list[bytes]
+) -> None:
+    """Append the lines of one indexed run with a seq above ``after``.
+
+    A run written by a worker holds ``count`` lines numbered ``first`` on without a hole, so
+    seqs are counted rather than parsed; both ends are checked to prove it. Anything else (a
+    run re-indexed after a crash) has each line parsed for its own seq.
+    """
+    parts = blob.split(b"\n")
+    if parts and not parts[-1]:
+        parts.pop()
+    last = first + count - 1
+    if (
+        len(parts) == count
+        and parts[0].startswith(b'{"seq":%d,' % first)
+        and parts[-1].startswith(b'{"seq":%d,' % last)
+    ):
+        skip = max(0, after + 1 - first)
+        seqs.extend(range(first + skip, last + 1))
+        lines.extend(parts[skip:])
+        return
+    for part in parts:
+        record = decode_record(part) if part else None
+        if record is not None and record["seq"] > after:
+            seqs.append(record["seq"])
+            lines.append(part)
 
 
 def _reason(exc: OSError) -> str:
@@ -438,6 +479,42 @@ class JobLogStore:
             return LogPage([], None, after, latest, truncated, more)
         last: int = found[-1]["seq"]
         return LogPage(found, found[0]["seq"], last, max(latest, last), truncated, more)
+
+    def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
+        """The stored lines after seq ``after``, oldest first, about ``limit`` of them (whole
+        batches: up to one batch more). For a live stream, which frames lines as they are."""
+        seqs: list[int] = []
+        lines: list[bytes] = []
+        more = gone = False
+        with self._reading(job_id) as reader:
+            if reader is None:
+                return LinePage(seqs, lines, 0, 1, False)
+            pos, start = reader.locate(0, after + 1, inclusive=True)
+            for p in range(pos, len(reader.segments)):
+                seg = reader.segments[p]
+                if reader.count(seg) is None:  # rotated away: a hole only before any line
+                    if lines:
+                        break
+                    continue
+                for first, _, off, length, count, _ in reader.forward(
+                    seg, start if p == pos else 0
+                ):
+                    if first + count - 1 <= after:
+                        continue
+                    if len(lines) >= limit:
+                        more = True
+                        break
+                    blob = reader.batch(seg, off, length)
+                    if blob is None:  # rotated away mid-read
+                        gone = True
+                        break
+                    _batch_lines(blob, first, count, after, seqs, lines)
+                if more or (gone and lines):
+                    break
+            latest = self._latest(job_id, reader)
+            oldest = reader.segments[0] if reader.segments else 1
+            truncated = 1 if oldest == 1 else reader.first_seq() or 1
+        return LinePage(seqs, lines, max([latest, *seqs[-1:]]), truncated, more)
 
     def stats(self, job_id: str) -> LogStats:
         with self._lock:

@@ -504,3 +504,20 @@ def test_reader_thread_while_writer_appends(tmp_path: Path) -> None:
     assert page.latest_seq == 50_000
     assert page_all(s, JOB, tail=5000) == list(range(page.truncated_before, 50_001))
     s.close()
+
+
+def test_watchers_hear_of_every_append_and_the_close(store: JobLogStore) -> None:
+    heard: list[str] = []
+    unwatch = store.watch(JOB, lambda: heard.append("a"))
+    store.watch(JOB, lambda: heard.append("b"))
+    store.watch("other-0123456789ab", lambda: heard.append("other"))
+    fill(store, JOB, 30, batch=10)  # 3 appends
+    store.close_job(JOB)
+    assert heard == ["a", "b"] * 4
+    unwatch()
+    heard.clear()
+    fill(store, JOB, 10, start=31)
+    assert heard == ["b"]
+    payload, mask = render(41, 5)
+    store.append("other-0123456789ab", payload, 41, 5, mask)  # no ring kept (not from seq 1)
+    assert heard == ["b", "other"]

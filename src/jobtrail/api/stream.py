@@ -3,8 +3,9 @@
 ::
 
     LogListener ─► JobLogStore files ─► _Hub (one per followed running job, one asyncio task)
-                                         reads the new stored lines every 50 ms (in a thread)
-                                         and frames them once, as blocks of SSE events
+                                         woken by the store's appends, reads the new lines
+                                         (in a thread, at most every 20 ms) and frames them
+                                         once, as blocks of SSE events
                                          (bounded: 16 MiB, or less than the files keep)
                                               │ wakes
                                               ▼
@@ -58,7 +59,8 @@ log = logging.getLogger("jobtrail.api.stream")
 router = APIRouter(prefix="/api", tags=["logs"])
 Server = Annotated[JobServer, Depends(get_server)]
 
-POLL_SECONDS = 0.02  # how often a hub looks for new records and status changes
+READ_SPACING = 0.02  # a hub reads at most this often: appends meanwhile become one block
+STATUS_SECONDS = 0.1  # how often a hub looks at the job's status when nothing is appended
 PING_SECONDS = 15.0  # keep-alive comment when nothing else was sent
 PAGE = 2000  # records per store read of a hub or a download
 FOLLOWER_PAGE = 1000  # records per store read of a follower catching up (bounds its memory)
@@ -225,6 +227,8 @@ class _Hub:
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # cursor and task are set
     task: asyncio.Task[None] | None = None
     limit: int = HUB_BYTES
+    appended: asyncio.Event = field(default_factory=asyncio.Event)  # the store says: new lines
+    poked: bool = False  # ``appended`` is already being set (written by the store's thread)
 
     def __post_init__(self) -> None:
         self.start = self.cursor
@@ -246,32 +250,50 @@ class _Hub:
         self.cursor = block.last
 
     async def run(self, registry: dict[str, _Hub]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def poke() -> None:  # in the store's writer thread, after each append
+            if not self.poked:
+                self.poked = True
+                with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
+                    loop.call_soon_threadsafe(self.appended.set)
+
+        unwatch = self.server.store.watch(self.job_id, poke)
         try:
+            read = True  # the first pass reads whatever came before the watch began
             while True:
                 if self.followers == 0 and time.monotonic() - self.idle_since > HUB_LINGER:
                     return
                 job = self.server.get(self.job_id)  # before reading: see _follow
-                while True:
-                    blocks, page = await asyncio.to_thread(
-                        _read_blocks, self.server, self.job_id, self.cursor, PAGE
-                    )
-                    for block in blocks:
-                        self._add(block)
-                    if blocks:
-                        self._wake()  # followers start sending while the next page is read
-                    if not page.more:
-                        break
+                if read or self.poked or job.status.terminal:
+                    read = False
+                    self.poked = False  # appends from here on poke again
+                    self.appended.clear()
+                    while True:
+                        blocks, page = await asyncio.to_thread(
+                            _read_blocks, self.server, self.job_id, self.cursor, PAGE
+                        )
+                        for block in blocks:
+                            self._add(block)
+                        if blocks:
+                            self._wake()  # followers send while the next page is read
+                        if not page.more:
+                            break
+                moved = self.job is None or _status(job) != _status(self.job)
                 self.job = job
-                if job.status.terminal:
-                    self.done = True
-                self._wake()
+                self.done = job.status.terminal
+                if moved or self.done:
+                    self._wake()
                 if self.done:
                     return
-                await asyncio.sleep(POLL_SECONDS)
+                await asyncio.sleep(READ_SPACING)
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self.appended.wait(), STATUS_SECONDS - READ_SPACING)
         except Exception:  # a follower notices the hub stopped and starts a fresh one
             log.exception("stream hub of %s failed", self.job_id)
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(READ_SPACING)
         finally:
+            unwatch()
             if registry.get(self.job_id) is self:
                 del registry[self.job_id]
             self._wake()

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -262,6 +262,7 @@ class JobLogStore:
         self._rings: OrderedDict[str, deque[bytes]] = OrderedDict()
         self._drops: dict[str, tuple[int, str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
         self.bytes_read = 0  # debug counter: bytes all queries have read from disk
 
     # -- paths ------------------------------------------------------------------------
@@ -326,21 +327,25 @@ class JobLogStore:
             except OSError as exc:
                 self._count_drop(job_id, count, _reason(exc))
             # Inside the write lock, so a ring rebuilt from the files never misses or doubles
-            # a batch. Only the last ring_size lines are split off.
-            size = self._ring_size
-            lines = payload.rsplit(b"\n", size + 1)
-            if not lines[-1]:
-                lines.pop()
-            with self._lock:
-                ring = self._rings.get(job_id)
-                if ring is None:
-                    if first_seq != 1:  # evicted or restarted: recent() rebuilds it from disk
-                        return
-                    ring = self._rings[job_id] = deque(maxlen=size)
-                    self._evict_rings()
-                else:
-                    self._rings.move_to_end(job_id)
-                ring.extend(lines[-size:])
+            # a batch.
+            self._ring_append(job_id, payload, first_seq)
+        self._notify(job_id)
+
+    def _ring_append(self, job_id: str, payload: bytes, first_seq: int) -> None:
+        size = self._ring_size
+        lines = payload.rsplit(b"\n", size + 1)  # only the last ring_size lines are split off
+        if not lines[-1]:
+            lines.pop()
+        with self._lock:
+            ring = self._rings.get(job_id)
+            if ring is None:
+                if first_seq != 1:  # evicted or restarted: recent() rebuilds it from disk
+                    return
+                ring = self._rings[job_id] = deque(maxlen=size)
+                self._evict_rings()
+            else:
+                self._rings.move_to_end(job_id)
+            ring.extend(lines[-size:])
 
     def close_job(self, job_id: str) -> None:
         """The job ended: release its fds. Its ring buffer stays for ``recent``."""
@@ -349,6 +354,30 @@ class JobLogStore:
             writer = self._writers.pop(job_id, None)
             if writer is not None:
                 writer.close()
+        self._notify(job_id)
+
+    def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Have ``callback`` called after each append to the job's log and when it is closed,
+        so a live reader waits for data instead of polling the files. It runs in the
+        writer's thread and must return at once. Returns the function that stops it."""
+        with self._lock:
+            self._watchers.setdefault(job_id, []).append(callback)
+
+        def unwatch() -> None:
+            with self._lock:
+                callbacks = self._watchers.get(job_id, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                if not callbacks:
+                    self._watchers.pop(job_id, None)
+
+        return unwatch
+
+    def _notify(self, job_id: str) -> None:
+        callbacks = self._watchers.get(job_id)  # unlocked: one dict read, atomic
+        if callbacks:
+            for callback in tuple(callbacks):
+                callback()
 
     def count_dropped(self, job_id: str, n: int, reason: str) -> None:
         """Record records lost before they reached the store (shown by ``stats``)."""

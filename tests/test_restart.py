@@ -104,6 +104,10 @@ def test_sigkilled_server_restarts_with_every_job_known_and_nothing_left_running
         lambda: first.http.get(f"/api/jobs/{logger['job_id']}").json()["status"] == "running",
         what="running",
     )
+    wait_until(  # its first line written: the last 20 ms before a kill are not guaranteed
+        lambda: first.http.get(f"/api/jobs/{logger['job_id']}/logs").json()["total_lines"] >= 1,
+        what="the waiting job's first line",
+    )
     orphans = started_pids()
     workers = [p.pid for p in processes_marked(home_mark(home))]
     assert len(workers) >= 2

@@ -99,16 +99,21 @@ def _without_main_module() -> Iterator[None]:
 @contextlib.contextmanager
 def _marked_environment(mark: str) -> Iterator[None]:
     """Start helper processes (forkserver, resource tracker) with the home's mark, so a
-    restarted server finds and stops them too if this one is killed."""
+    restarted server finds and stops them too if this one is killed.
+
+    Only the C environment, which those processes inherit, is changed (``os.putenv``):
+    ``os.environ`` itself stays untouched, because another thread may be iterating it
+    (``urllib.request.getproxies`` does, for every httpx client) and would fail with a
+    KeyError when a key vanishes under it."""
     before = os.environ.get(WORKER_MARK_ENV)
-    os.environ[WORKER_MARK_ENV] = mark
+    os.putenv(WORKER_MARK_ENV, mark)
     try:
         yield
     finally:
         if before is None:
-            del os.environ[WORKER_MARK_ENV]
+            os.unsetenv(WORKER_MARK_ENV)
         else:
-            os.environ[WORKER_MARK_ENV] = before
+            os.putenv(WORKER_MARK_ENV, before)
 
 
 class WorkerPool:

@@ -6,6 +6,7 @@ In the ``redis`` variant a real redis-server runs on a free loopback port and tw
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from redis_server import redis_server, workers
+from test_stream import all_events, records
 
 from conftest import Live, live_server, pid_gone, wait_until
 from conftest import test_config as make_config
@@ -178,3 +180,15 @@ def test_secrets_are_masked_in_output(both: Live, tmp_path: Path) -> None:
     assert done["params"]["password"] == "********"
     text = "\n".join(both.logs(job["job_id"], tail=100)["logs"])
     assert "hunter2-secret" not in text and "connecting as ann" in text
+
+
+def test_a_running_job_streams_every_record_live_then_ends(both: Live) -> None:
+    # redis: worker -> Redis stream -> this server's ingest -> its files -> the stream's hub
+    job = both.submit("chatty", count=3000, payload=50, burst=100, pause=0.02)
+    events = all_events(both, job["job_id"], {"after": 0})
+    got = records(events)
+    assert [r["seq"] for r in got] == list(range(1, 3001)), "every record once, in order"
+    assert got[-1]["message"].startswith("chatty 3000 ")
+    statuses = [json.loads(e.data)["status"] for e in events if e.event == "status"]
+    assert "running" in statuses, "followed while it ran"
+    assert json.loads(events[-1].data)["status"] == "completed"

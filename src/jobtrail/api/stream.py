@@ -146,27 +146,28 @@ class _Block:
             return self.data
         return self.data[self.ends[cursor - self.first] :]
 
+    def _frame(self, i: int) -> bytes:
+        assert self.ends is not None
+        return self.data[(self.ends[i - 1] if i else 0) : self.ends[i]]
+
     def matching_after(self, cursor: int, query: _Query) -> bytes:
         if self.ends is None:
             return self.data
-        ends, data = self.ends, self.data
-        if self._records is None:
+        if self._records is None:  # the JSON between each frame's head and its blank line
             self._records = [
-                decode_record(
-                    data[(ends[i - 1] if i else 0) : end][len(_head(self.first + i)) : -2]
-                )
-                for i, end in enumerate(ends)
+                decode_record(self._frame(i)[len(_RECORD_HEAD % (self.first + i)) : -2])
+                for i in range(len(self.ends))
             ]
         out = []
-        for i in range(max(0, cursor + 1 - self.first), len(ends)):
+        for i in range(max(0, cursor + 1 - self.first), len(self.ends)):
             record = self._records[i]
             if record is not None and query.accepts(record):
-                out.append(data[(ends[i - 1] if i else 0) : ends[i]])
+                out.append(self._frame(i))
         return b"".join(out)
 
 
-def _head(seq: int) -> bytes:
-    return b"event: record\nid: %d\ndata: " % seq
+_RECORD_HEAD = b"event: record\nid: %d\ndata: "  # % seq; _event() frames the same way
+_RECORD_FRAME = _RECORD_HEAD + b"%s\n\n"  # % (seq, the record's JSON line)
 
 
 def _gap(first: int, last: int, reason: str) -> _Block:
@@ -191,8 +192,7 @@ def _blocks(page: LinePage, cursor: int) -> list[_Block]:
             while seqs[j] == seqs[j - 1] + 1:
                 j += 1
         frames = [
-            b"event: record\nid: %d\ndata: %s\n\n" % (seq, line)
-            for seq, line in zip(seqs[i:j], lines[i:j], strict=True)
+            _RECORD_FRAME % (seq, line) for seq, line in zip(seqs[i:j], lines[i:j], strict=True)
         ]
         out.append(
             _Block(first, seqs[j - 1], b"".join(frames), array("Q", accumulate(map(len, frames))))

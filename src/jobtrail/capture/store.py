@@ -463,6 +463,11 @@ class JobLogStore:
         writer = self._writers.get(job_id)
         return writer.latest_seq if writer is not None else reader.latest_seq()
 
+    def _bounds(self, job_id: str, reader: SegmentReader) -> tuple[int, int]:
+        """(highest seq written, lowest seq still on disk: 1 while rotation lost nothing)."""
+        oldest = reader.segments[0] if reader.segments else 1
+        return self._latest(job_id, reader), 1 if oldest == 1 else reader.first_seq() or 1
+
     def read(
         self,
         job_id: str,
@@ -501,9 +506,7 @@ class JobLogStore:
                 scan = _scan_forward(reader, flt, *pos)
                 found = list(islice(scan, tail))
                 more = next(scan, None) is not None
-            latest = self._latest(job_id, reader)
-            oldest = reader.segments[0] if reader.segments else 1
-            truncated = 1 if oldest == 1 else reader.first_seq() or 1
+            latest, truncated = self._bounds(job_id, reader)
         if not found:
             return LogPage([], None, after, latest, truncated, more)
         last: int = found[-1]["seq"]
@@ -540,9 +543,7 @@ class JobLogStore:
                     _batch_lines(blob, first, count, after, seqs, lines)
                 if more or (gone and lines):
                     break
-            latest = self._latest(job_id, reader)
-            oldest = reader.segments[0] if reader.segments else 1
-            truncated = 1 if oldest == 1 else reader.first_seq() or 1
+            latest, truncated = self._bounds(job_id, reader)
         return LinePage(seqs, lines, max([latest, *seqs[-1:]]), truncated, more)
 
     def stats(self, job_id: str) -> LogStats:

@@ -70,6 +70,13 @@ class Server:
         if response.status_code not in (200, 409):  # 409: it ended already
             response.raise_for_status()
 
+    def cancel_all(self, job_ids: list[str]) -> None:
+        """Cancel the jobs, then wait until each is terminal."""
+        for job_id in job_ids:
+            self.cancel(job_id)
+        for job_id in job_ids:
+            self.wait(job_id, timeout=60)
+
     def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.1) -> dict[str, Any]:
         """The job once it is terminal."""
         deadline = time.monotonic() + timeout

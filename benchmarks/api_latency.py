@@ -59,10 +59,7 @@ def run(nice: int, samples: int, warmup: int) -> dict[str, object]:
             seq1 = sum(srv.latest_seq(f) for f in floods)
             still = sum(srv.job(f)["status"] == "running" for f in floods)
         finally:
-            for f in floods:
-                srv.cancel(f)
-            for f in floods:
-                srv.wait(f, timeout=60)
+            srv.cancel_all(floods)
     return {
         "idle": summary_ms(idle),
         "loaded": summary_ms(loaded),

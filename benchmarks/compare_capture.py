@@ -572,10 +572,7 @@ def api_section(report: Report, samples: int, warmup: int, fresh_records: int) -
                 rate = (sum(srv.latest_seq(f) for f in floods) - seq0) / (time.perf_counter() - t0)
                 running = sum(srv.job(f)["status"] == "running" for f in floods)
             finally:
-                for f in floods:
-                    srv.cancel(f)
-                for f in floods:
-                    srv.wait(f, timeout=60)
+                srv.cancel_all(floods)
         for phase, s in phases.items():
             rows.append(
                 [f"nice {nice}", phase, int(s["n"]), s["median"], s["p95"], s["p99"], s["max"]]

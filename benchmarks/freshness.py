@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 latencies, every, requests, seen = measure(srv, records, args.interval)
                 running = sum(srv.job(f)["status"] == "running" for f in floods)
             finally:
-                for f in floods:
-                    srv.cancel(f)
-                for f in floods:
-                    srv.wait(f, timeout=60)
+                srv.cancel_all(floods)
             s, e = summary_ms(latencies), summary_ms(every)
             polls = [len(requests), statistics.median(requests) * 1000, max(requests) * 1000]
             rows.append(

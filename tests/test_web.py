@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import Live, live_server
+from conftest import Live, epoch, live_server
 from conftest import test_config as make_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,7 +23,14 @@ CHROMIUM = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).parent / "screenshots"
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        Route,
+        expect,
+        sync_playwright,
+    )
 except ImportError:  # pragma: no cover - CI installs it with the dev extra
     sync_playwright = None  # type: ignore[assignment]
 
@@ -240,3 +250,181 @@ def test_with_a_token_the_page_asks_for_it_and_keeps_it_in_a_cookie(
             shot(page, "token-accepted")
         finally:
             context.close()
+
+
+def offline_context(browser: Browser, **options: Any) -> tuple[BrowserContext, list[str]]:
+    """A context whose requests reach 127.0.0.1 only, as on a machine with no internet;
+    the list collects every request that tried to leave."""
+    context = browser.new_context(**options)
+    outside: list[str] = []
+
+    def loopback_only(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", loopback_only)
+    return context, outside
+
+
+def test_docs_render_offline_with_swagger_ui_served_by_the_server(
+    live: Live, browser: Browser
+) -> None:
+    response = live.http.get("/docs")
+    assert response.status_code == 200
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp
+    assert "connect-src 'self'" in csp and "style-src 'self'" in csp
+    assert "cdn" not in response.text and "https://" not in response.text
+    for path, kind in (
+        ("/web/docs/swagger-ui-bundle.js", "javascript"),
+        ("/web/docs/swagger-ui.css", "text/css"),
+        ("/web/docs/favicon.png", "image/png"),
+    ):
+        asset = live.http.get(path)
+        assert asset.status_code == 200 and kind in asset.headers["content-type"], path
+    assert live.http.get("/web/docs/redoc.standalone.js").status_code == 404, "only what /docs uses"
+    assert live.http.get("/redoc").status_code == 404, "one docs UI: ReDoc needs inline styles"
+
+    context, outside = offline_context(browser)
+    try:
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: msg.type == "error" and problems.append(msg.text))
+        page.goto(f"{live.url}/docs")
+        operation = page.locator(".opblock", has_text="/api/jobs/{job_id}/logs/stream")
+        expect(operation.first).to_be_visible()
+        assert page.locator(".opblock").count() >= 8, "every operation is listed"
+        health = page.locator(".opblock", has_text="/api/health")
+        health.locator(".opblock-summary").click()
+        health.locator("button.try-out__btn").click()
+        health.locator("button.execute").click()
+        expect(health.locator(".responses-wrapper .live-responses-table")).to_contain_text("ok")
+        shot(page, "docs-offline")
+        assert outside == [], f"the docs page reached out: {outside}"
+        assert problems == [], f"errors or CSP refusals on the docs page: {problems}"
+    finally:
+        context.close()
+
+
+def test_with_a_token_the_docs_use_the_cookie_the_page_sets(
+    tmp_path: Path, browser: Browser
+) -> None:
+    token = "docs-token-456"
+    with live_server(make_config(tmp_path / "home", token=token)) as srv:
+        import httpx
+
+        assert httpx.get(f"{srv.url}/web/docs/swagger-ui-bundle.js").status_code == 200
+        assert httpx.get(f"{srv.url}/docs").status_code == 401
+        context, outside = offline_context(browser)
+        try:
+            page = context.new_page()
+            page.goto(f"{srv.url}/")
+            expect(page.locator("#token-dialog")).to_be_visible()
+            page.fill("#token", token)
+            page.click("#token-form button")
+            expect(page.locator("#token-dialog")).to_be_hidden()
+            page.click("a.docs-link")
+            page.wait_for_url(f"{srv.url}/docs")
+            expect(page.locator(".opblock", has_text="/api/jobs").first).to_be_visible()
+            jobs = page.locator(".opblock-get:has([data-path='/api/jobs'])")
+            jobs.locator(".opblock-summary").click()
+            jobs.locator("button.try-out__btn").click()
+            jobs.locator("button.execute").click()
+            expect(jobs.locator(".live-responses-table tbody .response-col_status")).to_have_text(
+                re.compile("^200")
+            )
+            assert outside == []
+        finally:
+            context.close()
+
+
+def test_times_are_shown_in_the_browsers_zone_with_the_zone_named(
+    live: Live, browser: Browser
+) -> None:
+    job = live.submit("levels", count=3)
+    done = live.wait(job["job_id"])
+    record = live.logs(job["job_id"], format="json")["logs"][0]
+    tokyo = ZoneInfo("Asia/Tokyo")
+
+    def in_tokyo(iso: str) -> datetime:
+        return datetime.fromtimestamp(epoch(iso), tz=tokyo)
+
+    created = in_tokyo(done["created_at"]).strftime("%Y-%m-%d %H:%M:%S GMT+9")
+    line = in_tokyo(record["timestamp"])
+    line_time = f"{line:%H:%M:%S}.{line.microsecond // 1000:03d} GMT+9"
+
+    context = browser.new_context(timezone_id="Asia/Tokyo", locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+        expect(page.locator("#job-status")).to_have_text("completed")
+        meta = page.locator("#job-meta")
+        expect(meta.locator("dt:text-is('created') + dd")).to_have_text(created)
+        expect(meta.locator("dt:text-is('ended') + dd")).to_contain_text(" GMT+9")
+        first = page.locator(f"#log .line[data-seq='{record['seq']}']")
+        expect(first.locator(".ts")).to_have_text(line_time)
+        assert line.strftime("%Y-%m-%d") in (first.get_attribute("title") or "")
+        shot(page, "job-times-tokyo")
+        page.goto(f"{live.url}/#/")
+        age = page.locator(f"#jobs-body tr[data-job-id='{job['job_id']}'] td").nth(5)
+        expect(age).to_have_attribute("title", created)
+    finally:
+        context.close()
+
+
+def test_a_job_being_cancelled_reads_cancelling(live: Live, page: Page, tmp_path: Path) -> None:
+    # the API's cancel_requested (issue 12, item 7) is added to the real job JSON here, so the
+    # page's side is checked whatever the timing of a real cancel
+    job = live.submit("ticker", path=str(tmp_path / "gate"), interval=0.05)
+    job_id = job["job_id"]
+
+    def cancelling(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for item in body.get("jobs", [body]):
+            if item["job_id"] == job_id:
+                item["cancel_requested"] = True
+        route.fulfill(response=response, json=body)
+
+    page.route(f"{live.url}/api/jobs?limit=100", cancelling)
+    page.route(f"{live.url}/api/jobs/{job_id}", cancelling)
+    try:
+        page.goto(f"{live.url}/#/")
+        row = page.locator(f"#jobs-body tr[data-job-id='{job_id}'] .status")
+        expect(row).to_have_text("cancelling…")
+        expect(row).to_have_class(re.compile("st-cancelling"))
+        page.goto(f"{live.url}/#/jobs/{job_id}")
+        expect(page.locator("#job-status")).to_have_text("cancelling…")
+        expect(page.locator("#log .line").first).to_be_visible()
+        shot(page, "job-cancelling")
+        page.wait_for_timeout(300)  # status events of the running job keep it so
+        expect(page.locator("#job-status")).to_have_text("cancelling…")
+        live.http.post(f"/api/jobs/{job_id}/cancel")
+        live.wait(job_id)
+        expect(page.locator("#job-status")).to_have_text("cancelled")
+    finally:
+        page.unroute_all(behavior="ignoreErrors")  # no rewrite left running past the test
+        live.http.post(f"/api/jobs/{job_id}/cancel")  # 409 once it has ended
+        live.wait(job_id)
+
+
+def test_required_params_are_marked_and_a_422_for_a_missing_one_is_shown(
+    live: Live, page: Page
+) -> None:
+    page.goto(f"{live.url}/")
+    page.click("#submit-box summary")
+    page.select_option("#submit-type", "typed")
+    count = page.locator("#submit-params input[name=count]")
+    expect(count).to_have_attribute("required", "")
+    label = page.locator("#submit-params label", has=page.locator("input[name=count]"))
+    expect(label.locator(".param-name")).to_have_text("count *")
+    expect(page.locator("#submit-params input[name=name]")).not_to_have_attribute("required", "")
+    # a browser that does not check the form first still gets the API's own word for it
+    page.evaluate("() => { document.getElementById('submit-form').noValidate = true; }")
+    page.click("#submit-button")
+    expect(page.locator("#submit-error")).to_contain_text("count: required parameter is missing")
+    assert page.url.endswith("/"), "no job was submitted"

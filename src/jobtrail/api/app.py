@@ -91,7 +91,7 @@ class BearerAuth:
     (or the ``jobtrail_token`` cookie the web page sets); compared in constant time."""
 
     # the page itself holds no job data: it must load to show its token prompt
-    OPEN_PATHS = frozenset({"/api/health", "/", "/web/app.js", "/web/app.css"})
+    OPEN_PATHS = frozenset({"/api/health", "/", "/web/app.js", "/web/app.css", *pages.DOCS_ASSETS})
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -166,6 +166,8 @@ def create_app(config: ServerConfig | None = None, server: JobServer | None = No
         summary="Run jobs in a process pool and watch their logs as closely as from a terminal.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # pages.py serves /docs with Swagger UI's files from the package
+        redoc_url=None,
     )
     app.include_router(jobs.router)
     app.include_router(logs.router)

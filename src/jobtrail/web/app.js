@@ -23,6 +23,15 @@
   }
 
   const statusClass = (s) => (STATUSES.has(s) ? `st-${s}` : "st-unknown");
+
+  // A running job whose cancel was asked for is still running until its process tree is gone
+  // (cancel_requested in the job JSON): it reads "cancelling…", so nobody asks twice.
+  function statusBadge(job, badge = el("span")) {
+    const cancelling = job.status === "running" && job.cancel_requested === true;
+    badge.className = `status ${cancelling ? "st-cancelling" : statusClass(job.status)}`;
+    badge.textContent = cancelling ? "cancelling…" : String(job.status);
+    return badge;
+  }
   const levelClass = (l) => (LEVELS.has(l) ? `lv-${l}` : "lv-INFO");
 
   function setConn(text) {
@@ -96,9 +105,43 @@
     return `${Math.floor(s / 86400)} d`;
   }
 
+  // Times arrive as UTC ISO 8601 ("…T12:00:00.123456Z"); a person reads them in the browser's
+  // zone, with the zone named, so a time copied from the page still says which it is.
+  const ZONED = new Intl.DateTimeFormat("en-US", {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+    hourCycle: "h23", timeZoneName: "short",
+  });
+
+  function parseTime(iso) {
+    // Date.parse takes milliseconds at most, and reads a time without a zone as local
+    const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,3})?\d*(Z|[+-]\d\d:?\d\d)?$/.exec(String(iso || ""));
+    return m ? new Date(`${m[1]}${m[2] || ""}${m[3] || "Z"}`) : null;
+  }
+
+  function zonedParts(iso) {
+    const when = parseTime(iso);
+    if (!when || Number.isNaN(when.getTime())) return null;
+    const p = {};
+    for (const { type, value } of ZONED.formatToParts(when)) p[type] = value;
+    return {
+      date: `${p.year}-${p.month}-${p.day}`,
+      time: `${p.hour}:${p.minute}:${p.second}`,
+      ms: p.fractionalSecond,
+      zone: p.timeZoneName,
+    };
+  }
+
+  // "2026-11-25 21:00:01 GMT+9": job times
+  function localTime(iso) {
+    const t = zonedParts(iso);
+    return t ? `${t.date} ${t.time} ${t.zone}` : String(iso || "");
+  }
+
+  // "21:00:01.123 GMT+9": a log line's time (the date is in its tooltip)
   function shortTime(iso) {
-    const m = /T(\d\d:\d\d:\d\d(\.\d{1,3})?)/.exec(String(iso || ""));
-    return m ? m[1] : String(iso || "");
+    const t = zonedParts(iso);
+    return t ? `${t.time}.${t.ms} ${t.zone}` : String(iso || "");
   }
 
   function progressBar(pct) {
@@ -126,14 +169,14 @@
         tr.append(td);
         return td;
       };
-      cell(el("span", `status ${statusClass(job.status)}`, job.status));
+      cell(statusBadge(job));
       cell(job.job_type);
       const link = el("a", null, job.job_id);
       link.href = `#/jobs/${encodeURIComponent(job.job_id)}`;
       cell(link);
       cell(progressBar(job.progress));
       cell(job.current_step || "");
-      cell(age(job.created_at)).title = String(job.created_at || "");
+      cell(age(job.created_at)).title = localTime(job.created_at);
       return tr;
     });
     $("jobs-body").replaceChildren(...rows);
@@ -141,6 +184,28 @@
   }
 
   let jobTypes = null;
+  let playbooksAsked = false;
+
+  // the playbooks the server has, offered as suggestions for ansible_playbook's playbook
+  async function loadPlaybooks() {
+    if (playbooksAsked) return;
+    playbooksAsked = true;
+    let body;
+    try {
+      body = await apiJSON("/api/playbooks");
+    } catch (_) {
+      return; // an older server, or none configured: the field stays a plain text field
+    }
+    const list = Array.isArray(body) ? body : (body && body.playbooks) || [];
+    const names = list.map((p) => (typeof p === "string" ? p : p && (p.name || p.path))).filter(Boolean);
+    $("playbook-list").replaceChildren(
+      ...names.map((name) => {
+        const option = el("option");
+        option.value = String(name);
+        return option;
+      }),
+    );
+  }
 
   function kindOf(prop) {
     const options = prop.anyOf || prop.oneOf || [prop];
@@ -188,6 +253,10 @@
           input.placeholder = 'JSON, e.g. ["a", "b"]';
         }
         input.required = required.has(name);
+        if (type.name === "ansible_playbook" && name === "playbook") {
+          input.setAttribute("list", "playbook-list");
+          loadPlaybooks();
+        }
       }
       label.append(input);
       if (prop.description) label.append(el("small", null, prop.description));
@@ -275,10 +344,11 @@
   }
 
   // -- one job and its live log ---------------------------------------------------------------
+  let cancelRequested = false; // the shown job's last cancel_requested: status events may omit it
+
   function updateStatus(state) {
-    const badge = $("job-status");
-    badge.textContent = state.status;
-    badge.className = `status ${statusClass(state.status)}`;
+    if (typeof state.cancel_requested === "boolean") cancelRequested = state.cancel_requested;
+    statusBadge({ status: state.status, cancel_requested: cancelRequested }, $("job-status"));
     $("job-progress").value = Number(state.progress) || 0;
     $("job-percent").textContent = `${Math.round(Number(state.progress) || 0)}%`;
     if (state.current_step !== undefined) $("job-step").textContent = state.current_step || "";
@@ -319,9 +389,9 @@
     };
     add("type", job.job_type);
     add("params", Object.keys(job.params || {}).length ? job.params : null);
-    add("created", job.created_at);
-    add("started", job.started_at);
-    add("ended", job.completed_at);
+    add("created", job.created_at && localTime(job.created_at));
+    add("started", job.started_at && localTime(job.started_at));
+    add("ended", job.completed_at && localTime(job.completed_at));
     if (job.status === "completed") add("result", job.result);
     if (job.records_dropped) add("records dropped", job.records_dropped);
     add("log note", job.log_note);
@@ -352,6 +422,7 @@
 
     $("job-title").textContent = jobId;
     $("job-status").textContent = "";
+    cancelRequested = false;
     $("job-step").textContent = "";
     $("job-percent").textContent = "";
     $("job-meta").replaceChildren();
@@ -402,7 +473,7 @@
           el("span", "logger", r.logger),
           el("span", "msg", text),
         );
-        node.title = `seq ${r.seq} · ${r.timestamp}`;
+        node.title = `seq ${r.seq} · ${localTime(r.timestamp)} · ${r.timestamp}`;
       }
       if (!matches(node)) node.hidden = true;
       return node;

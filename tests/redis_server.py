@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 import redis
 
 from conftest import free_port
+from support.requirements import missing
 
 TESTS = str(Path(__file__).resolve().parent)
 WORKER_COMMAND = ("jobtrail.cli", "worker")
@@ -38,7 +38,10 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            missing(
+                "redis-server is not on PATH",
+                "tests/run.sh installs it (apt-get install -y redis-server)",
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import Live, epoch, live_server
 from conftest import test_config as make_config
+from support.requirements import missing
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,7 +66,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+        reason = " ".join(mounted.stderr.decode().split())
+        missing(f"cannot mount a small tmpfs here ({reason})", "run the tests as root")
     try:
         yield tmp_path / "home"
     finally:

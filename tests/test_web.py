@@ -16,6 +16,7 @@ import pytest
 
 from conftest import Live, epoch, live_server
 from conftest import test_config as make_config
+from support.requirements import missing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,9 +53,10 @@ def test_the_page_and_its_assets_are_served_with_a_strict_csp(live: Live) -> Non
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if sync_playwright is None:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+        missing("playwright is not installed", "tests/run.sh installs it (the dev extra)")
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+        where = f"no Chromium at {CHROMIUM} (JOBTRAIL_CHROMIUM names another)"
+        missing(where, "tests/run.sh installs it (apt-get install -y chromium)")
     SHOTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(

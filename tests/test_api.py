@@ -10,7 +10,9 @@ from conftest import Live
 
 pytestmark = pytest.mark.timeout(120)
 
-TEXT_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
+TEXT_LINE = re.compile(
+    r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\] (DEBUG|INFO|WARNING|ERROR|CRITICAL): "
+)
 
 
 def test_submit_get_list(live: Live) -> None:

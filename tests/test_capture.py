@@ -71,7 +71,7 @@ def test_encode_decode_round_trip_and_text_line() -> None:
         "seq": 7, "timestamp": ts, "level": "ERROR", "logger": 'log"ger',
         "message": 'say "hi"\nnext', "thread": "T", "rc": 2, "host": "h",
     }  # fmt: skip
-    assert text_line(record) == '[2025-11-25 12:00:00] ERROR: say "hi"\n    next'
+    assert text_line(record) == '[2025-11-25 12:00:00Z] ERROR: say "hi"\n    next'
     assert decode_record(b'{"seq":1,"timest') is None
     assert decode_record(b"[1]") is None
 

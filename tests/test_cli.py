@@ -28,7 +28,9 @@ from jobtrail.server import SERVER_STOPPED
 pytestmark = pytest.mark.timeout(60)
 
 CLI = [sys.executable, "-m", "jobtrail.cli"]
-TEXT_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
+TEXT_LINE = re.compile(
+    r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\] (DEBUG|INFO|WARNING|ERROR|CRITICAL): "
+)
 JOB_ID = re.compile(r"\b[a-z0-9_]+-[0-9a-f]{12}\b")
 
 
@@ -54,13 +56,16 @@ def jt(live: Live, verb: str, *args: str, timeout: float = 30) -> subprocess.Com
 class Streaming:
     """A CLI process whose stdout is read line by line as it comes."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env or cli_env(),
+            cwd=cwd,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -280,19 +285,21 @@ def test_jobs_lists_newest_first_and_filters_by_status_and_type(live: Live) -> N
 
     listing = jt(live, "jobs")
     assert listing.returncode == 0, listing.stderr
-    ids = [job_id_of(line) for line in listing.stdout.splitlines()]
+    header, *rows = listing.stdout.splitlines()
+    assert header.split() == ["ID", "TYPE", "STATUS", "PROGRESS", "CREATED", "DURATION", "ERROR"]
+    ids = [job_id_of(line) for line in rows]
     assert ids.index(bad["job_id"]) < ids.index(ok["job_id"]), "newest first"
 
     failed = jt(live, "jobs", "--status", "failed")
     assert failed.returncode == 0, failed.stderr
-    lines = failed.stdout.splitlines()
+    lines = failed.stdout.splitlines()[1:]  # under the header
     assert any(bad["job_id"] in line for line in lines)
     assert all(ok["job_id"] not in line for line in lines)
     assert all("  failed  " in line for line in lines), lines
 
     typed = jt(live, "jobs", "--type", "typed", "--limit", "1000")
     assert typed.returncode == 0, typed.stderr
-    lines = typed.stdout.splitlines()
+    lines = typed.stdout.splitlines()[1:]
     assert any(ok["job_id"] in line for line in lines)
     assert all(re.search(r"\btyped-[0-9a-f]{12}\b", line) for line in lines), lines
 
@@ -548,3 +555,448 @@ def test_serve_runs_jobs_and_stops_cleanly_on_sigterm(
     finally:
         db.close()
     assert job is not None and job.status.value == "failed" and job.error == SERVER_STOPPED
+
+
+# -- the first hour (issue 12) ----------------------------------------------------------------
+JOBTRAIL = str(Path(sys.executable).with_name("jobtrail"))  # the console script a user runs
+MYJOBS = '''
+import logging
+from jobtrail import job, progress
+
+log = logging.getLogger(__name__)
+
+@job("deploy")
+def deploy(service: str, replicas: int = 2) -> dict:
+    """Roll out a service."""
+    for i in range(replicas):
+        progress(100 * i / replicas, f"replica {i + 1} of {replicas}")
+        log.info("starting replica %d of %s", i + 1, service)
+    return {"service": service}
+'''
+READY = re.compile(
+    r"^jobtrail serving on (http://127\.0\.0\.1:\d+)  \(web page \1/ , API docs \1/docs\)$"
+)
+
+
+def home_processes(home: Path) -> list[psutil.Process]:
+    return processes_marked("jt-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16])
+
+
+@pytest.fixture
+def serving(streaming: list[Streaming]) -> Iterator[list[tuple[Streaming, Path]]]:
+    """`jobtrail serve` processes started by a test; each stopped, with its workers, after."""
+    started: list[tuple[Streaming, Path]] = []
+    try:
+        yield started
+    finally:
+        for proc, _ in started:
+            if proc.proc.poll() is None:
+                proc.proc.terminate()
+                try:
+                    proc.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.proc.kill()
+        for _, home in started:
+            for leftover in home_processes(home):
+                leftover.kill()
+
+
+def start_serve(
+    serving: list[tuple[Streaming, Path]],
+    streaming: list[Streaming],
+    home: Path,
+    *args: str,
+    cwd: Path | None = None,
+) -> tuple[Streaming, str]:
+    """`jobtrail serve --port 0` (the console script, run from ``cwd``), once it said it is
+    ready: the process and its URL, read from its ready line."""
+    cmd = [JOBTRAIL, "serve", "--home", str(home), "--port", "0", "--workers", "1", *args]
+    proc = Streaming(cmd, cwd=cwd)
+    streaming.append(proc)
+    serving.append((proc, home))
+    wait_until(
+        lambda: proc.proc.poll() is not None or any(READY.match(line) for line in proc.lines),
+        30,
+        "the ready line",
+    )
+    assert proc.proc.poll() is None, proc.lines
+    ready = next(m for m in map(READY.match, proc.lines) if m)
+    return proc, ready.group(1)
+
+
+def test_version() -> None:
+    done = subprocess.run([JOBTRAIL, "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "jobtrail 0.1.0\n"
+
+
+@pytest.mark.timeout(90)
+def test_serve_imports_a_job_module_from_the_folder_it_runs_in_and_says_when_ready(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    home = tmp_path / "home"
+    proc, url = start_serve(serving, streaming, home, "--jobs-module", "myjobs", cwd=app)
+    ready = proc.lines.index(next(line for line in proc.lines if READY.match(line)))
+    assert proc.lines[ready + 1 : ready + 3] == [
+        f"home {home.resolve()}",
+        "job types: ansible_playbook, demo, deploy, sleep",
+    ]
+    assert health(url) is not None, "ready means serving"
+
+    done = run("submit", "deploy", "service=web", "replicas=3", "--wait", "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert "completed  100%" in done.stdout
+    logs = run("logs", job_id_of(done.stdout), "--url", url)
+    assert "INFO: starting replica 3 of web" in logs.stdout
+
+
+def test_serve_app_dir_puts_another_folder_on_the_import_path(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    _, url = start_serve(
+        serving,
+        streaming,
+        tmp_path / "home",
+        "--jobs-module",
+        "myjobs",
+        "--app-dir",
+        str(app),
+        cwd=tmp_path,
+    )
+    done = run("submit", "deploy", "service=api", "--wait", "--url", url)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_job_module_that_cannot_be_imported_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import jobtrail\n\nLIMIT = 1 / 0\n")
+    home = tmp_path / "home"
+
+    def serve(module: str) -> subprocess.CompletedProcess[str]:
+        cmd = [JOBTRAIL, "serve", "--home", str(home), "--port", "0", "--jobs-module", module]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=30, cwd=tmp_path, env=cli_env()
+        )
+
+    missing = serve("myjobs")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "jobtrail: cannot import job module 'myjobs': No module named 'myjobs' "
+        "(run from the folder that holds it, or pass --app-dir)\n"
+    )
+    broken = serve("broken")
+    assert broken.returncode == 2
+    assert broken.stderr == (
+        "jobtrail: cannot import job module 'broken': ZeroDivisionError: division by zero "
+        f"(at {tmp_path / 'broken.py'}:3)\n"
+    )
+    assert missing.stdout == broken.stdout == ""
+    assert not home.exists(), "nothing is created before the modules import"
+
+    worker = subprocess.run(
+        [JOBTRAIL, "worker", "--backend", "redis://127.0.0.1:9/0", "--jobs-module", "myjobs"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    assert worker.returncode == 2
+    assert worker.stderr == (
+        "jobtrail worker: cannot import job module 'myjobs': No module named 'myjobs' "
+        "(run from the folder that holds it, or pass --app-dir)\n"
+    )
+
+
+@pytest.mark.timeout(120)
+def test_distributed_serve_and_worker_import_a_job_module_from_their_folder(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    from redis_server import redis_server
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "myjobs.py").write_text(MYJOBS)
+    with redis_server(tmp_path / "redis") as rs:
+        worker = Streaming(
+            [JOBTRAIL, "worker", "--backend", rs.url, "--jobs-module", "myjobs"],
+            cwd=app,
+        )
+        streaming.append(worker)
+        try:
+            _, url = start_serve(
+                serving,
+                streaming,
+                tmp_path / "home",
+                "--backend",
+                rs.url,
+                "--jobs-module",
+                "myjobs",
+                cwd=app,
+            )
+            done = run("submit", "deploy", "service=web", "--wait", "--url", url, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "completed  100%" in done.stdout
+        finally:
+            worker.proc.terminate()
+            worker.proc.wait(20)
+            for proc, _ in serving:
+                proc.proc.terminate()
+                proc.proc.wait(20)
+
+
+@pytest.mark.timeout(90)
+def test_a_second_serve_on_a_home_in_use_names_the_holder_and_a_port_in_use_is_one_line(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    home = tmp_path / "home"
+    first, url = start_serve(serving, streaming, home)
+    second = run("serve", "--home", str(home), "--port", "0")
+    assert second.returncode == 3, second.stderr
+    assert second.stderr == (
+        f"jobtrail: home {home.resolve()} is in use by another jobtrail server "
+        f"(pid {first.proc.pid}, {url})\n"
+    )
+
+    other = tmp_path / "other"
+    port = url.rsplit(":", 1)[1]
+    taken = run("serve", "--home", str(other), "--port", port)
+    assert taken.returncode == 3, taken.stderr
+    assert taken.stderr == (
+        f"jobtrail: port {port} on 127.0.0.1 is in use by another program (pick another --port)\n"
+    )
+    assert "Started server process" not in taken.stdout, "uvicorn never ran"
+    assert home_processes(other) == [], "no worker started"
+    assert health(url) is not None, "the first server is untouched"
+
+
+@pytest.mark.timeout(90)
+def test_every_file_of_a_used_home_is_private(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "server.lock").write_text("")
+    (home / "server.lock").chmod(0o644)  # as an older jobtrail left it
+    old_umask = os.umask(0o022)
+    try:
+        proc, url = start_serve(serving, streaming, home)
+    finally:
+        os.umask(old_umask)
+    done = run("submit", "demo", "delay=0", "--wait", "--url", url)
+    assert done.returncode == 0, done.stderr
+    files = [path for path in home.rglob("*") if path.is_file()]
+    assert {"server.lock", "jobs.sqlite3"} <= {path.name for path in files}
+    assert any(path.parent.parent.name == "logs" for path in files), files
+    for path in [home, *home.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {mode:o}"
+    proc.proc.terminate()
+    proc.proc.wait(30)
+    for path in home.rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0, f"{path} after the server stopped"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(live: Live) -> None:
+    job = live.submit("flood", records=20_000, payload=80)
+    assert live.wait(job["job_id"], timeout=60)["status"] == "completed"
+    for args in (["logs", job["job_id"], "--tail", "10000"], ["jobs", "--limit", "1000"]):
+        writer = subprocess.Popen(
+            [*CLI, *args, "--url", live.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
+        head = subprocess.Popen(["head", "-1"], stdin=writer.stdout, stdout=subprocess.PIPE)
+        assert writer.stdout is not None and writer.stderr is not None
+        writer.stdout.close()  # only head reads it now: it goes away after one line
+        first, _ = head.communicate(timeout=30)
+        code = writer.wait(30)
+        stderr = writer.stderr.read().decode()
+        writer.stderr.close()
+        assert len(first.splitlines()) == 1
+        assert stderr == "", stderr
+        # 141 is how a shell reports a process ended by SIGPIPE; a short output fits the pipe
+        assert code in (0, 141), (args, code)
+        if args[0] == "logs":
+            assert code == 141, "1 MB cannot fit a pipe: the writer met the closed end"
+
+
+SLOW_STOP = """
+import time
+from jobtrail import job
+
+@job("slow_stop")
+def slow_stop(seconds: float = 60.0, cleanup: float = 1.5) -> None:
+    \"\"\"Runs until cancelled, then cleans up for a while, as a careful job does.\"\"\"
+    try:
+        time.sleep(seconds)
+    finally:
+        time.sleep(cleanup)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_cancel_says_what_it_did_and_wait_exits_with_the_job_status(
+    tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
+) -> None:
+    (tmp_path / "slowjobs.py").write_text(SLOW_STOP)
+    _, url = start_serve(
+        serving, streaming, tmp_path / "home", "--jobs-module", "slowjobs", cwd=tmp_path
+    )
+    with httpx.Client(base_url=url, timeout=30) as http:
+
+        def submit() -> str:
+            response = http.post("/api/jobs", json={"type": "slow_stop", "params": {}})
+            assert response.status_code == 202, response.text
+            return str(response.json()["job_id"])
+
+        running = submit()
+        wait_until(lambda: http.get(f"/api/jobs/{running}").json()["status"] == "running")
+        pending = submit()  # the one worker is busy
+        done = run("cancel", pending, "--url", url)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{pending}  cancelled  0%  error: cancelled before it started\n"
+
+        done = run("cancel", running, "--wait", "--url", url)
+        assert done.returncode == 3, done.stderr
+        first, last = done.stdout.splitlines()
+        assert first == f"{running}  running  0% — cancel requested"
+        assert last == f"{running}  cancelled  0%  error: cancelled on request"
+
+        again = submit()
+        wait_until(lambda: http.get(f"/api/jobs/{again}").json()["status"] == "running")
+        as_json = run("cancel", again, "--wait", "--json", "--url", url)
+        assert as_json.returncode == 3, as_json.stderr
+        assert json.loads(as_json.stdout)["status"] == "cancelled", "only the end, as JSON"
+
+
+def test_show_prints_one_job_with_its_failure_digest_and_newest_lines(live: Live) -> None:
+    job = live.submit("fail_digest", lines=30)
+    live.wait(job["job_id"])
+    done = jt(live, "show", job["job_id"])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == f"{job['job_id']}  failed"
+    fields: dict[str, str] = {}
+    for line in out[1 : out.index("  failure")]:
+        name, _, value = line.strip().partition(" ")
+        fields[name] = value.strip()
+    assert fields["type"] == "fail_digest"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", fields["created"]), fields
+    assert re.fullmatch(r"\d+\.\ds", fields["duration"]), fields
+    assert fields["error"] == "deploy failed: task 'restart app' on web1"
+    digest = out.index("  failure")
+    assert out[digest + 1 : digest + 5] == [
+        "    play:     deploy <b>web</b>",
+        "    task:     restart app",
+        "    host:     web1",
+        "    message:  non-zero return code",
+    ]
+    assert "    rc:       3" in out
+    assert "    stderr:   Job for app.service failed." in out
+    shown = out[out.index("newest 10 line(s) of its log:") + 1 :]
+    records = [line for line in shown if TEXT_LINE.match(line)]
+    assert len(records) == 10
+    assert records[-1].endswith("ERROR: job failed: deploy failed: task 'restart app' on web1")
+    assert records[-2].endswith("ERROR: task failed on web1"), "oldest first"
+
+    many = jt(live, "show", job["job_id"], "--lines", "60")
+    lines = [line for line in many.stdout.splitlines() if TEXT_LINE.match(line)]
+    assert len(lines) == 32 and lines[0].endswith("INFO: deploying step 0"), "all 32, from /logs"
+    none = jt(live, "show", job["job_id"], "--lines", "0")
+    assert "newest" not in none.stdout and not any(map(TEXT_LINE.match, none.stdout.splitlines()))
+
+    as_json = jt(live, "show", job["job_id"], "--json")
+    assert json.loads(as_json.stdout)["failure"]["host"] == "web1"
+    missing = jt(live, "show", "sleep-0123456789ab")
+    assert missing.returncode == 2 and "404" in missing.stderr
+
+
+def test_jobs_columns_line_up_under_the_header_with_each_duration(live: Live) -> None:
+    quick = live.submit("sleep", seconds=0.3)
+    live.wait(quick["job_id"])
+    crash = live.submit("crash", kind="raise", lines=0)
+    live.wait(crash["job_id"])
+    slow = live.submit("sleep", seconds=30)
+    live.wait(slow["job_id"], statuses=("running",))
+    try:
+        time.sleep(1.1)
+        done = jt(live, "jobs", "--limit", "3")
+        assert done.returncode == 0, done.stderr
+        header, *rows = done.stdout.splitlines()
+        starts = [header.index(name) for name in ("TYPE", "STATUS", "PROGRESS", "CREATED")]
+        starts += [header.index(name) for name in ("DURATION", "ERROR")]
+        by_id = {row.split()[0]: row for row in rows}
+        for row in rows:
+            for start in starts[:-1]:
+                assert row[start - 2 : start] == "  " and row[start] != " ", (header, row)
+        running = by_id[slow["job_id"]]
+        assert running[starts[1] :].startswith("running")
+        so_far = running[starts[4] :].split()[0]
+        assert re.fullmatch(r"\d+\.\ds", so_far) and float(so_far[:-1]) >= 1.0, so_far
+        assert re.fullmatch(r"0\.\ds", by_id[quick["job_id"]][starts[4] :].split()[0])
+        assert by_id[crash["job_id"]][starts[5] :] == "ValueError: the job went wrong"
+        created = running[starts[3] : starts[4]].strip()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", created), created
+    finally:
+        live.http.post(f"/api/jobs/{slow['job_id']}/cancel")
+
+
+def test_times_are_utc_with_a_z_or_local_with_their_offset(live: Live) -> None:
+    job = live.submit("levels", count=2)
+    live.wait(job["job_id"])
+    utc = jt(live, "logs", job["job_id"])
+    assert utc.stdout and all(TEXT_LINE.match(line) for line in utc.stdout.splitlines())
+    local = run(
+        "logs",
+        job["job_id"],
+        "--local-time",
+        "--url",
+        live.url,
+        env=cli_env(TZ="Asia/Kolkata"),
+    )
+    lines = local.stdout.splitlines()
+    assert lines and all(
+        re.match(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30\] ", line) for line in lines
+    ), lines
+    first_utc = utc.stdout.splitlines()[0]
+    assert first_utc[12:20] != lines[0][12:20], "converted, not only labelled"
+    shown = run("show", job["job_id"], "--local-time", "--url", live.url, env=cli_env(TZ="UTC"))
+    assert re.search(r"  created   \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00\n", shown.stdout)
+    listing = run("jobs", "--local-time", "--url", live.url, env=cli_env(TZ="America/New_York"))
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d-0[45]:00  ", listing.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_demo_keep_stopped_with_sigterm_removes_its_home(
+    tmp_path: Path, streaming: list[Streaming]
+) -> None:
+    demo = Streaming([*CLI, "demo", "--keep"], env=cli_env(TMPDIR=str(tmp_path)))
+    streaming.append(demo)
+    demo.wait_for_line("Serving until Ctrl-C", timeout=90)
+    home = Path(re.search(r"\(home (\S+)\)", "\n".join(demo.lines)).group(1))  # type: ignore[union-attr]
+    assert home.is_dir()
+    workers = home_processes(home)
+    demo.proc.send_signal(signal.SIGTERM)
+    code, stderr = demo.finish(30)
+    assert code == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr, stderr
+    assert not home.exists(), "SIGTERM cleans up as Ctrl-C does"
+    assert list(tmp_path.iterdir()) == []
+    assert home_processes(home) == []
+    wait_until(lambda: all(pid_gone(p.pid) for p in workers), what="the demo's workers gone")
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_the_bundled_playbook(tmp_path: Path) -> None:
+    done = run("demo", "--type", "ansible_playbook", env=cli_env(TMPDIR=str(tmp_path)), timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PLAY RECAP" in done.stdout
+    assert re.search(r"ansible_playbook-[0-9a-f]{12}  completed  100%", done.stdout)
+    assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind"

@@ -176,4 +176,4 @@ def test_second_server_on_same_home_is_refused(
         timeout=60,
     )
     assert second.returncode != 0
-    assert "another jobtrail server is using" in second.stderr
+    assert f"home {home.resolve()} is in use by another jobtrail server" in second.stderr

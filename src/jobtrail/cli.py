@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib.metadata
 import ipaddress
 import json
-import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -15,44 +17,41 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from jobtrail.capture.records import text_line
-from jobtrail.executor.runner import TOKEN_ENV
+from jobtrail.executor.runner import TOKEN_ENV, JobModuleError, import_job_modules
+from jobtrail.registry import job_types
 from jobtrail.server import (
     START_METHODS,
+    HomeInUse,
     JobServer,
     ServerConfig,
     default_home,
     default_start_method,
+    open_server,
 )
+from jobtrail.terminal import TERMINAL, Display, stderr_logging
+
+if TYPE_CHECKING:
+    import uvicorn  # imported when serving: client verbs start faster without it
 
 DEFAULT_URL = "http://127.0.0.1:8765"
-TERMINAL = ("completed", "failed", "cancelled")
 SHUTDOWN_GRACE_SECONDS = 3  # then uvicorn cancels what is left, such as open log streams
-_COLOURS = {
-    "DEBUG": "\x1b[2m",
-    "WARNING": "\x1b[33m",
-    "ERROR": "\x1b[31m",
-    "CRITICAL": "\x1b[1;31m",
-}
-_STATUS_COLOURS = {"completed": "\x1b[32m", "failed": "\x1b[31m", "cancelled": "\x1b[33m"}
+RECENT_LOGS = 50  # the job JSON's recent_logs: more lines than this come from /logs
+START_FAILURE = 3  # serve could not start: the home or the port is taken (uvicorn's code too)
 
 
 class CLIError(Exception):
     """A message for the person at the terminal; printed without a traceback."""
 
-
-# -- output helpers -------------------------------------------------------------------------
-def _colour(text: str, code: str | None, enabled: bool) -> str:
-    return f"{code}{text}\x1b[0m" if enabled and code else text
-
-
-def _print_record(record: dict[str, Any], colour: bool) -> None:
-    print(_colour(text_line(record), _COLOURS.get(str(record.get("level"))), colour), flush=True)
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 _JSON_TYPES: tuple[tuple[type, str], ...] = (
@@ -128,8 +127,15 @@ class Client:
             raise CLIError(f"{response.status_code}: {detail}")
         return response.json()
 
+    def wait(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job once it ended, polled from its JSON."""
+        while job["status"] not in TERMINAL:
+            time.sleep(0.3)
+            job = self.request("GET", f"/api/jobs/{job['job_id']}")
+        return job
+
     def follow(
-        self, job_id: str, colour: bool, after: int = 0, level: str = "DEBUG"
+        self, job_id: str, display: Display, after: int = 0, level: str = "DEBUG"
     ) -> dict[str, Any]:
         """Print the job's records as they come (from its log stream), until it ends; returns
         the final job. A dropped connection is resumed where it stopped (``Last-Event-ID``),
@@ -139,7 +145,7 @@ class Client:
         delay = 0.2
         while True:
             try:
-                ended = self._stream(job_id, colour, cursor, level)
+                ended = self._stream(job_id, display, cursor, level)
                 if ended is not None:
                     return ended
                 problem = "the server closed the stream before the job ended"
@@ -159,7 +165,9 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _stream(self, job_id: str, colour: bool, cursor: int, level: str) -> dict[str, Any] | None:
+    def _stream(
+        self, job_id: str, display: Display, cursor: int, level: str
+    ) -> dict[str, Any] | None:
         """One connection to the stream: the final job once it ended, None if the stream
         closed early; ``_Progress`` (with the new cursor) if it broke after records came."""
         headers = {"Last-Event-ID": str(cursor)}
@@ -180,7 +188,7 @@ class Client:
                     if event is None:
                         continue
                     if event.event == "record":
-                        _print_record(json.loads(event.data), colour)
+                        print(display.record(json.loads(event.data)), flush=True)
                         cursor = int(event.id or cursor)
                     elif event.event == "gap":
                         gap = json.loads(event.data)
@@ -193,6 +201,12 @@ class Client:
                         cursor = int(gap["to"])
                     elif event.event == "end":
                         return dict(self.request("GET", f"/api/jobs/{job_id}"))
+                    elif event.event == "shutdown":  # a restart would not resume this stream
+                        job = json.loads(event.data)
+                        raise CLIError(
+                            f"the server at {self.url} is stopping; job {job_id} was still "
+                            f"{job['status']} (follow it again: jobtrail logs {job_id} -f)"
+                        )
         except httpx.TransportError as exc:
             if cursor != start:
                 raise _Progress(cursor) from exc
@@ -262,14 +276,6 @@ def _exit_code(job: dict[str, Any]) -> int:
     return {"completed": 0, "cancelled": 3}.get(job["status"], 1)
 
 
-def _summary(job: dict[str, Any], colour: bool) -> str:
-    status = _colour(job["status"], _STATUS_COLOURS.get(job["status"]), colour)
-    line = f"{job['job_id']}  {status}  {job['progress']:.0f}%"
-    if job.get("error"):
-        line += f"  error: {job['error']}"
-    return line
-
-
 # -- verbs ----------------------------------------------------------------------------------
 def _config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
@@ -298,34 +304,99 @@ def _backend(value: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Check what can fail in one line (job modules, the home, the port) before any worker
+    starts; then uvicorn runs the app, whose lifespan starts and stops the server."""
     import uvicorn
 
     from jobtrail.api.app import create_app
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    stderr_logging()
     os.environ.pop(TOKEN_ENV, None)  # job processes must not inherit it
     # The listener and stream threads share the GIL with the event loop: a request waits for
     # the GIL up to this long (default 5 ms) while they work. At 1 ms, GET /api/jobs/{id} p99
     # with 4 jobs flooding went from 4.7-5.9 ms to 4.3-4.4 ms (benchmarks/api_latency.py).
     sys.setswitchinterval(0.001)
-    for module in args.jobs_module or ():
-        __import__(module)
     if not args.token and not args.insecure and not _is_loopback(args.host):
         raise CLIError(
             f"refusing to serve on {args.host} without a token: anyone who reaches it could "
             "run jobs. Set --token (or JOBTRAIL_TOKEN), or pass --insecure if you mean it."
         )
-    uvicorn.run(
-        create_app(_config(args)),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=args.access_log,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,  # open log streams must not hold it
+    config = _config(args)
+    _import_job_modules(config.job_modules, args.app_dir)
+    server = _open_server(config)
+    try:
+        sock = _listen(args.host, args.port)
+    except CLIError:
+        server.stop()  # not started: closes its files and releases the home
+        raise
+    url = _url(args.host, sock.getsockname()[1])
+    server.publish_address(url)
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(server=server, start_server=True),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=args.access_log,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,  # open log streams must not hold it
+        )
     )
+    ready = [
+        f"jobtrail serving on {url}  (web page {url}/ , API docs {url}/docs)",
+        f"home {server.home}",
+        f"job types: {', '.join(sorted(job_types()))}",
+    ]
+    threading.Thread(target=_announce, args=(uv, ready), name="jobtrail-ready", daemon=True).start()
+    uv.run(sockets=[sock])
     return 0
+
+
+def _import_job_modules(modules: Sequence[str], app_dir: str) -> None:
+    try:
+        import_job_modules(modules, app_dir)
+    except JobModuleError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _open_server(config: ServerConfig) -> JobServer:
+    try:
+        return open_server(config)
+    except HomeInUse as exc:
+        raise CLIError(str(exc), code=START_FAILURE) from None
+    except ImportError as exc:  # --backend redis://… without the extra installed
+        raise CLIError(f"{exc}; install the extra: pip install 'jobtrail[distributed]'") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now so that a port in use is one line before any worker
+    starts (uvicorn would find out only after the app's startup)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CLIError(
+                f"port {port} on {host} is in use by another program (pick another --port)",
+                code=START_FAILURE,
+            ) from None
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(uv: uvicorn.Server, lines: list[str]) -> None:
+    """Print where jobtrail serves once uvicorn is serving (``started`` is set after the
+    app's startup, with the socket listening); nothing if it stops first."""
+    while not uv.started:
+        if uv.should_exit:
+            return
+        time.sleep(0.05)
+    print("\n".join(lines), flush=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -339,6 +410,7 @@ def _is_loopback(host: str) -> bool:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = Client(args.url, args.token)
+    display = _display(args)
     schema = None
     if args.params:
         for job_type in client.request("GET", "/api/job-types"):
@@ -347,12 +419,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = _params(args.params, schema)
     job = client.request("POST", "/api/jobs", json={"type": args.type, "params": params})
     if args.follow:
-        job = client.follow(job["job_id"], _use_colour())
+        job = client.follow(job["job_id"], display)
     elif args.wait:
-        while job["status"] not in TERMINAL:
-            time.sleep(0.3)
-            job = client.request("GET", f"/api/jobs/{job['job_id']}")
-    print(json.dumps(job, indent=2) if args.json else _summary(job, _use_colour()))
+        job = client.wait(job)
+    print(json.dumps(job, indent=2) if args.json else display.summary(job))
     return _exit_code(job) if (args.follow or args.wait) else 0
 
 
@@ -365,16 +435,35 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     listing = Client(args.url, args.token).request("GET", "/api/jobs", params=params)
     if args.json:
         print(json.dumps(listing, indent=2))
+    elif not listing["jobs"]:
+        print("no jobs" + (" match" if args.status or args.type else " yet"))
+    else:
+        print("\n".join(_display(args).jobs_table(listing["jobs"], time.time())))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    client = Client(args.url, args.token)
+    job = client.request("GET", f"/api/jobs/{args.job_id}")
+    if args.json:
+        print(json.dumps(job, indent=2))
         return 0
-    colour = _use_colour()
-    for job in listing["jobs"]:
-        print(f"{job['created_at'][:19]}  {job['job_type']:<16} {_summary(job, colour)}")
+    records = list(reversed(job.get("recent_logs") or []))  # they come newest first
+    if args.lines > RECENT_LOGS and not job.get("logs_expired"):
+        page = client.request(
+            "GET",
+            f"/api/jobs/{args.job_id}/logs",
+            params={"tail": args.lines, "format": "json"},
+        )
+        records = page["logs"]
+    records = records[-args.lines :] if args.lines > 0 else []
+    print("\n".join(_display(args).job_details(job, records, time.time())))
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     client = Client(args.url, args.token)
-    colour = _use_colour()
+    display = _display(args)
     page = client.request(
         "GET",
         f"/api/jobs/{args.job_id}/logs",
@@ -384,17 +473,32 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(json.dumps(page, indent=2))
         return 0
     for record in page["logs"]:
-        _print_record(record, colour)
+        print(display.record(record), flush=True)
     if not args.follow:
         return 0
-    job = client.follow(args.job_id, colour, after=page["last_seq"] or 0, level=args.level)
+    job = client.follow(args.job_id, display, after=page["last_seq"] or 0, level=args.level)
     return _exit_code(job)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = Client(args.url, args.token).request("POST", f"/api/jobs/{args.job_id}/cancel")
-    print(json.dumps(job, indent=2) if args.json else _summary(job, _use_colour()))
-    return 0
+    """Print what the cancel did: a pending job is cancelled at once; a running one is
+    still running (``cancel_requested``) until its process has stopped."""
+    client = Client(args.url, args.token)
+    display = _display(args)
+    job = client.request("POST", f"/api/jobs/{args.job_id}/cancel")
+    if not (args.json and args.wait):
+        print(json.dumps(job, indent=2) if args.json else _cancel_line(job, display), flush=True)
+    if not args.wait:
+        return 0
+    job = client.wait(job)
+    print(json.dumps(job, indent=2) if args.json else display.summary(job))
+    return _exit_code(job)
+
+
+def _cancel_line(job: dict[str, Any], display: Display) -> str:
+    # the cancel was accepted, so a job not ended yet is being stopped
+    requested = job.get("cancel_requested") or job["status"] not in TERMINAL
+    return display.summary(job) + (" — cancel requested" if requested else "")
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -425,16 +529,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# what each demo job type needs; the others run with their defaults
+DEMO_PARAMS: dict[str, dict[str, Any]] = {"ansible_playbook": {"playbook": "demo.yml"}}
+
+
+class _Terminated(BaseException):
+    """SIGTERM reached the demo: unwind through its ``finally`` (as Ctrl-C does)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise _Terminated()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """A server on a temporary home, one demo job followed to its end; the home is removed
+    however the demo ends: the job's end, Ctrl-C or SIGTERM."""
+    home = Path(tempfile.mkdtemp(prefix="jobtrail-demo-"))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_demo(args, home)
+    except KeyboardInterrupt:
+        return 130
+    except _Terminated:
+        # 143, as a shell reports SIGTERM; a normal exit, so multiprocessing's exit handlers
+        # still remove their own temporary files
+        return 128 + signal.SIGTERM
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # a demo leaves nothing behind
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(args: argparse.Namespace, home: Path) -> int:
     import uvicorn
 
     from jobtrail.api.app import create_app
 
-    home = Path(tempfile.mkdtemp(prefix="jobtrail-demo-"))
+    display = _display(args)
     port = args.port or _free_port()
     url = f"http://127.0.0.1:{port}"
     server = JobServer(ServerConfig(home=home, workers=2))
-    server.start()
     uv = uvicorn.Server(
         uvicorn.Config(
             create_app(server=server),
@@ -445,46 +579,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     )
     thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
+    server.publish_address(url)
     try:
+        server.start()
+        thread.start()
         deadline = time.monotonic() + 15
         while not uv.started:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise CLIError("the demo server did not start")
             time.sleep(0.05)
         client = Client(url)
-        job = client.request("POST", "/api/jobs", json={"type": args.type, "params": {}})
+        params = DEMO_PARAMS.get(args.type, {})
+        job = client.request("POST", "/api/jobs", json={"type": args.type, "params": params})
         job_id = job["job_id"]
         print(f"jobtrail demo: server at {url} (home {home}); running job {job_id}\n", flush=True)
-        job = client.follow(job_id, _use_colour())
-        print(f"\n{_summary(job, _use_colour())}")
+        job = client.follow(job_id, display)
+        print(f"\n{display.summary(job)}")
         if args.keep:
             print("\nServing until Ctrl-C; try:")
         else:
             print("\nThe demo server stops now; run `jobtrail demo --keep` to keep it up and try:")
         print(f"  curl {url}/api/jobs/{job_id}")
         print(f"  curl '{url}/api/jobs/{job_id}/logs?tail=20&level=WARNING'")
-        print(f"  curl {url}/api/jobs\n  open {url}/docs for the whole API", flush=True)
+        print(f"  curl {url}/api/jobs\n  open {url}/ for the web page, {url}/docs for the API")
+        print("", flush=True)
         if args.keep:
             while thread.is_alive():
                 thread.join(0.5)
         return _exit_code(job)
-    except KeyboardInterrupt:
-        return 130
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # from here on the cleanup is the way out
         uv.should_exit = True
-        thread.join(10)
+        if thread.is_alive():
+            thread.join(10)
         server.stop()
-        shutil.rmtree(home, ignore_errors=True)  # a demo leaves nothing behind
 
 
 def _use_colour() -> bool:
     return sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
 
+def _display(args: argparse.Namespace) -> Display:
+    """Colours and the error column's width only on a terminal; UTC unless --local-time."""
+    tty = sys.stdout.isatty()
+    return Display(
+        colour=_use_colour(),
+        tz=None if getattr(args, "local_time", False) else timezone.utc,
+        width=shutil.get_terminal_size().columns if tty else None,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jobtrail")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from jobtrail.distributed import command as distributed
+
     parser = argparse.ArgumentParser(prog="jobtrail", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"jobtrail {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_local_time(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--local-time",
+            action="store_true",
+            help="show times in this machine's time zone, with their offset (default: UTC, 'Z')",
+        )
 
     def client_verb(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -499,19 +663,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="server URL (env JOBTRAIL_URL)",
         )
         p.add_argument("--json", action="store_true", help="print the API's JSON")
+        add_local_time(p)
         return p
 
     serve = sub.add_parser("serve", help="run the API server and its worker pool")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free one")
     serve.add_argument(
         "--home", default=str(default_home()), help="data directory (env JOBTRAIL_HOME)"
     )
     serve.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     serve.add_argument("--start-method", choices=START_METHODS, default=default_start_method())
-    serve.add_argument(
-        "--jobs-module", action="append", help="module that registers job types (repeatable)"
-    )
+    distributed.add_job_module_arguments(serve)
     serve.add_argument("--playbooks", help="directory of Ansible playbooks")
     serve.add_argument(
         "--log-max-bytes", type=int, default=10 * 1024 * 1024, help="size of one log segment"
@@ -567,6 +730,13 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=20)
     jobs.set_defaults(func=cmd_jobs)
 
+    show = client_verb("show", "one job: status, times, error, failure digest, newest lines")
+    show.add_argument("job_id")
+    show.add_argument(
+        "--lines", type=int, default=10, metavar="N", help="newest log lines to show (0: none)"
+    )
+    show.set_defaults(func=cmd_show)
+
     logs = client_verb("logs", "print a job's log")
     logs.add_argument("job_id")
     logs.add_argument("--tail", type=int, default=100)
@@ -578,11 +748,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = client_verb("cancel", "cancel a pending or running job")
     cancel.add_argument("job_id")
+    cancel.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job has stopped; exit with its status (3 once cancelled)",
+    )
     cancel.set_defaults(func=cmd_cancel)
 
     worker = sub.add_parser("worker", help="run jobs from a redis backend (distributed mode)")
-    from jobtrail.distributed import command as distributed
-
     distributed.add_arguments(worker)
     worker.set_defaults(func=distributed.run)
 
@@ -596,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--type", default="demo", help="job type to run")
     demo.add_argument("--port", type=int, default=0)
     demo.add_argument("--keep", action="store_true", help="keep serving after the job ends")
+    add_local_time(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -603,13 +777,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # inside the try: output into a closed pipe fails here
+        return code
     except CLIError as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
-        return 2
+        return exc.code
     except KeyboardInterrupt:
         print("jobtrail: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`jobtrail jobs | head -1`): stop quietly, as `git log | head`
+        # does. Python's "Note on SIGPIPE": point stdout at devnull, so the flush at exit
+        # cannot fail again, and exit as a process ended by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import fcntl
 import hashlib
-import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -30,7 +30,12 @@ from jobtrail.db import JobDB
 from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
 from jobtrail.executor.pool import SERVER_STOPPED, WorkerPool
 from jobtrail.executor.processes import kill_tree, processes_marked
-from jobtrail.executor.runner import BUILTIN_JOB_MODULES, PLAYBOOKS_ENV, WorkerSettings
+from jobtrail.executor.runner import (
+    BUILTIN_JOB_MODULES,
+    PLAYBOOKS_ENV,
+    WorkerSettings,
+    import_job_modules,
+)
 from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import MASK, get_job_type, mask_secrets, secret_values
 from jobtrail.retention import expire_logs
@@ -85,7 +90,20 @@ def home_mark(home: Path) -> str:
 
 
 class HomeInUse(RuntimeError):
-    """Another jobtrail server already uses this home."""
+    """Another jobtrail server already uses this home; the message names it (pid, URL)
+    from what it wrote into ``server.lock``."""
+
+    def __init__(self, home: Path, holder: str) -> None:
+        try:
+            found = json.loads(holder)
+        except ValueError:
+            found = {}
+        about = [f"pid {found['pid']}"] if isinstance(found, dict) and found.get("pid") else []
+        if isinstance(found, dict) and found.get("url"):
+            about.append(str(found["url"]))
+        named = f" ({', '.join(about)})" if about else ""
+        super().__init__(f"home {home} is in use by another jobtrail server{named}")
+        self.home = home
 
 
 def open_server(config: ServerConfig) -> JobServer:
@@ -135,23 +153,35 @@ class JobServer:
             os.environ[PLAYBOOKS_ENV] = str(config.playbooks.expanduser().resolve())
         else:
             os.environ.pop(PLAYBOOKS_ENV, None)
-        for module in (*BUILTIN_JOB_MODULES, *config.job_modules):
-            importlib.import_module(module)
+        import_job_modules((*BUILTIN_JOB_MODULES, *config.job_modules))
         self.home = config.home.expanduser().resolve()
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
-        self._lock_file = open(self.home / "server.lock", "a+")  # noqa: SIM115
+        lock_path = self.home / "server.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # a lock file from an older version may be 0644
+        self._lock_file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = self._lock_file.read()
             self._lock_file.close()
-            raise HomeInUse(f"another jobtrail server is using {self.home}") from None
+            raise HomeInUse(self.home, holder) from None
+        self.publish_address(None)
         self.mark = home_mark(self.home)
         self.store = JobLogStore(
             self.home / "logs",
             max_segment_bytes=config.log_max_bytes,
             max_segments=config.log_segments,
         )
+
+    def publish_address(self, url: str | None) -> None:
+        """Write this server's pid and URL into the lock it holds, so a second server on
+        the same home can say which one is in the way."""
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(json.dumps({"pid": os.getpid(), "url": url}) + "\n")
+        self._lock_file.flush()
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

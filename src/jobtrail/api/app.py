@@ -141,12 +141,16 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{where}: {err.get('msg')} (got {err.get('input')!r})"
 
 
-def create_app(config: ServerConfig | None = None, server: JobServer | None = None) -> FastAPI:
-    """The app for ``config`` (a server is made and started in lifespan) or a given server."""
+def create_app(
+    config: ServerConfig | None = None, server: JobServer | None = None, start_server: bool = False
+) -> FastAPI:
+    """The app for ``config`` (a server is made and started in lifespan) or a given server,
+    which lifespan also starts and stops with ``start_server`` (the CLI opens it first, so
+    a home in use is an error before uvicorn runs)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = server is None
+        owned = server is None or start_server
         job_server = server or open_server(config or ServerConfig())
         if owned:
             await asyncio.to_thread(job_server.start)

@@ -17,6 +17,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -138,13 +139,30 @@ def decode_record(line: bytes | str) -> dict[str, Any] | None:
     return record
 
 
-def text_line(record: Mapping[str, Any]) -> str:
-    """``[YYYY-mm-dd HH:MM:SS] LEVEL: message``; continuation lines are indented.
+def display_time(timestamp: str, tz: tzinfo | None = timezone.utc) -> str:
+    """A record's or job's ISO 8601 UTC time as a person reads it, always with its zone:
+    ``2026-11-25 12:00:01Z`` in UTC, else converted with its offset
+    (``2026-11-25 13:00:01+01:00``); ``tz=None`` is the system's local time, as for
+    ``datetime.astimezone``, so each instant gets its own daylight-saving offset."""
+    if tz is timezone.utc and timestamp.endswith("Z"):
+        return timestamp[:19].replace("T", " ") + "Z"  # the stored form: no parsing
+    try:
+        when = datetime.fromisoformat(timestamp[:19]).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return timestamp
+    if tz is timezone.utc:
+        return f"{when:%Y-%m-%d %H:%M:%S}Z"
+    return when.astimezone(tz).isoformat(" ", "seconds")
 
-    The indent means a message holding a newline followed by a fake ``[time] LEVEL:`` prefix
-    can never pass for a record of its own in the text format.
+
+def text_line(record: Mapping[str, Any], tz: tzinfo | None = timezone.utc) -> str:
+    """``[YYYY-mm-dd HH:MM:SSZ] LEVEL: message``; continuation lines are indented.
+
+    The time says its zone: UTC (``Z``) unless ``tz`` asks for another (see
+    ``display_time``). The indent means a message holding a newline followed by a fake
+    ``[time] LEVEL:`` prefix can never pass for a record of its own in the text format.
     """
-    ts = str(record.get("timestamp", ""))[:19].replace("T", " ")
+    ts = display_time(str(record.get("timestamp", "")), tz)
     message = str(record.get("message", ""))
     exc = record.get("exc_text")
     if exc:

@@ -4,11 +4,13 @@ installed (the CLI imports this; local mode needs neither)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlparse
+
+from jobtrail.executor.runner import JobModuleError, import_job_modules
+from jobtrail.terminal import stderr_logging
 
 
 def is_redis_url(backend: str) -> bool:
@@ -34,8 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=os.cpu_count() or 2, help="jobs at a time"
     )
-    parser.add_argument("--jobs-module", action="append", help="module with @job functions")
+    add_job_module_arguments(parser)
     parser.add_argument("--playbooks", help="directory of Ansible playbooks")
+
+
+def add_job_module_arguments(parser: argparse.ArgumentParser) -> None:
+    """--jobs-module and --app-dir, the same for ``serve`` and ``worker``."""
+    parser.add_argument(
+        "--jobs-module",
+        action="append",
+        metavar="MODULE",
+        help="module that registers job types (repeatable), looked up in --app-dir first",
+    )
+    parser.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="put DIR first on the import path of the server and its workers, as uvicorn "
+        "does (default: '.', the current directory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:  # here, before any worker starts, so a module that cannot be imported is one line
+        import_job_modules(args.jobs_module or (), args.app_dir)
+    except JobModuleError as exc:
+        print(f"jobtrail worker: {exc}", file=sys.stderr)
+        return 2
+    stderr_logging()
     return run_workers(args.backend, args.concurrency, args.jobs_module or (), args.playbooks)
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -25,7 +26,7 @@ import psutil
 
 from jobtrail.capture import worker as capture
 from jobtrail.capture.redact import Redactor
-from jobtrail.errors import JobFailed
+from jobtrail.errors import JobFailed, JobtrailError
 from jobtrail.executor.processes import WORKER_MARK_ENV, kill_tree, worker_mark
 from jobtrail.registry import get_job_type, secret_values
 
@@ -55,6 +56,41 @@ class WorkerSettings:
 class JobCancelled(BaseException):
     """Raised in the job's main thread on SIGTERM; a BaseException so `except Exception`
     in job code cannot swallow it."""
+
+
+class JobModuleError(JobtrailError):
+    """A ``--jobs-module`` could not be imported: missing, or it raised while importing.
+
+    One line that names the module and what went wrong, because the person reading it wants
+    to fix a path or a typo, not to read importlib's frames."""
+
+    def __init__(self, module: str, exc: Exception) -> None:
+        name = getattr(exc, "name", None)
+        if isinstance(exc, ModuleNotFoundError) and name and (module + ".").startswith(name + "."):
+            what = f"{exc} (run from the folder that holds it, or pass --app-dir)"
+        elif isinstance(exc, (ModuleNotFoundError, SyntaxError)):
+            what = str(exc)  # a missing dependency, or the file and line of the syntax error
+        else:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+            what = f"{type(exc).__name__}: {exc}{where}"
+        super().__init__(f"cannot import job module {module!r}: {what}")
+        self.module = module
+
+
+def import_job_modules(modules: Iterable[str], app_dir: str | None = None) -> None:
+    """Import the modules that register job types, ``app_dir`` first on ``sys.path`` (as
+    uvicorn's ``--app-dir``: a module in the folder jobtrail runs from is found). Workers get
+    the same ``sys.path`` through ``WorkerSettings.sys_path``."""
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # whatever the module raised: one line that names it
+            raise JobModuleError(module, exc) from exc
 
 
 _batcher: capture.RecordBatcher | None = None
@@ -136,8 +172,7 @@ def worker_main(
     capture.install(batcher, settings.capture_level, clear_inherited=True)
     streams = capture.StreamCapture(batcher)
     streams.start()
-    for module in (*BUILTIN_JOB_MODULES, *settings.job_modules):
-        importlib.import_module(module)
+    import_job_modules((*BUILTIN_JOB_MODULES, *settings.job_modules))
     channel.send(("ready", worker_id, os.getpid()))
     while True:
         try:

@@ -216,3 +216,20 @@ def chatty(count: int, payload: int = 200, burst: int = 200, pause: float = 0.02
         if i % burst == 0:
             time.sleep(pause)
     return count
+
+
+@job("slow_to_stop")
+def slow_to_stop(path: str, cleanup: float = 1.0, timeout: float = 60.0) -> None:
+    """Waits until `path` exists; its `finally` takes `cleanup` s, so a test sees a job that
+    is being stopped (a cancel, a shutdown) before it has ended."""
+    log.info("waiting for %s", path)
+    deadline = time.monotonic() + timeout
+    try:
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError(path)
+            time.sleep(0.02)
+    finally:
+        log.info("cleaning up for %s s", cleanup)
+        time.sleep(cleanup)
+        log.info("cleaned up")

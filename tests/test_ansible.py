@@ -33,7 +33,9 @@ from jobtrail.ansible import (
     _ini,
     _write_private,
     host_list,
+    list_playbooks,
     playbooks_dir,
+    playbooks_hint,
     resolve_inside,
 )
 from jobtrail.ansible_events import (
@@ -384,6 +386,65 @@ def test_bad_params_are_refused_before_queuing(
     assert len(ans.server.list(job_type="ansible_playbook", limit=1000)) == before
 
 
+BOOKS_HERE = (
+    "failing.yml, groups.yml, missing_role.yml, parity.yml, secrets.yml, slow.yml, "
+    "syntax_error.yml, unreachable.yml"
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({}, "playbook: required parameter is missing"),
+        ({"playbook": "site.yml"}, "playbook: no file 'site.yml' in the playbooks directory"),
+    ],
+)
+def test_a_missing_or_unknown_playbook_is_answered_with_those_that_exist(
+    ans: Live, params: dict[str, Any], problem: str
+) -> None:
+    response = ans.http.post("/api/jobs", json={"type": "ansible_playbook", "params": params})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert problem in detail
+    assert detail.endswith(f"; playbooks in {PLAYBOOKS.resolve()}: {BOOKS_HERE}"), detail
+
+
+def test_playbook_is_required_in_the_params_schema(ans: Live) -> None:
+    types = {t["name"]: t for t in ans.http.get("/api/job-types").json()}
+    schema = types["ansible_playbook"]["params_schema"]
+    assert "playbook" in schema["required"] and "default" not in schema["properties"]["playbook"]
+
+
+def test_get_playbooks_lists_the_directory(ans: Live) -> None:
+    found = ans.http.get("/api/playbooks")
+    assert found.status_code == 200
+    assert found.json() == {"playbooks": BOOKS_HERE.split(", "), "directory": str(PLAYBOOKS)}
+
+
+def test_playbook_listing_skips_what_is_not_a_playbook_and_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "books"
+    for name in ("roles/web/tasks/main.yml", "group_vars/all.yml", ".git/x.yml"):
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text("- name: a task list, not a playbook\n")
+    (base / "inventory.yml").write_text("all:\n  hosts: {web1: {}}\n")
+    (base / "notes.txt").write_text("- not yaml\n")
+    (base / "deploy").mkdir()
+    (base / "deploy" / "app.yaml").write_text("---\n# deploy\n\n- hosts: all\n")
+    assert list_playbooks(base) == ["deploy/app.yaml"]
+    for i in range(25):
+        (base / f"site{i:02d}.yml").write_text("- hosts: all\n")
+    monkeypatch.setenv(PLAYBOOKS_ENV, str(base))
+    hint = playbooks_hint()
+    shown = ", ".join(["deploy/app.yaml", *(f"site{i:02d}.yml" for i in range(19))])
+    assert hint == f"playbooks in {base.resolve()}: {shown} and 6 more"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(PLAYBOOKS_ENV, str(empty))
+    assert playbooks_hint() == f"there are no playbooks in {empty.resolve()}"
+
+
 def test_paths_and_hosts_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tmp_path / "books"
     base.mkdir()
@@ -415,7 +476,7 @@ def test_module_imports_and_fails_readably_without_ansible_runner() -> None:
         "import sys; sys.modules['ansible_runner'] = None\n"
         "import jobtrail.ansible as a\n"
         "from jobtrail.errors import JobFailed\n"
-        "try:\n    a.ansible_playbook()\nexcept JobFailed as exc:\n    print(exc)\n"
+        "try:\n    a.ansible_playbook('demo.yml')\nexcept JobFailed as exc:\n    print(exc)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
@@ -470,7 +531,7 @@ def test_bundled_demo_playbook_runs_with_terminal_parity(tmp_path: Path) -> None
     saved = os.environ.get(PLAYBOOKS_ENV)
     try:
         with live_server(server_config(tmp_path / "home", playbooks=DEMO_DIR)) as live:
-            job = live.submit("ansible_playbook")  # every param has a default: demo.yml
+            job = live.submit("ansible_playbook", playbook="demo.yml")  # as `jobtrail demo`
             terminal = normalise(terminal_output(DEMO_DIR / "demo.yml"))
             done = live.wait(job["job_id"], timeout=90)
             assert done["status"] == "completed", done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -276,3 +277,124 @@ def test_rotation_keeps_newest_segments_and_reads_span_them(tmp_path) -> None:
         assert seqs == list(range(first_kept, page["latest_seq"] + 1)), "one run across segments"
         errors = small.logs(job["job_id"], tail=3, level="ERROR", format="json")["logs"]
         assert [r["message"] for r in errors] == ["error 4850", "error 4900", "error 4950"]
+
+
+# -- what a request may say (issue 12: items 8-11) ---------------------------------------------
+LOGS_TAKES = "tail, level, format, after, since, host, task, event"
+
+
+def test_unknown_query_parameters_are_422_naming_them_and_the_known_ones(live: Live) -> None:
+    job = live.submit("levels", count=3)
+    job_id = job["job_id"]
+    live.wait(job_id)
+    expected = {
+        f"/api/jobs/{job_id}/logs?grep=x": "unknown query parameter 'grep'; "
+        f"GET /api/jobs/{{job_id}}/logs takes: {LOGS_TAKES}",
+        "/api/jobs?logger=stdout&limit=3": "unknown query parameter 'logger'; "
+        "GET /api/jobs takes: status, type, limit",
+        f"/api/jobs/{job_id}?verbose=1&x=2": "unknown query parameters 'verbose', 'x'; "
+        "GET /api/jobs/{job_id} takes no query parameters",
+        f"/api/jobs/{job_id}/logs/stream?lvl=ERROR": "unknown query parameter 'lvl'; "
+        "GET /api/jobs/{job_id}/logs/stream takes: level, after, tail, host, task, event",
+        f"/api/jobs/{job_id}/logs/download?grep=x": "unknown query parameter 'grep'; "
+        "GET /api/jobs/{job_id}/logs/download takes: format, level",
+        "/api/health?deep=1": "unknown query parameter 'deep'; GET /api/health takes no query",
+    }
+    for url, detail in expected.items():
+        response = live.http.get(url)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["detail"].startswith(detail), (url, response.json())
+    # checked before anything else: an ended job's cancel with a typo is still about the typo
+    typo = live.http.post(f"/api/jobs/{job_id}/cancel", params={"force": "1"})
+    assert typo.status_code == 422 and "'force'" in typo.json()["detail"]
+    submit = live.http.post("/api/jobs?wait=1", json={"type": "sleep", "params": {}})
+    assert submit.status_code == 422 and "POST /api/jobs takes no query" in submit.text
+    # known ones still work, and pages outside the API schema take whatever a browser adds
+    assert live.http.get(f"/api/jobs/{job_id}/logs", params={"tail": 1}).status_code == 200
+    for page in ("/?job=1", "/docs?x=1", "/openapi.json?x=1"):
+        assert live.http.get(page).status_code == 200, page
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"count": True}, "count: Input should be a valid integer (got a boolean)"),
+        ({"count": "3"}, "count: Input should be a valid integer (got a string)"),
+        ({"count": 3.5}, "count: Input should be a valid integer"),
+        ({"count": 1, "name": 7}, "name: Input should be a valid string (got a number)"),
+        ({"count": 1, "flags": ["a", 1]}, "flags.1: Input should be a valid string (got a number)"),
+    ],
+)
+def test_params_are_validated_strictly(
+    live: Live, params: dict[str, object], fragment: str
+) -> None:
+    response = live.http.post("/api/jobs", json={"type": "typed", "params": params})
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_strict_params_still_take_an_int_for_a_float(live: Live) -> None:
+    job = live.submit("typed", count=2, ratio=1, flags=["a"])
+    assert job["params"] == {"count": 2, "name": "x", "ratio": 1.0, "flags": ["a"]}
+    assert live.wait(job["job_id"])["result"]["ratio"] == 1.0
+
+
+def test_the_body_is_validated_strictly_too(live: Live) -> None:
+    response = live.http.post("/api/jobs", json={"type": 5, "params": {}})
+    assert response.status_code == 422 and "type: Input should be a valid string" in response.text
+
+
+def test_both_format_spellings_and_any_case_of_a_level(live: Live) -> None:
+    job = live.submit("levels", errors_every=100, count=300)
+    job_id = job["job_id"]
+    live.wait(job_id)
+    base = live.logs(job_id, level="WARNING", format="json")
+    for level in ("warning", "Warning", "WARNING"):
+        for fmt in ("json", "jsonl"):
+            page = live.logs(job_id, level=level, format=fmt)
+            assert page["logs"] == base["logs"] and page["format"] == "json", (level, fmt)
+    assert live.logs(job_id, level="error")["logs"] == live.logs(job_id, level="ERROR")["logs"]
+    download = f"/api/jobs/{job_id}/logs/download"
+    jsonl = live.http.get(download, params={"format": "jsonl"})
+    as_json = live.http.get(download, params={"format": "json"})
+    assert as_json.status_code == 200 and as_json.text == jsonl.text
+    assert as_json.headers["content-type"] == "application/x-ndjson"
+    errors = live.http.get(download, params={"format": "json", "level": "error"}).text
+    records = [json.loads(line) for line in errors.splitlines()]
+    assert {r["level"] for r in records} == {"ERROR", "CRITICAL"} and len(records) == 5
+    text = live.http.get(download, params={"level": "Warning"}).text.splitlines()
+    assert len(text) == 6 and all(TEXT_LINE.match(line) for line in text)
+    bad = live.http.get(f"/api/jobs/{job_id}/logs", params={"level": "loud"})
+    assert bad.status_code == 422 and "level" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", ""],
+)
+def test_a_body_that_is_not_sent_as_json_is_415_saying_so(live: Live, content_type: str) -> None:
+    body = b'{"type": "sleep", "params": {"seconds": 0.01}}'
+    headers = {"content-type": content_type} if content_type else {}
+    response = live.http.post("/api/jobs", content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: send it with the header 'Content-Type: application/json'")
+    assert ("without one" if not content_type else repr(content_type)) in detail
+    assert "must be a JSON object" not in detail
+
+
+def test_json_content_types_are_read_as_json(live: Live) -> None:
+    body = b'{"type": "sleep", "params": {"seconds": 0.01}}'
+    for headers in (
+        {"content-type": "application/json; charset=utf-8"},
+        {"content-type": "application/vnd.api+json"},
+    ):
+        response = live.http.post("/api/jobs", content=body, headers=headers)
+        assert response.status_code == 202, (headers, response.text)
+
+
+def test_playbooks_without_a_directory_are_the_bundled_demo(live: Live) -> None:
+    from jobtrail.ansible import DEMO_DIR
+
+    found = live.http.get("/api/playbooks").json()
+    assert found == {"playbooks": ["demo.yml"], "directory": str(DEMO_DIR)}

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from redis_server import redis_server, workers
-from test_stream import all_events, records
+from test_stream import SHUTDOWN_NOISE, all_events, records, serve_process, stop_while_followed
 
 from conftest import Live, live_server, pid_gone, wait_until
 from conftest import test_config as make_config
@@ -142,12 +144,40 @@ def test_cancel_running_stops_the_whole_tree(both: Live) -> None:
     assert both.http.post(f"/api/jobs/{job['job_id']}/cancel").status_code == 409
 
 
+def test_cancel_of_a_running_job_answers_that_it_is_being_cancelled(
+    both: Live, tmp_path: Path
+) -> None:
+    job = both.submit("slow_to_stop", path=str(tmp_path / "never"), cleanup=1.5)
+    job_id = job["job_id"]
+    both.wait(job_id, statuses=("running",))
+    assert both.job(job_id)["cancel_requested"] is False
+    answer = both.http.post(f"/api/jobs/{job_id}/cancel")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "running" and answer.json()["cancel_requested"] is True
+    shown = both.job(job_id)  # its finally block takes 1.5 s: still stopping
+    assert shown["status"] == "running" and shown["cancel_requested"] is True
+    listed = both.http.get("/api/jobs", params={"type": "slow_to_stop"}).json()["jobs"]
+    assert next(j for j in listed if j["job_id"] == job_id)["cancel_requested"] is True
+    again = both.http.post(f"/api/jobs/{job_id}/cancel")
+    assert again.status_code == 200, "asking again while it stops is not a conflict"
+    assert again.json()["status"] == "running" and again.json()["cancel_requested"] is True
+    done = both.wait(job_id)
+    assert done["status"] == "cancelled" and done["cancel_requested"] is False
+    messages = [r["message"] for r in both.all_records(job_id)]
+    assert "cleaned up" in messages, "the second cancel did not cut the job's cleanup"
+    assert messages[-1] == "job cancelled: stopping it and its child processes"
+    assert both.http.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+
+
 def test_cancel_pending_never_runs(both: Live) -> None:
     blockers = [both.submit("sleep", seconds=1.5, steps=1) for _ in range(2)]
     for blocker in blockers:
         both.wait(blocker["job_id"], statuses=("running",))
     pending = both.submit("sleep", seconds=0.1)
-    assert both.http.post(f"/api/jobs/{pending['job_id']}/cancel").status_code == 200
+    answer = both.http.post(f"/api/jobs/{pending['job_id']}/cancel")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "cancelled", "the answer is what the cancel did"
+    assert answer.json()["cancel_requested"] is False
     done = both.wait(pending["job_id"])
     assert done["status"] == "cancelled" and done["started_at"] is None
     for blocker in blockers:
@@ -161,6 +191,9 @@ def test_cancel_pending_never_runs(both: Live) -> None:
         ({"type": "typed", "params": {"count": "many"}}, "count"),
         ({"type": "typed", "params": {"count": 1, "colour": "red"}}, "colour: unknown parameter"),
         ({"type": "nope", "params": {}}, "known types:"),
+        ({"type": "typed", "params": {"count": "3"}}, "count: Input should be a valid integer"),
+        ({"type": "typed", "params": {"count": True}}, "(got a boolean)"),
+        ({"type": "ansible_playbook", "params": {}}, "playbook: required parameter is missing"),
     ],
 )
 def test_bad_input_is_422(both: Live, body: object, fragment: str) -> None:
@@ -192,3 +225,38 @@ def test_a_running_job_streams_every_record_live_then_ends(both: Live) -> None:
     statuses = [json.loads(e.data)["status"] for e in events if e.event == "status"]
     assert "running" in statuses, "followed while it ran"
     assert json.loads(events[-1].data)["status"] == "completed"
+
+
+@pytest.mark.timeout(120)
+def test_stopping_an_api_server_or_a_worker_host_while_a_job_runs(tmp_path: Path) -> None:
+    """An API server's SIGTERM ends its followers' streams at once and leaves the job running
+    on its worker; a worker host's SIGTERM stops the job saying so, not as a cancel."""
+    with redis_server(tmp_path / "redis") as rs, workers(rs.url, count=1) as hosts:
+        params = {"path": str(tmp_path / "never"), "cleanup": 0.3}
+        with serve_process(tmp_path / "home1", "--backend", rs.url) as (proc, url, stderr):
+            job = httpx.post(f"{url}/api/jobs", json={"type": "slow_to_stop", "params": params})
+            job_id = job.json()["job_id"]
+            wait_until(
+                lambda: httpx.get(f"{url}/api/jobs/{job_id}").json()["status"] == "running", 30
+            )
+            shutdown = stop_while_followed(url, proc, job_id)
+            assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert shutdown["status"] == "running" and shutdown["reason"] == "the server is stopping"
+        log = stderr.read_text()
+        assert not [word for word in SHUTDOWN_NOISE if word in log], log
+        with live_server(replace(make_config(tmp_path / "home2"), backend=rs.url)) as live:
+            assert live.job(job_id)["status"] == "running", "the job ran on without a server"
+            host = hosts.procs[0]
+            host.send_signal(signal.SIGTERM)
+            done = live.wait(job_id, timeout=40)
+            assert done["status"] == "failed", done
+            assert re.fullmatch(
+                r"jobtrail worker on \S+ stopped while the job was running", done["error"]
+            )
+            messages = [r["message"] for r in live.all_records(job_id)]
+            assert "cleaned up" in messages, "the job's finally block ran"
+            assert re.fullmatch(
+                r"job stopped: jobtrail worker on \S+ is shutting down", messages[-1]
+            )
+            assert not any("cancel" in m for m in messages), messages
+            assert host.wait(20) == 0

@@ -3,8 +3,11 @@ uvicorn; the CLI's follow through a proxy that drops its connection."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Live, live_server, wait_until
+from conftest import Live, free_port, live_server, wait_until
 from conftest import test_config as make_config
 from jobtrail.cli import SSEParser, SSEvent
 
@@ -371,3 +374,125 @@ def test_stream_and_download_need_the_token(tmp_path: Path) -> None:
                 assert response.status_code == 200
                 body = "".join(response.iter_text())
             assert "event: end" in body
+
+
+# -- stopping the server while clients follow (issue 12, item 13) ------------------------------
+TESTS = Path(__file__).resolve().parent
+SHUTDOWN_NOISE = ("Traceback", "CancelledError", "graceful shutdown exceeded", "ERROR")
+
+
+@contextlib.contextmanager
+def serve_process(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`jobtrail serve` as a user runs it (its own process, signals and all), with the test
+    jobs; yields it, its URL and the file its stderr goes to. Killed after, if still up."""
+    port = free_port()
+    stderr = home.parent / f"{home.name}-serve.stderr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    command = [sys.executable, "-m", "jobtrail.cli", "serve", "--home", str(home)]
+    command += ["--port", str(port), "--workers", "1", "--jobs-module", "jobs_fixture", *args]
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(command, cwd=TESTS, env=env, stdout=err, stderr=err)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, "serve did not start"
+            try:
+                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield proc, url, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+class Follower(threading.Thread):
+    """Follows a job's stream in a thread; notes each event and when the stream ended."""
+
+    def __init__(self, url: str, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.job_id = url, job_id
+        self.events: list[SSEvent] = []
+        self.ended_at: float | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", f"{self.url}{stream_path(self.job_id)}", timeout=30) as r:
+                parser = SSEParser()
+                for line in r.iter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        self.events.append(event)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        self.ended_at = time.monotonic()
+
+
+def stop_while_followed(url: str, proc: subprocess.Popen[bytes], job_id: str) -> dict[str, Any]:
+    """SIGTERM the server while a raw follower and `jobtrail logs -f` follow the job; checks
+    that both end promptly, saying the server is stopping, and returns the shutdown event."""
+    follower = Follower(url, job_id)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "jobtrail.cli", "logs", job_id, "-f", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: len(records(follower.events)) >= 1, 20, "the follower's first record")
+        time.sleep(0.5)  # the CLI follower is connected too (it printed nothing yet: no pipe read)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        follower.join(10)
+        assert follower.ended_at is not None and follower.error is None, follower.error
+        took = follower.ended_at - signalled
+        assert took < 1.0, f"the stream took {took:.2f} s to end after SIGTERM"
+        last = follower.events[-1]
+        assert last.event == "shutdown", follower.events[-3:]
+        out, err = cli.communicate(timeout=10)
+        cli_took = time.monotonic() - signalled
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+    assert cli.returncode == 2, (cli.returncode, err)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "is stopping" in lines[0] and job_id in lines[0], lines
+    assert cli_took < 5, f"the CLI follower took {cli_took:.1f} s to give up"
+    assert "waiting for" in out.decode(), "the CLI printed the job's records before"
+    data: dict[str, Any] = json.loads(last.data)
+    return data
+
+
+@pytest.mark.timeout(120)
+def test_stopping_the_server_ends_streams_at_once_and_the_job_says_why(tmp_path: Path) -> None:
+    from jobtrail.capture.store import JobLogStore
+    from jobtrail.db import JobDB
+
+    home = tmp_path / "home"
+    with serve_process(home) as (proc, url, stderr):
+        submitted = httpx.post(
+            f"{url}/api/jobs",
+            json={"type": "slow_to_stop", "params": {"path": str(tmp_path / "x"), "cleanup": 0.3}},
+        ).json()
+        job_id = submitted["job_id"]
+        wait_until(lambda: httpx.get(f"{url}/api/jobs/{job_id}").json()["status"] == "running", 20)
+        shutdown = stop_while_followed(url, proc, job_id)
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    assert shutdown["status"] == "running" and shutdown["job_id"] == job_id
+    assert shutdown["reason"] == "the server is stopping"
+    log = stderr.read_text()
+    assert not [word for word in SHUTDOWN_NOISE if word in log], log
+    job = JobDB(home / "jobs.sqlite3").get(job_id)
+    assert job is not None and job.status.value == "failed"
+    assert job.error == "the server stopped while the job was running"
+    messages = [r["message"] for r in JobLogStore(home / "logs").read(job_id, tail=50).records]
+    assert "cleaned up" in messages, "the job's finally block ran"
+    assert messages[-1] == "job stopped: the server is shutting down"
+    assert not any("cancel" in m for m in messages), messages

@@ -10,8 +10,9 @@ Choices worth knowing:
 
 * Playbooks (and inventory files) are paths relative to the server's ``--playbooks`` dir,
   or to the bundled ``jobtrail/demo`` dir when none is configured; the server refuses
-  anything outside with 422 before the job is queued. ``playbook`` defaults to
-  ``demo.yml``, so ``jobtrail demo --type ansible_playbook`` runs the bundled demo.
+  anything outside with 422 before the job is queued. ``playbook`` is required (a default
+  would name a file that a user's own directory does not have); a missing or unknown one
+  is answered with the playbooks that exist (``list_playbooks``, ``GET /api/playbooks``).
 * ``inventory`` as a host list (``localhost,`` or ``web1,web2,``) becomes an INI inventory
   file: ansible-runner would take the string as inventory *content*. ``localhost`` gets
   ``ansible_connection=local`` and this Python as its interpreter.
@@ -71,6 +72,59 @@ def playbooks_dir() -> Path:
     return Path(configured).expanduser().resolve() if configured else DEMO_DIR
 
 
+LISTED_PLAYBOOKS = 20  # a 422 names this many, then says how many more there are
+_NOT_PLAYBOOK_DIRS = frozenset(
+    {"roles", "group_vars", "host_vars", "vars", "tasks", "handlers", "templates", "files",
+     "defaults", "meta", "collections", "library", "filter_plugins", "module_utils"}
+)  # fmt: skip
+_SCAN_FILES = 10_000  # a huge directory is listed in part rather than walked for seconds
+
+
+def list_playbooks(base: Path | None = None) -> list[str]:
+    """The playbooks in ``base`` (default: ``playbooks_dir()``), relative paths, sorted.
+
+    A playbook is a YAML file whose top level is a list (of plays); inventories and vars
+    files are mappings, and the folders of roles and vars are not looked into."""
+    root = (base or playbooks_dir()).resolve()
+    found: list[str] = []
+    scanned = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_PLAYBOOK_DIRS)
+        for name in files:
+            scanned += 1
+            path = Path(folder) / name
+            if path.suffix in (".yml", ".yaml") and _is_playbook(path):
+                found.append(path.relative_to(root).as_posix())
+        if scanned >= _SCAN_FILES:
+            break
+    return sorted(found)
+
+
+def _is_playbook(path: Path) -> bool:
+    """Its first line of content starts a YAML list (read from the first 4 KiB only)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return False
+    for line in head.splitlines():
+        text = line.strip()
+        if text and not text.startswith("#") and text != "---":
+            return text.startswith("-")
+    return False
+
+
+def playbooks_hint() -> str:
+    """The playbooks that exist, for a 422 about a missing or unknown one."""
+    base = playbooks_dir()
+    books = list_playbooks(base)
+    if not books:
+        return f"there are no playbooks in {base}"
+    shown = ", ".join(books[:LISTED_PLAYBOOKS])
+    more = len(books) - LISTED_PLAYBOOKS
+    return f"playbooks in {base}: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
 def resolve_inside(base: Path, name: str, what: str, *, allow_dir: bool = False) -> Path:
     """``name`` resolved inside ``base`` (symlinks followed), or ValueError saying why not."""
     if not name or os.path.isabs(name) or name.startswith("~"):
@@ -105,7 +159,7 @@ def _check(values: dict[str, Any]) -> dict[str, Any]:
     try:
         resolve_inside(base, values["playbook"], "playbook")
     except ValueError as exc:
-        problems.append(str(exc))
+        problems += [str(exc), playbooks_hint()]
     try:
         if host_list(values["inventory"]) is None:
             resolve_inside(base, values["inventory"], "inventory", allow_dir=True)
@@ -117,9 +171,9 @@ def _check(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the job -----------------------------------------------------------------------------------
-@job(JOB_TYPE, check=_check)
+@job(JOB_TYPE, check=_check, hints={"playbook": playbooks_hint})
 def ansible_playbook(
-    playbook: str = "demo.yml",
+    playbook: str,
     inventory: str = "localhost,",
     extra_vars: dict[str, Any] | None = None,
     limit: str | None = None,

@@ -309,6 +309,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from jobtrail.api.app import create_app
+    from jobtrail.api.serving import ApiServer
 
     stderr_logging()
     os.environ.pop(TOKEN_ENV, None)  # job processes must not inherit it
@@ -331,7 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     url = _url(args.host, sock.getsockname()[1])
     server.publish_address(url)
-    uv = uvicorn.Server(
+    uv = ApiServer(  # uvicorn's, ending open log streams first when it stops
         uvicorn.Config(
             create_app(server=server, start_server=True),
             host=args.host,

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     completed_at REAL,
     logs_expired INTEGER NOT NULL DEFAULT 0,
-    extra TEXT NOT NULL DEFAULT '{}'
+    extra TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, n);
 CREATE INDEX IF NOT EXISTS jobs_type ON jobs (job_type, n);
@@ -37,12 +38,14 @@ CREATE INDEX IF NOT EXISTS jobs_type ON jobs (job_type, n);
 
 _COLUMNS = (
     "job_id, job_type, params, status, progress, current_step, result, error, "
-    "created_at, started_at, completed_at, logs_expired, extra"
+    "created_at, started_at, completed_at, logs_expired, extra, cancel_requested"
 )
 _UPDATABLE = {
     "status", "progress", "current_step", "result", "error", "started_at",
-    "completed_at", "logs_expired", "extra",
+    "completed_at", "logs_expired", "extra", "cancel_requested",
 }  # fmt: skip
+# columns added after the first release: a home made by an older version gets them on open
+_ADDED_COLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def _row_to_job(row: tuple[Any, ...]) -> Job:
@@ -60,6 +63,7 @@ def _row_to_job(row: tuple[Any, ...]) -> Job:
         completed_at=row[10],
         logs_expired=bool(row[11]),
         extra=json.loads(row[12]),
+        cancel_requested=bool(row[13]),
     )
 
 
@@ -73,6 +77,10 @@ class JobDB:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,8 @@
      ├── JobFinished          the job already ended, so it cannot be cancelled
      ├── LogsExpired          the job's logs were removed by retention
      ├── QueueFull            too many jobs are waiting already
-     ├── InvalidQuery         a query parameter cannot be used as given
+     ├── InvalidQuery         a query parameter cannot be used as given, or is unknown
+     ├── UnsupportedMediaType a body came without ``Content-Type: application/json``
      └── JobFailed            job code failing on purpose, with a digest of why
 
 The API maps each class to one HTTP status in one place (``api/app.py``); the messages are
@@ -72,6 +73,15 @@ class QueueFull(JobtrailError):
 
 class InvalidQuery(JobtrailError):
     """A query parameter has a value the API cannot use; the message says which and why."""
+
+
+class UnsupportedMediaType(JobtrailError):
+    """A request body was sent as another media type (``curl -d`` sends a form's): 415, the
+    status that names the problem, instead of a 422 saying a JSON object is not one."""
+
+    def __init__(self, content_type: str | None) -> None:
+        got = f"it came as {content_type!r}" if content_type else "it came without one"
+        super().__init__(f"body: send it with the header 'Content-Type: application/json' ({got})")
 
 
 class JobFailed(JobtrailError):

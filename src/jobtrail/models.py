@@ -56,4 +56,5 @@ class Job:
     started_at: float | None = None
     completed_at: float | None = None
     logs_expired: bool = False
+    cancel_requested: bool = False  # the job is being stopped on request, not yet ended
     extra: dict[str, Any] = field(default_factory=dict)

@@ -2,15 +2,18 @@
 
 Params are validated against the function's signature and annotations (through a pydantic
 model built from it) in the server, before a job is queued, so a typo fails the request
-instead of a worker minutes later.
+instead of a worker minutes later. Validation is strict, as for JSON: ``true`` is not an int
+and ``"3"`` is not one either (an int is still a float: JSON has one number type). Callers
+that hold text, such as the CLI's ``key=value``, convert it first: they know the schema.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pydantic
@@ -20,6 +23,7 @@ from jobtrail.models import is_job_type_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
+Hint = Callable[[], str]
 
 _SECRET_NAME = re.compile(
     r"pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth", re.I
@@ -63,13 +67,25 @@ class JobType:
     description: str
     model: type[pydantic.BaseModel]
     check: Validator | None = None
+    hints: Mapping[str, Hint] = field(default_factory=dict)
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Checked and coerced params, or InvalidParams naming each bad parameter."""
+        """Checked params, or InvalidParams naming each bad parameter.
+
+        Validated as the JSON they came as, in strict mode: JSON strings still become dates,
+        paths or enum members, but a bool or a string is never taken for a number."""
         try:
-            values = self.model.model_validate(params).model_dump(mode="json")
+            raw = json.dumps(params, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(self.name, [f"params: must be JSON values ({exc})"]) from None
+        try:
+            model = self.model.model_validate_json(raw, strict=True)
         except pydantic.ValidationError as exc:
-            raise InvalidParams(self.name, [_describe(err) for err in exc.errors()]) from None
+            problems = [_describe(err) for err in exc.errors()]
+            named = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            problems += [hint() for name, hint in self.hints.items() if name in named]
+            raise InvalidParams(self.name, problems) from None
+        values = model.model_dump(mode="json")
         return self.check(values) if self.check else values
 
     def schema(self) -> dict[str, Any]:
@@ -82,7 +98,22 @@ def _describe(err: Any) -> str:
         return f"{where}: required parameter is missing"
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown parameter"
+    if str(err["type"]).endswith("_type"):  # say what was sent: `"3"` and `3` look alike
+        return f"{where}: {err['msg']} (got {_json_kind(err.get('input'))})"
     return f"{where}: {err['msg']}"
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words, without echoing it (it may be a secret)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -104,18 +135,23 @@ def _model_for(name: str, func: Callable[..., Any]) -> type[pydantic.BaseModel]:
     )
 
 
-def job(name: str, *, check: Validator | None = None) -> Callable[[F], F]:
+def job(
+    name: str, *, check: Validator | None = None, hints: Mapping[str, Hint] | None = None
+) -> Callable[[F], F]:
     """Register ``func`` as the job type ``name``; the function itself is returned unchanged.
 
     ``check`` runs after type validation in the server, for rules a signature cannot express
-    (say, a path that must stay inside a directory); it raises InvalidParams.
+    (say, a path that must stay inside a directory); it raises InvalidParams. ``hints`` maps
+    a parameter to a function whose text is added to the 422 when that parameter is wrong or
+    missing (say, the playbooks that exist).
     """
     if not is_job_type_name(name):
         raise ValueError(f"job type names are lowercase letters, digits and _; got {name!r}")
 
     def register(func: F) -> F:
         doc = inspect.getdoc(func) or ""
-        _REGISTRY[name] = JobType(name, func, doc.split("\n\n")[0], _model_for(name, func), check)
+        model = _model_for(name, func)
+        _REGISTRY[name] = JobType(name, func, doc.split("\n\n")[0], model, check, hints or {})
         return func
 
     return register

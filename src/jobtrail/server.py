@@ -284,12 +284,21 @@ class JobServer:
             return [replace(self._active.get(job.job_id, job)) for job in jobs]
 
     def cancel(self, job_id: str) -> Job:
+        """The job as the cancel left it: ``cancelled`` if it had not started; still
+        ``running`` with ``cancel_requested`` while its process tree is being stopped (asking
+        again changes nothing). JobFinished once it ended."""
         job = self.get(job_id)
         if job.status.terminal:
             raise JobFinished(job_id, job.status.value)
         where = self.pool.cancel(job_id)
         if where == "pending":
             self.job_ended(job_id, {"status": "cancelled", "error": "cancelled before it started"})
+        elif where == "running":
+            with self._lock:
+                active = self._active.get(job_id)
+                if active is not None:  # else it ended meanwhile: get() shows how
+                    active.cancel_requested = True
+                    self.db.update(job_id, cancel_requested=True)
         return self.get(job_id)
 
     def wait(self, job_id: str, timeout: float) -> Job:

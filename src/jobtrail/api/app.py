@@ -9,11 +9,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from jobtrail.api import jobs, logs, pages, stream
+from jobtrail.api.checks import reject_unknown_query
 from jobtrail.errors import (
     InvalidParams,
     InvalidQuery,
@@ -23,6 +24,7 @@ from jobtrail.errors import (
     LogsExpired,
     QueueFull,
     UnknownJobType,
+    UnsupportedMediaType,
 )
 from jobtrail.server import JobServer, ServerConfig, open_server
 
@@ -39,6 +41,7 @@ _STATUS: dict[type[JobtrailError], int] = {
     JobFinished: 409,
     LogsExpired: 410,
     QueueFull: 503,
+    UnsupportedMediaType: 415,
 }
 
 Scope = MutableMapping[str, Any]
@@ -170,6 +173,7 @@ def create_app(
         summary="Run jobs in a process pool and watch their logs as closely as from a terminal.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],  # every route: 422 for an unknown one
         docs_url=None,  # pages.py serves /docs with Swagger UI's files from the package
         redoc_url=None,
     )

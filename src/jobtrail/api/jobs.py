@@ -1,4 +1,4 @@
-"""Jobs: submit, list, show (with the newest log lines), cancel; job types; health."""
+"""Jobs: submit, list, show (with the newest log lines), cancel; job types, playbooks; health."""
 
 from __future__ import annotations
 
@@ -6,8 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from jobtrail import ansible
+from jobtrail.api.checks import require_json
 from jobtrail.api.deps import get_server
-from jobtrail.api.schemas import ErrorOut, Health, JobList, JobOut, JobTypeOut, SubmitJob, job_out
+from jobtrail.api.schemas import (
+    ErrorOut,
+    Health,
+    JobList,
+    JobOut,
+    JobTypeOut,
+    PlaybooksOut,
+    SubmitJob,
+    job_out,
+)
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
 from jobtrail.server import JobServer
@@ -21,7 +32,8 @@ RECENT_LOGS = 50
     "/jobs",
     status_code=202,
     response_model=JobOut,
-    responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={415: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    dependencies=[Depends(require_json)],
 )
 def submit_job(body: SubmitJob, server: Server) -> JobOut:
     job = server.submit(body.type, body.params)
@@ -54,6 +66,8 @@ async def get_job(job_id: str, server: Server) -> JobOut:
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
 def cancel_job(job_id: str, server: Server) -> JobOut:
+    """What the cancel did: ``cancelled`` for a pending job; a running one stays ``running``
+    with ``cancel_requested`` until its processes are stopped (asking again is harmless)."""
     job = server.cancel(job_id)
     return job_out(job, server.log_file(job_id))
 
@@ -64,6 +78,13 @@ def list_job_types() -> list[JobTypeOut]:
         JobTypeOut(name=t.name, description=t.description, params_schema=t.schema())
         for t in sorted(job_types().values(), key=lambda t: t.name)
     ]
+
+
+@router.get("/playbooks", response_model=PlaybooksOut)
+def list_playbooks() -> PlaybooksOut:
+    """What ``ansible_playbook``'s ``playbook`` may name (a file walk: run in a thread)."""
+    base = ansible.playbooks_dir()
+    return PlaybooksOut(playbooks=ansible.list_playbooks(base), directory=str(base))
 
 
 @router.get("/health", response_model=Health)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jobtrail.api.deps import get_server
-from jobtrail.api.schemas import ErrorOut, Level, LogFormat, LogRecordOut, LogsOut
+from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogRecordOut, LogsOut
 from jobtrail.capture.records import text_line
 from jobtrail.errors import InvalidQuery
 from jobtrail.server import JobServer
@@ -25,8 +25,10 @@ def get_logs(
     job_id: str,
     server: Server,
     tail: Annotated[int, Query(ge=1, le=10000, description="How many matching records")] = 100,
-    level: Annotated[Level, Query(description="Minimum severity")] = Level.DEBUG,
-    format: LogFormat = LogFormat.text,
+    level: Annotated[LevelName, Query()] = Level.DEBUG,
+    format: Annotated[
+        LogFormat, Query(description="text lines, or the records as JSON (json or jsonl)")
+    ] = LogFormat.text,
     after: Annotated[
         int | None, Query(ge=0, description="Only records with a larger seq, oldest first")
     ] = None,
@@ -46,13 +48,13 @@ def get_logs(
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None
     entries: list[str] | list[LogRecordOut]
-    if format is LogFormat.text:
-        entries = [text_line(r) for r in page.records]
-    else:
+    if format.records:
         entries = [LogRecordOut.model_validate(r) for r in page.records]
+    else:
+        entries = [text_line(r) for r in page.records]
     return LogsOut(
         job_id=job_id,
-        format=format,
+        format=LogFormat.json if format.records else LogFormat.text,
         total_lines=len(entries),
         logs=entries,
         log_file=server.log_file(job_id),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from jobtrail.models import Job, JobStatus
 
@@ -21,13 +21,44 @@ class Level(str, Enum):
     CRITICAL = "CRITICAL"
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+# A level in any case, as the CLI takes it (``warning``); the schema says exactly that with a
+# pattern, since JSON Schema has no case-insensitive enum (and ECMA regexes no ``(?i)``).
+LevelName = Annotated[
+    Level,
+    BeforeValidator(_upper),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(" + "|".join(_any_case(level.value) for level in Level) + ")$",
+            "description": "Minimum severity: DEBUG, INFO, WARNING, ERROR or CRITICAL, any case",
+        }
+    ),
+]
+
+
 class LogFormat(str, Enum):
+    """``json`` and ``jsonl`` are one format: records as JSON objects (a list in ``/logs``,
+    one per line in ``/logs/download``); both spellings work on both endpoints."""
+
     text = "text"
     json = "json"
+    jsonl = "jsonl"
+
+    @property
+    def records(self) -> bool:
+        return self is not LogFormat.text
 
 
 class SubmitJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: str = Field(description="A registered job type; GET /api/job-types lists them.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Checked against the job's signature."
@@ -65,6 +96,9 @@ class JobOut(BaseModel):
         None, description="Digest of why a job failed, when known."
     )
     recent_logs: list[LogRecordOut] = Field(default_factory=list, description="Newest first.")
+    cancel_requested: bool = Field(
+        False, description="A cancel was asked for and the job is still stopping."
+    )
 
 
 class JobList(BaseModel):
@@ -89,6 +123,11 @@ class JobTypeOut(BaseModel):
     name: str
     description: str
     params_schema: dict[str, Any]
+
+
+class PlaybooksOut(BaseModel):
+    playbooks: list[str] = Field(description="Relative to `directory`, sorted.")
+    directory: str = Field(description="The server's --playbooks (or the bundled demo's).")
 
 
 class Health(BaseModel):
@@ -132,4 +171,5 @@ def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None 
             LogRecordOut.model_validate({k: r[k] for k in _RECENT_KEYS if k in r})
             for r in recent or []
         ],
+        cancel_requested=job.cancel_requested and not job.status.terminal,
     )

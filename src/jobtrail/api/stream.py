@@ -24,10 +24,12 @@ in a queue. If rotation removed records before a follower read them, it gets an
 ``event: gap`` naming the lost seq range instead of a silent hole.
 
 Events: ``record`` (``id: <seq>``, ``data: <record JSON>``), ``status`` (status, progress,
-current_step), ``gap`` (``{"from": a, "to": b}``, ``id: b``), ``end`` (terminal status,
-error, failure; then the stream closes). ``: ping`` comments every 15 s keep proxies and
-clients from timing out. A reconnect with ``Last-Event-ID`` (or ``after=``) resumes with no
-gap and no repeat.
+current_step, cancel_requested), ``gap`` (``{"from": a, "to": b}``, ``id: b``), ``end``
+(terminal status, error, failure; then the stream closes), ``shutdown`` (the server is
+stopping while the job has not ended: its status now and ``reason``; then the stream
+closes, so a follower can say so instead of waiting for the server's shutdown timeout).
+``: ping`` comments every 15 s keep proxies and clients from timing out. A reconnect with
+``Last-Event-ID`` (or ``after=``) resumes with no gap and no repeat.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ from dataclasses import dataclass, field
 from itertools import accumulate, islice
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from jobtrail.api.deps import get_server
-from jobtrail.api.schemas import ErrorOut, Level
+from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat
 from jobtrail.capture.records import LEVELS, decode_record, text_line
 from jobtrail.capture.store import LinePage
 from jobtrail.errors import InvalidQuery
@@ -68,6 +70,7 @@ CHUNK_BYTES = 256 * 1024  # a follower yields at most about this much at once
 HUB_BYTES = 16 * 1024 * 1024  # a hub's window of framed records (about 1 s at full speed)
 HUB_LINGER = 5.0  # seconds a hub outlives its last follower (quick reconnects reuse it)
 RETRY_MS = 1000  # the reconnect delay an EventSource should use
+SHUTDOWN_REASON = "the server is stopping"
 _RANK = {name: i for i, name in enumerate(LEVELS)}
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -94,6 +97,7 @@ def _status(job: Job) -> dict[str, Any]:
         "status": job.status.value,
         "progress": job.progress,
         "current_step": job.current_step,
+        "cancel_requested": job.cancel_requested and not job.status.terminal,  # the page shows it
     }
 
 
@@ -105,6 +109,10 @@ def _end(job: Job) -> dict[str, Any]:
         "failure": job.extra.get("failure") or None,
         "progress": job.progress,
     }
+
+
+def _shutdown(job: Job) -> dict[str, Any]:
+    return {"job_id": job.job_id, **_status(job), "reason": SHUTDOWN_REASON}
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,7 @@ class _Hub:
     limit: int = HUB_BYTES
     appended: asyncio.Event = field(default_factory=asyncio.Event)  # the store says: new lines
     poked: bool = False  # ``appended`` is already being set (written by the store's thread)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # the server's, see _stopping
 
     def __post_init__(self) -> None:
         self.start = self.cursor
@@ -262,6 +271,8 @@ class _Hub:
         try:
             read = True  # the first pass reads whatever came before the watch began
             while True:
+                if self.stopping.is_set():
+                    return
                 if self.followers == 0 and time.monotonic() - self.idle_since > HUB_LINGER:
                     return
                 job = self.server.get(self.job_id)  # before reading: see _follow
@@ -299,19 +310,37 @@ class _Hub:
             self._wake()
 
 
-def _hubs(request: Request) -> dict[str, _Hub]:
-    hubs: dict[str, _Hub] | None = getattr(request.app.state, "stream_hubs", None)
+def _hubs(app: FastAPI) -> dict[str, _Hub]:
+    hubs: dict[str, _Hub] | None = getattr(app.state, "stream_hubs", None)
     if hubs is None:
-        hubs = request.app.state.stream_hubs = {}
+        hubs = app.state.stream_hubs = {}
     return hubs
+
+
+def _stopping(app: FastAPI) -> asyncio.Event:
+    """Set once the server begins to shut down (``stop_streams``)."""
+    stopping: asyncio.Event | None = getattr(app.state, "streams_stopping", None)
+    if stopping is None:
+        stopping = app.state.streams_stopping = asyncio.Event()
+    return stopping
+
+
+def stop_streams(app: FastAPI) -> None:
+    """End every open stream now, each with a ``shutdown`` event: called by the HTTP server
+    before it waits for open connections, which a follower would otherwise hold until the
+    graceful-shutdown timeout cancels it. On the event loop's thread."""
+    _stopping(app).set()
+    for hub in list(_hubs(app).values()):
+        hub.appended.set()
+        hub._wake()
 
 
 async def _join(request: Request, server: JobServer, job_id: str) -> _Hub:
     """The job's hub, started if there is none; the caller must ``_leave`` it."""
-    hubs = _hubs(request)
+    hubs = _hubs(request.app)
     hub = hubs.get(job_id)
     if hub is None:  # registered before any await, so concurrent joiners share it
-        hub = hubs[job_id] = _Hub(server, job_id, 0)
+        hub = hubs[job_id] = _Hub(server, job_id, 0, stopping=_stopping(request.app))
         hub.followers += 1
         try:
             latest = await asyncio.to_thread(server.store.read, job_id, tail=1)
@@ -395,10 +424,14 @@ async def _follow(
         yield _event("end", _end(job))
         return
 
+    stopping = _stopping(request.app)
     hub = await _join(request, server, job_id)
     try:
         last_sent = time.monotonic()
         while True:
+            if stopping.is_set():
+                yield _event("shutdown", _shutdown(hub.job or job))
+                return
             changed = hub.changed
             sent = False
             if cursor < hub.start:  # behind the window: catch up from the files
@@ -409,7 +442,7 @@ async def _follow(
                         if chunk:
                             sent = True
                             yield chunk
-                        if cursor >= hub.start:  # the window covers the rest
+                        if cursor >= hub.start or stopping.is_set():  # the window has the rest
                             break
             else:
                 parts: list[bytes] = []
@@ -442,7 +475,7 @@ async def _follow(
                 final = hub.job or server.get(job_id)
                 yield _event("end", _end(final))
                 return
-            if (hub.task is None or hub.task.done()) and not hub.done:
+            if (hub.task is None or hub.task.done()) and not hub.done and not stopping.is_set():
                 # the hub stopped (it failed or was cancelled): continue on a fresh one
                 _leave(hub)
                 hub = await _join(request, server, job_id)
@@ -455,6 +488,8 @@ async def _follow(
                 yield b": ping\n\n"
             if await request.is_disconnected():
                 return
+            if stopping.is_set():
+                continue  # the top of the loop says goodbye
             if changed is hub.changed and not (hub.done and cursor < hub.cursor):
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), PING_SECONDS)
@@ -518,7 +553,7 @@ async def stream_logs(
     job_id: str,
     request: Request,
     server: Server,
-    level: Annotated[Level, Query(description="Minimum severity")] = Level.DEBUG,
+    level: Annotated[LevelName, Query()] = Level.DEBUG,
     after: Annotated[
         int | None, Query(ge=0, description="Start after this seq (Last-Event-ID wins)")
     ] = None,
@@ -557,16 +592,20 @@ async def stream_logs(
 async def download_logs(
     job_id: str,
     server: Server,
-    format: Annotated[str, Query(pattern="^(text|jsonl)$")] = "text",
+    format: Annotated[
+        LogFormat, Query(description="text lines, or one JSON record per line (jsonl or json)")
+    ] = LogFormat.text,
+    level: Annotated[LevelName, Query()] = Level.DEBUG,
 ) -> StreamingResponse:
     """The whole log as it is now, oldest first: text lines, or the JSONL records."""
     server.check_logs(job_id)
-    jsonl = format == "jsonl"
+    jsonl = format.records
+    min_level = level.value
 
     async def body() -> AsyncIterator[bytes]:
         cursor = 0
         while True:
-            if jsonl:  # the stored lines are the records' JSON already
+            if jsonl and level is Level.DEBUG:  # the stored lines are the records' JSON already
                 raw = await asyncio.to_thread(
                     server.store.read_lines, job_id, after=cursor, limit=PAGE
                 )
@@ -576,11 +615,19 @@ async def download_logs(
                 if not raw.more:
                     return
                 continue
-            page = await asyncio.to_thread(server.store.read, job_id, tail=PAGE, after=cursor)
-            if cursor == 0 and page.truncated_before > 1:
-                yield f"[records 1-{page.truncated_before - 1} were removed by rotation]\n".encode()
+            page = await asyncio.to_thread(
+                server.store.read, job_id, tail=PAGE, after=cursor, min_level=min_level
+            )
+            if jsonl:
+                if page.records:
+                    yield "".join(_dumps(r) + "\n" for r in page.records).encode()
+            else:
+                if cursor == 0 and page.truncated_before > 1:
+                    first = page.truncated_before - 1
+                    yield f"[records 1-{first} were removed by rotation]\n".encode()
+                if page.records:
+                    yield ("\n".join(text_line(r) for r in page.records) + "\n").encode()
             if page.records:
-                yield ("\n".join(text_line(r) for r in page.records) + "\n").encode()
                 cursor = int(page.records[-1]["seq"])
             if not page.more:
                 return

@@ -95,6 +95,8 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
     streams = capture.StreamCapture(batcher)
     streams.start()
     signal.signal(signal.SIGTERM, runner._on_sigterm)  # cancel: JobCancelled in the job
-    cancelled = runner._run_one(batcher, streams, job_id, job_type, params)
+    signal.signal(runner.STOP_SIGNAL, runner._on_sigterm)  # `jobtrail worker` is stopping
+    stopped_by = f"jobtrail worker on {HOST}"
+    cancelled = runner._run_one(batcher, streams, job_id, job_type, params, stopped_by)
     batcher.close()
     return "cancelled" if cancelled else "ended"

@@ -19,11 +19,11 @@ from jobtrail.models import Job, JobStatus
 TERMINAL = ("completed", "failed", "cancelled")
 _FIELDS = (
     "job_id", "job_type", "params", "progress", "current_step", "result", "error",
-    "created_at", "started_at", "completed_at", "logs_expired", "extra",
+    "created_at", "started_at", "completed_at", "logs_expired", "extra", "cancel_requested",
 )  # fmt: skip
 _UPDATABLE = {
     "status", "progress", "current_step", "result", "error", "started_at",
-    "completed_at", "logs_expired", "extra",
+    "completed_at", "logs_expired", "extra", "cancel_requested",
 }  # fmt: skip
 
 # KEYS: job hash, status-set prefix, ended zset, active set. ARGV: job id, allowed current
@@ -62,7 +62,8 @@ def _encode(fields: dict[str, Any]) -> dict[str, str]:
         if key == "status":
             out[key] = value.value if isinstance(value, JobStatus) else str(value)
         else:
-            out[key] = json.dumps(bool(value) if key == "logs_expired" else value)
+            is_flag = key in ("logs_expired", "cancel_requested")
+            out[key] = json.dumps(bool(value) if is_flag else value)
     return out
 
 

@@ -136,6 +136,8 @@ class DistributedServer(JobServer):
             outcome = {"status": "cancelled", "error": "cancelled before it started"}
             StreamSender(self.redis, job_id)(("end", job_id, outcome))
             self.ingest.wait_ended(job_id, 2.0)
+        else:  # its worker stops it within 0.2 s; until it ended, every server shows this
+            self.jobs.transition(job_id, ("pending", "running"), cancel_requested=True)
         return self.get(job_id)
 
     def wait(self, job_id: str, timeout: float) -> Job:

@@ -15,6 +15,7 @@ message with the cause in jobtrail's words ("killed by SIGKILL", "exited with co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -46,12 +47,14 @@ from jobtrail.executor.processes import (
 from jobtrail.executor.runner import (
     BUILTIN_JOB_MODULES,
     PLAYBOOKS_ENV,
+    STOP_SIGNAL,
     TOKEN_ENV,
     _die_with_parent,
 )
 
 log = logging.getLogger("jobtrail.worker")
 WATCH_EVERY = 0.2
+FINISH_SECONDS = 5.0  # on SIGTERM, how long a running job may take to finish by itself
 
 
 class JobtrailWorker(Worker):
@@ -230,17 +233,36 @@ def run_workers(
                 )
                 children[index].start()
         stopping.wait(0.5)
-    for proc in children.values():
-        if proc.pid and proc.is_alive():
-            try:
-                os.kill(proc.pid, signal.SIGTERM)  # RQ: warm shutdown after the current job
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 5.0
-    for proc in children.values():
-        proc.join(max(0.0, deadline - time.monotonic()))
+    _stop_workers(list(children.values()))
     kill_tree(processes_marked(mark), grace=1.0)
     return 0
+
+
+def _stop_workers(workers: list[BaseProcess]) -> None:
+    """RQ's warm shutdown (SIGTERM: finish the current job) for up to FINISH_SECONDS; then
+    each job still running is told with STOP_SIGNAL, so it logs that the worker is shutting
+    down (not that it was cancelled) and fails saying so, within CANCEL_GRACE."""
+    for proc in workers:
+        if proc.pid and proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + FINISH_SECONDS
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in workers:
+        if proc.pid and proc.is_alive():
+            try:
+                horses = psutil.Process(proc.pid).children()  # RQ forks one per job
+            except psutil.Error:
+                continue
+            for horse_proc in horses:
+                with contextlib.suppress(psutil.Error):
+                    horse_proc.send_signal(STOP_SIGNAL)
+    deadline = time.monotonic() + CANCEL_GRACE
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":

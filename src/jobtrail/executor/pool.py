@@ -42,7 +42,7 @@ from jobtrail.executor.processes import (
     processes_marked,
     worker_mark,
 )
-from jobtrail.executor.runner import WorkerSettings, worker_main
+from jobtrail.executor.runner import STOP_SIGNAL, WorkerSettings, worker_main
 
 __all__ = ["WorkerPool", "death_reason", "kill_tree", "processes_marked"]
 log = logging.getLogger("jobtrail.pool")
@@ -50,6 +50,7 @@ log = logging.getLogger("jobtrail.pool")
 SERVER_STOPPED = "the server stopped while the job was running"
 DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep its log pipe open
 CANCEL_GRACE = 3.0  # SIGTERM first (the job's finally blocks run), SIGKILL after this
+STOP_GRACE = 3.0  # on stop, how long a running job may take to stop before its tree is killed
 
 
 class PoolEvents(Protocol):
@@ -162,6 +163,8 @@ class WorkerPool:
             worker = self._worker_running(job_id)
             if worker is None:
                 return None
+            if worker.cancelling:  # already stopping: a second SIGTERM would cut its cleanup
+                return "running"
             worker.cancelling = True
             worker.cancel_deadline = time.monotonic() + CANCEL_GRACE
             pid = worker.process.pid
@@ -189,7 +192,11 @@ class WorkerPool:
             )
 
     def stop(self, timeout: float = 10.0) -> list[str]:
-        """Stop every worker and its children; returns the ids of jobs that were running."""
+        """Stop every worker and its children; returns the ids of jobs that were running.
+
+        A running job is told with STOP_SIGNAL, not SIGTERM, so its log says that the server
+        is shutting down rather than that it was cancelled; what is left after STOP_GRACE
+        is killed."""
         with self._lock:
             self._stopping = True
             interrupted = [w.job_id for w in self._workers.values() if w.job_id]
@@ -201,10 +208,18 @@ class WorkerPool:
                 worker.control.send(None)
             except (OSError, ValueError):
                 pass
+        busy = [w for w in workers if w.job_id is not None]
+        for worker in busy:  # the job logs why it stops, runs its finally blocks, reports
+            if worker.process.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(worker.process.pid, STOP_SIGNAL)
         deadline = time.monotonic() + 1.0
         for worker in workers:
             if worker.job_id is None:
                 worker.process.join(max(0.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in busy:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
         # Busy workers and their trees: found from the worker pids (a forked worker's own
         # /proc environ is the server's, without the mark) and by the mark, which every
         # exec'd descendant carries even when reparented. Not the forkserver or resource

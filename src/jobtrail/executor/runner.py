@@ -34,6 +34,9 @@ PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types 
 TOKEN_ENV = "JOBTRAIL_TOKEN"  # inherited by every descendant: finds orphans later
 SERVER_WATCH_SECONDS = 0.5
 BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs", "jobtrail.ansible")
+# The server (or ``jobtrail worker``) is shutting down: stop the job as a cancel does, but
+# say so, since nobody cancelled it. SIGTERM stays the cancel: it is what a person sends.
+STOP_SIGNAL = signal.SIGUSR1
 log = logging.getLogger("jobtrail")
 
 
@@ -54,8 +57,13 @@ class WorkerSettings:
 
 
 class JobCancelled(BaseException):
-    """Raised in the job's main thread on SIGTERM; a BaseException so `except Exception`
-    in job code cannot swallow it."""
+    """Raised in the job's main thread on SIGTERM (a cancel) or STOP_SIGNAL (``shutdown``:
+    what runs it is stopping); a BaseException so `except Exception` in job code cannot
+    swallow it."""
+
+    def __init__(self, shutdown: bool = False) -> None:
+        super().__init__("shutdown" if shutdown else "cancel")
+        self.shutdown = shutdown
 
 
 class JobModuleError(JobtrailError):
@@ -110,7 +118,9 @@ def progress(pct: float, step: str | None = None) -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     if _running.is_set():
         _running.clear()
-        raise JobCancelled()
+        raise JobCancelled(shutdown=signum == STOP_SIGNAL)
+    if signum == STOP_SIGNAL:  # no job to stop, or it is stopping already: let it finish
+        return
     os._exit(128 + signum)
 
 
@@ -148,6 +158,7 @@ def worker_main(
     global _batcher
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server's terminal is the server's
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(STOP_SIGNAL, _on_sigterm)
     _die_with_parent()
     os.environ[WORKER_MARK_ENV] = worker_mark(settings.home_mark, worker_id)
     os.environ.pop(TOKEN_ENV, None)  # a job that prints its environment must not leak it
@@ -194,19 +205,31 @@ def _run_one(
     job_id: str,
     job_type: str,
     params: dict[str, Any],
+    stopped_by: str = "the server",
 ) -> bool:
+    """Run one job and report its end; True if it was stopped (cancel or shutdown), so the
+    process that ran it is not given another. ``stopped_by``: what a STOP_SIGNAL means."""
     batcher.redact.set_secrets(secret_values(params))
     batcher.begin_job(job_id)
     batcher.send_event(("start", job_id, os.getpid()))
     outcome: dict[str, Any]
+    stopped = False
     _running.set()
     try:
         result = get_job_type(job_type).func(**params)
         _running.clear()
         outcome = {"status": "completed", "result": _jsonable(result)}
-    except JobCancelled:
-        log.warning("job cancelled: stopping it and its child processes")
-        outcome = {"status": "cancelled", "error": "cancelled on request"}
+    except JobCancelled as stop:
+        if stop.shutdown:
+            log.warning("job stopped: %s is shutting down", stopped_by)
+            outcome = {
+                "status": "failed",
+                "error": f"{stopped_by} stopped while the job was running",
+            }
+        else:
+            log.warning("job cancelled: stopping it and its child processes")
+            outcome = {"status": "cancelled", "error": "cancelled on request"}
+        stopped = True
     except JobFailed as exc:
         _running.clear()
         log.error("job failed: %s", exc)
@@ -230,7 +253,7 @@ def _run_one(
         log.warning("jobtrail: output of child processes may be incomplete (sync timed out)")
         streams.sync(timeout=1.0)
     batcher.finish_job(outcome)
-    return bool(outcome["status"] == "cancelled")
+    return stopped
 
 
 def _stop_leftover_children() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import Live, epoch, live_server
+from conftest import Live, epoch, free_port, live_server, wait_until
 from conftest import test_config as make_config
 from support.requirements import missing
 
@@ -378,42 +381,6 @@ def test_times_are_shown_in_the_browsers_zone_with_the_zone_named(
         context.close()
 
 
-def test_a_job_being_cancelled_reads_cancelling(live: Live, page: Page, tmp_path: Path) -> None:
-    # the API's cancel_requested (issue 12, item 7) is added to the real job JSON here, so the
-    # page's side is checked whatever the timing of a real cancel
-    job = live.submit("ticker", path=str(tmp_path / "gate"), interval=0.05)
-    job_id = job["job_id"]
-
-    def cancelling(route: Route) -> None:
-        response = route.fetch()
-        body = response.json()
-        for item in body.get("jobs", [body]):
-            if item["job_id"] == job_id:
-                item["cancel_requested"] = True
-        route.fulfill(response=response, json=body)
-
-    page.route(f"{live.url}/api/jobs?limit=100", cancelling)
-    page.route(f"{live.url}/api/jobs/{job_id}", cancelling)
-    try:
-        page.goto(f"{live.url}/#/")
-        row = page.locator(f"#jobs-body tr[data-job-id='{job_id}'] .status")
-        expect(row).to_have_text("cancelling…")
-        expect(row).to_have_class(re.compile("st-cancelling"))
-        page.goto(f"{live.url}/#/jobs/{job_id}")
-        expect(page.locator("#job-status")).to_have_text("cancelling…")
-        expect(page.locator("#log .line").first).to_be_visible()
-        shot(page, "job-cancelling")
-        page.wait_for_timeout(300)  # status events of the running job keep it so
-        expect(page.locator("#job-status")).to_have_text("cancelling…")
-        live.http.post(f"/api/jobs/{job_id}/cancel")
-        live.wait(job_id)
-        expect(page.locator("#job-status")).to_have_text("cancelled")
-    finally:
-        page.unroute_all(behavior="ignoreErrors")  # no rewrite left running past the test
-        live.http.post(f"/api/jobs/{job_id}/cancel")  # 409 once it has ended
-        live.wait(job_id)
-
-
 def test_required_params_are_marked_and_a_422_for_a_missing_one_is_shown(
     live: Live, page: Page
 ) -> None:
@@ -430,3 +397,89 @@ def test_required_params_are_marked_and_a_422_for_a_missing_one_is_shown(
     page.click("#submit-button")
     expect(page.locator("#submit-error")).to_contain_text("count: required parameter is missing")
     assert page.url.endswith("/"), "no job was submitted"
+
+
+def test_a_followed_job_says_when_the_server_stops(tmp_path: Path, browser: Browser) -> None:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    home, tests = tmp_path / "home", Path(__file__).parent
+    serve = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "jobtrail.cli", "serve", "--port", str(port), "--workers", "1"),
+            *("--home", str(home), "--app-dir", str(tests), "--jobs-module", "jobs_fixture"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    context = browser.new_context()
+    try:
+        wait_until(lambda: _healthy(url), timeout=30, what="jobtrail serve is up")
+        body = {"type": "ticker", "params": {"path": str(tmp_path / "gate"), "interval": 0.05}}
+        job = httpx.post(f"{url}/api/jobs", json=body).json()
+        page = context.new_page()
+        page.goto(f"{url}/#/jobs/{job['job_id']}")
+        expect(page.locator("#log .line", has_text="tick 2").first).to_be_visible()
+        expect(page.locator("#conn")).to_have_text("live")
+        serve.send_signal(signal.SIGTERM)
+        # the stream ends with the server's word for it, not as a dropped connection
+        expect(page.locator("#conn")).to_have_text("the server is stopping: reconnecting…")
+        shot(page, "job-server-stopping")
+        assert serve.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it got
+    finally:
+        context.close()
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(10)
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/api/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_job_being_cancelled_reads_cancelling_until_it_has_stopped(
+    live: Live, page: Page, tmp_path: Path
+) -> None:
+    job = live.submit("slow_to_stop", path=str(tmp_path / "never"), cleanup=2.0)
+    job_id = job["job_id"]
+    live.wait(job_id, statuses=("running",))
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    expect(page.locator("#log .line", has_text="waiting for").first).to_be_visible()
+    expect(page.locator("#job-status")).to_have_text("running")
+    answer = live.http.post(f"/api/jobs/{job_id}/cancel").json()
+    assert answer["status"] == "running" and answer["cancel_requested"] is True
+    expect(page.locator("#job-status")).to_have_text("cancelling…")
+    expect(page.locator("#log .line", has_text="cleaning up").first).to_be_visible()
+    page.goto(f"{live.url}/#/")
+    row = page.locator(f"#jobs-body tr[data-job-id='{job_id}'] .status")
+    expect(row).to_have_text(re.compile("^cancell"))  # cancelling…, then cancelled
+    expect(row).to_have_text("cancelled", timeout=15_000)
+
+
+def test_the_playbook_is_required_and_offered_from_the_servers_playbooks(
+    live: Live, page: Page
+) -> None:
+    playbooks = live.http.get("/api/playbooks").json()["playbooks"]
+    assert "demo.yml" in playbooks
+    page.goto(f"{live.url}/")
+    page.click("#submit-box summary")
+    page.select_option("#submit-type", "ansible_playbook")
+    playbook = page.locator("#submit-params input[name=playbook]")
+    expect(playbook).to_have_attribute("required", "")
+    expect(playbook).to_have_attribute("list", "playbook-list")
+    expect(page.locator("#playbook-list option")).to_have_count(len(playbooks))
+    options = page.eval_on_selector_all("#playbook-list option", "os => os.map(o => o.value)")
+    assert options == playbooks
+    page.click("#submit-button")  # the browser asks for it
+    assert page.url.endswith("/")
+    page.evaluate("() => { document.getElementById('submit-form').noValidate = true; }")
+    page.click("#submit-button")
+    expect(page.locator("#submit-error")).to_contain_text("playbook")
+    expect(page.locator("#submit-error")).to_contain_text("demo.yml")  # the 422 lists them
+    shot(page, "submit-playbook-missing")

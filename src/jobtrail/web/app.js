@@ -419,6 +419,7 @@
     let total = 0;
     let search = "";
     let retryTimer = null;
+    let stopping = ""; // the server said it is stopping: kept on show while the page reconnects
 
     $("job-title").textContent = jobId;
     $("job-status").textContent = "";
@@ -529,7 +530,10 @@
       else params.set("tail", String(WINDOW));
       const es = new EventSource(`${base}/logs/stream?${params}`);
       source = es;
-      es.onopen = () => setConn(ended ? "" : "live");
+      es.onopen = () => {
+        stopping = "";
+        setConn(ended ? "" : "live");
+      };
       es.addEventListener("record", (ev) => {
         const record = JSON.parse(ev.data);
         if (record.seq <= lastSeq) return;
@@ -543,6 +547,13 @@
         queue({ gap });
       });
       es.addEventListener("status", (ev) => updateStatus(JSON.parse(ev.data)));
+      es.addEventListener("shutdown", (ev) => {
+        // the job goes on (or is stopped by the shutdown); the stream resumes when it is back
+        const shutdown = JSON.parse(ev.data);
+        updateStatus(shutdown);
+        stopping = `${shutdown.reason || "the server is stopping"}: reconnecting…`;
+        setConn(stopping);
+      });
       es.addEventListener("end", (ev) => {
         const end = JSON.parse(ev.data);
         ended = true;
@@ -556,13 +567,13 @@
       es.onerror = () => {
         if (ended || closed || source !== es) return;
         if (es.readyState === EventSource.CONNECTING) {
-          setConn("reconnecting…");
+          setConn(stopping || "reconnecting…");
           return;
         }
         // the server answered with an error: find out which (and ask for a token on 401)
         es.close();
         source = null;
-        setConn("reconnecting…");
+        setConn(stopping || "reconnecting…");
         retryTimer = setTimeout(async () => {
           try {
             await apiJSON(base);

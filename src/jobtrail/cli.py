@@ -565,12 +565,13 @@ def _run_demo(args: argparse.Namespace, home: Path) -> int:
     import uvicorn
 
     from jobtrail.api.app import create_app
+    from jobtrail.api.serving import ApiServer
 
     display = _display(args)
     port = args.port or _free_port()
     url = f"http://127.0.0.1:{port}"
     server = JobServer(ServerConfig(home=home, workers=2))
-    uv = uvicorn.Server(
+    uv = ApiServer(  # open log streams end at once when the demo stops
         uvicorn.Config(
             create_app(server=server),
             host="127.0.0.1",

@@ -37,7 +37,7 @@ def measure(mode: str) -> float:
         root.removeHandler(handler)
     pad = "x" * 40
     if mode == "redact-call":
-        from jobtrail.capture.redact import Redactor
+        from jobtrail.worker.redact import Redactor
 
         redact = Redactor()
         best = float("inf")
@@ -57,8 +57,8 @@ def measure(mode: str) -> float:
         handler.setFormatter(logging.Formatter(LINE_FMT.replace("%(job_id)s", "bench-0")))
         root.addHandler(handler)
     elif mode in ("jobtrail", "jobtrail-no-redact"):
-        from jobtrail.capture import worker as capture
-        from jobtrail.capture.redact import Redactor
+        from jobtrail.worker import capture
+        from jobtrail.worker.redact import Redactor
 
         batcher = capture.RecordBatcher(
             lambda message: None, redact=Redactor(defaults=mode == "jobtrail")

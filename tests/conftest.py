@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from jobtrail.api.app import create_app
-from jobtrail.server import JobServer, ServerConfig
+from jobtrail.service.service import JobServer, ServerConfig
 
 TERMINAL = ("completed", "failed", "cancelled")
 

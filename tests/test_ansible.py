@@ -27,7 +27,16 @@ import pytest
 
 from conftest import Live, live_server, pid_gone, wait_until
 from conftest import test_config as server_config
-from jobtrail.ansible import (
+from jobtrail.errors import InvalidParams
+from jobtrail.jobtypes.ansible.events import (
+    EventTranslator,
+    Masker,
+    Progress,
+    estimate_plan,
+    secret_values,
+    split_warnings,
+)
+from jobtrail.jobtypes.ansible.job import (
     DEMO_DIR,
     _check,
     _ini,
@@ -38,16 +47,7 @@ from jobtrail.ansible import (
     playbooks_hint,
     resolve_inside,
 )
-from jobtrail.ansible_events import (
-    EventTranslator,
-    Masker,
-    Progress,
-    estimate_plan,
-    secret_values,
-    split_warnings,
-)
-from jobtrail.errors import InvalidParams
-from jobtrail.executor.runner import PLAYBOOKS_ENV
+from jobtrail.worker.runtime import PLAYBOOKS_ENV
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -474,7 +474,7 @@ def test_paths_and_hosts_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_module_imports_and_fails_readably_without_ansible_runner() -> None:
     code = (
         "import sys; sys.modules['ansible_runner'] = None\n"
-        "import jobtrail.ansible as a\n"
+        "import jobtrail.jobtypes.ansible.job as a\n"
         "from jobtrail.errors import JobFailed\n"
         "try:\n    a.ansible_playbook('demo.yml')\nexcept JobFailed as exc:\n    print(exc)\n"
     )

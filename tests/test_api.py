@@ -394,7 +394,7 @@ def test_json_content_types_are_read_as_json(live: Live) -> None:
 
 
 def test_playbooks_without_a_directory_are_the_bundled_demo(live: Live) -> None:
-    from jobtrail.ansible import DEMO_DIR
+    from jobtrail.jobtypes.ansible.job import DEMO_DIR
 
     found = live.http.get("/api/playbooks").json()
     assert found == {"playbooks": ["demo.yml"], "directory": str(DEMO_DIR)}

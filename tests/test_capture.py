@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobtrail.capture.records import (
+from jobtrail.records import (
     LEVEL_BITS,
     MAX_LINE_BYTES,
     TimestampFormatter,
@@ -21,7 +21,7 @@ from jobtrail.capture.records import (
     level_name,
     text_line,
 )
-from jobtrail.capture.worker import RecordBatcher, render_message
+from jobtrail.worker.capture import RecordBatcher, render_message
 
 pytestmark = pytest.mark.timeout(60)
 

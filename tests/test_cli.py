@@ -20,10 +20,10 @@ import psutil
 import pytest
 
 from conftest import Live, free_port, pid_gone, wait_until
+from jobtrail.backends.local.records import JobDB
 from jobtrail.cli import _params
-from jobtrail.db import JobDB
-from jobtrail.executor.processes import processes_marked
-from jobtrail.server import SERVER_STOPPED
+from jobtrail.processes import processes_marked
+from jobtrail.service.service import SERVER_STOPPED
 
 pytestmark = pytest.mark.timeout(60)
 

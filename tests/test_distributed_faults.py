@@ -14,7 +14,7 @@ from redis_server import redis_server, workers
 
 from conftest import Live, live_server, wait_until
 from conftest import test_config as make_config
-from jobtrail.distributed import backend as b
+from jobtrail.backends.redis import keys as b
 
 pytestmark = pytest.mark.timeout(180)
 

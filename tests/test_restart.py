@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import free_port, pid_gone, wait_until
-from jobtrail.executor.processes import processes_marked
-from jobtrail.server import home_mark
+from jobtrail.processes import processes_marked
+from jobtrail.service.service import home_mark
 
 pytestmark = pytest.mark.timeout(120)
 TESTS = Path(__file__).parent

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import Live, live_server, wait_until
 from conftest import test_config as server_config
-from jobtrail.capture.store import JobLogStore
-from jobtrail.db import JobDB
-from jobtrail.retention import expire_logs
+from jobtrail.backends.local.records import JobDB
+from jobtrail.logstore.store import JobLogStore
+from jobtrail.service.retention import expire_logs
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from jobtrail.capture import store as store_module
-from jobtrail.capture.records import LEVEL_BITS, LEVELS, TimestampFormatter, encode_record
-from jobtrail.capture.store import JobLogStore
+from jobtrail.logstore import store as store_module
+from jobtrail.logstore.store import JobLogStore
+from jobtrail.records import LEVEL_BITS, LEVELS, TimestampFormatter, encode_record
 
 JOB = "build-0123456789ab"
 BASE = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -392,8 +392,8 @@ def test_delete_and_count_dropped(store: JobLogStore) -> None:
 _DISK_FULL = """
 import json, resource, signal, sys
 from pathlib import Path
-from jobtrail.capture.store import JobLogStore
-from jobtrail.capture.records import decode_record, encode_record
+from jobtrail.logstore.store import JobLogStore
+from jobtrail.records import decode_record, encode_record
 
 JOB = "build-0123456789ab"
 

@@ -472,8 +472,8 @@ def stop_while_followed(url: str, proc: subprocess.Popen[bytes], job_id: str) ->
 
 @pytest.mark.timeout(120)
 def test_stopping_the_server_ends_streams_at_once_and_the_job_says_why(tmp_path: Path) -> None:
-    from jobtrail.capture.store import JobLogStore
-    from jobtrail.db import JobDB
+    from jobtrail.backends.local.records import JobDB
+    from jobtrail.logstore.store import JobLogStore
 
     home = tmp_path / "home"
     with serve_process(home) as (proc, url, stderr):

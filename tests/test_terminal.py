@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobtrail.capture.records import display_time, text_line
+from jobtrail.records import display_time, text_line
 from jobtrail.terminal import Display, seconds_text
 
 

@@ -8,9 +8,9 @@ from jobtrail.errors import (
     LogsExpired,
     UnknownJobType,
 )
-from jobtrail.executor.runner import progress
 from jobtrail.models import Job, JobStatus
 from jobtrail.registry import job
+from jobtrail.worker.runtime import progress
 
 __all__ = [
     "InvalidParams",

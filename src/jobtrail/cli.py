@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from jobtrail.executor.runner import TOKEN_ENV, JobModuleError, import_job_modules
 from jobtrail.registry import job_types
-from jobtrail.server import (
+from jobtrail.service.service import (
     START_METHODS,
     HomeInUse,
     JobServer,
@@ -36,6 +35,7 @@ from jobtrail.server import (
     open_server,
 )
 from jobtrail.terminal import TERMINAL, Display, stderr_logging
+from jobtrail.worker.runtime import TOKEN_ENV, JobModuleError, import_job_modules
 
 if TYPE_CHECKING:
     import uvicorn  # imported when serving: client verbs start faster without it
@@ -295,7 +295,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 
 
 def _backend(value: str) -> str:
-    from jobtrail.distributed.command import check_backend
+    from jobtrail.backends.redis.command import check_backend
 
     try:
         return check_backend(value)
@@ -503,9 +503,9 @@ def _cancel_line(job: dict[str, Any], display: Display) -> str:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from jobtrail.capture.store import JobLogStore
-    from jobtrail.db import JobDB
-    from jobtrail.retention import expire_logs
+    from jobtrail.backends.local.records import JobDB
+    from jobtrail.logstore.store import JobLogStore
+    from jobtrail.service.retention import expire_logs
 
     home = Path(args.home).expanduser()
     if not (home / "jobs.sqlite3").exists():
@@ -639,7 +639,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobtrail.distributed import command as distributed
+    from jobtrail.backends.redis import command as distributed
 
     parser = argparse.ArgumentParser(prog="jobtrail", description=__doc__)
     parser.add_argument("--version", action="version", version=f"jobtrail {_version()}")

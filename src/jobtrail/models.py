@@ -58,3 +58,13 @@ class Job:
     logs_expired: bool = False
     cancel_requested: bool = False  # the job is being stopped on request, not yet ended
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What runs the jobs, as ``/api/health`` reports it, whichever backend runs them."""
+
+    workers: int
+    workers_alive: int
+    pending: int
+    running: int

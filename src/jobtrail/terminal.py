@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
-from jobtrail.capture.records import display_time, text_line
+from jobtrail.records import display_time, text_line
 
 TERMINAL = ("completed", "failed", "cancelled")
 ERROR_WIDTH = 60  # the jobs table's error column when stdout is not a terminal

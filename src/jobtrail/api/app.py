@@ -26,7 +26,7 @@ from jobtrail.errors import (
     UnknownJobType,
     UnsupportedMediaType,
 )
-from jobtrail.server import JobServer, ServerConfig, open_server
+from jobtrail.service.service import JobServer, ServerConfig, open_server
 
 log = logging.getLogger("jobtrail.api")
 

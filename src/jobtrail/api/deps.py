@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from jobtrail.server import JobServer
+from jobtrail.service.service import JobServer
 
 
 async def get_server(request: Request) -> JobServer:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from jobtrail import ansible
 from jobtrail.api.checks import require_json
 from jobtrail.api.deps import get_server
 from jobtrail.api.schemas import (
@@ -19,9 +19,10 @@ from jobtrail.api.schemas import (
     SubmitJob,
     job_out,
 )
+from jobtrail.jobtypes.ansible import job as ansible
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
-from jobtrail.server import JobServer
+from jobtrail.service.service import JobServer
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 Server = Annotated[JobServer, Depends(get_server)]
@@ -56,7 +57,7 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
 async def get_job(job_id: str, server: Server) -> JobOut:
     job = server.get(job_id)
-    recent = [] if job.logs_expired else server.store.recent(job_id, RECENT_LOGS)
+    recent = [] if job.logs_expired else server.recent(job_id, RECENT_LOGS)
     return job_out(job, server.log_file(job_id), recent)
 
 
@@ -89,11 +90,11 @@ def list_playbooks() -> PlaybooksOut:
 
 @router.get("/health", response_model=Health)
 async def health(server: Server) -> Health:
-    running = server.pool.running_pids()
+    health = await asyncio.to_thread(server.health)  # Redis mode asks Redis: not on the loop
     return Health(
         status="ok",
-        workers=server.pool.size,
-        workers_alive=server.pool.alive_workers(),
-        pending=server.pool.pending_count(),
-        running=len(running),
+        workers=health.workers,
+        workers_alive=health.workers_alive,
+        pending=health.pending,
+        running=health.running,
     )

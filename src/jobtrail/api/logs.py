@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from jobtrail.api.deps import get_server
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogRecordOut, LogsOut
-from jobtrail.capture.records import text_line
 from jobtrail.errors import InvalidQuery
-from jobtrail.server import JobServer
+from jobtrail.records import text_line
+from jobtrail.service.service import JobServer
 
 router = APIRouter(prefix="/api", tags=["logs"])
 Server = Annotated[JobServer, Depends(get_server)]
@@ -42,7 +42,7 @@ def get_logs(
     server.check_logs(job_id)
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     try:
-        page = server.store.read(
+        page = server.read(
             job_id, tail=tail, min_level=level.value, after=after, since=since, match=match or None
         )
     except ValueError as exc:

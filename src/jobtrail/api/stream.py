@@ -51,11 +51,11 @@ from fastapi.responses import StreamingResponse
 
 from jobtrail.api.deps import get_server
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat
-from jobtrail.capture.records import LEVELS, decode_record, text_line
-from jobtrail.capture.store import LinePage
 from jobtrail.errors import InvalidQuery
+from jobtrail.logstore.store import LinePage
 from jobtrail.models import Job
-from jobtrail.server import JobServer
+from jobtrail.records import LEVELS, decode_record, text_line
+from jobtrail.service.service import JobServer
 
 log = logging.getLogger("jobtrail.api.stream")
 router = APIRouter(prefix="/api", tags=["logs"])
@@ -213,7 +213,7 @@ def _read_blocks(
     server: JobServer, job_id: str, after: int, limit: int
 ) -> tuple[list[_Block], LinePage]:
     """One page of a job's log as blocks (in a worker thread: framing is per-record work)."""
-    page = server.store.read_lines(job_id, after=after, limit=limit)
+    page = server.read_lines(job_id, after=after, limit=limit)
     return _blocks(page, after), page
 
 
@@ -267,7 +267,7 @@ class _Hub:
                 with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
                     loop.call_soon_threadsafe(self.appended.set)
 
-        unwatch = self.server.store.watch(self.job_id, poke)
+        unwatch = self.server.watch(self.job_id, poke)
         try:
             read = True  # the first pass reads whatever came before the watch began
             while True:
@@ -343,7 +343,7 @@ async def _join(request: Request, server: JobServer, job_id: str) -> _Hub:
         hub = hubs[job_id] = _Hub(server, job_id, 0, stopping=_stopping(request.app))
         hub.followers += 1
         try:
-            latest = await asyncio.to_thread(server.store.read, job_id, tail=1)
+            latest = await asyncio.to_thread(server.read, job_id, tail=1)
         except BaseException:
             _leave(hub)
             del hubs[job_id]
@@ -383,7 +383,7 @@ async def _from_files(
             last = blocks[-1].last if blocks else None
         else:
             page = await asyncio.to_thread(
-                server.store.read,
+                server.read,
                 job_id,
                 tail=FOLLOWER_PAGE,
                 min_level=query.level,
@@ -531,7 +531,7 @@ def _start_cursor(
     if after is not None:
         return after
     if tail is not None:
-        page = server.store.read(
+        page = server.read(
             job_id, tail=tail, min_level=query.level, match=dict(query.match) or None
         )
         if page.records:
@@ -606,9 +606,7 @@ async def download_logs(
         cursor = 0
         while True:
             if jsonl and level is Level.DEBUG:  # the stored lines are the records' JSON already
-                raw = await asyncio.to_thread(
-                    server.store.read_lines, job_id, after=cursor, limit=PAGE
-                )
+                raw = await asyncio.to_thread(server.read_lines, job_id, after=cursor, limit=PAGE)
                 if raw.lines:
                     yield b"\n".join(raw.lines) + b"\n"
                     cursor = raw.seqs[-1]
@@ -616,7 +614,7 @@ async def download_logs(
                     return
                 continue
             page = await asyncio.to_thread(
-                server.store.read, job_id, tail=PAGE, after=cursor, min_level=min_level
+                server.read, job_id, tail=PAGE, after=cursor, min_level=min_level
             )
             if jsonl:
                 if page.records:

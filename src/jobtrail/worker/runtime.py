@@ -24,16 +24,16 @@ from typing import Any
 
 import psutil
 
-from jobtrail.capture import worker as capture
-from jobtrail.capture.redact import Redactor
 from jobtrail.errors import JobFailed, JobtrailError
-from jobtrail.executor.processes import WORKER_MARK_ENV, kill_tree, worker_mark
+from jobtrail.processes import WORKER_MARK_ENV, kill_tree, worker_mark
 from jobtrail.registry import get_job_type, secret_values
+from jobtrail.worker import capture
+from jobtrail.worker.redact import Redactor
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
 TOKEN_ENV = "JOBTRAIL_TOKEN"  # inherited by every descendant: finds orphans later
 SERVER_WATCH_SECONDS = 0.5
-BUILTIN_JOB_MODULES = ("jobtrail.builtin_jobs", "jobtrail.ansible")
+BUILTIN_JOB_MODULES = ("jobtrail.jobtypes.builtin", "jobtrail.jobtypes.ansible.job")
 # The server (or ``jobtrail worker``) is shutting down: stop the job as a cancel does, but
 # say so, since nobody cancelled it. SIGTERM stays the cancel: it is what a person sends.
 STOP_SIGNAL = signal.SIGUSR1

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from jobtrail.executor.runner import JobModuleError, import_job_modules
 from jobtrail.terminal import stderr_logging
+from jobtrail.worker.runtime import JobModuleError, import_job_modules
 
 
 def is_redis_url(backend: str) -> bool:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print("jobtrail worker: --concurrency must be at least 1", file=sys.stderr)
         return 2
     try:
-        from jobtrail.distributed.worker import run_workers
+        from jobtrail.backends.redis.worker import run_workers
     except ImportError as exc:
         print(
             f"jobtrail worker: {exc}; install the extra: pip install 'jobtrail[distributed]'",

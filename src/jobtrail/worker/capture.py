@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobtrail.capture.records import (
+from jobtrail.records import (
     LEVEL_BITS,
     MAX_LINE_BYTES,
     TimestampFormatter,
@@ -34,7 +34,7 @@ from jobtrail.capture.records import (
     encode_record,
     level_name,
 )
-from jobtrail.capture.redact import Redactor
+from jobtrail.worker.redact import Redactor
 
 Message = tuple[Any, ...]
 STDOUT_LEVEL = "INFO"  # what a job prints is its normal output

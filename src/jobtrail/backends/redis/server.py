@@ -24,14 +24,14 @@ from typing import Any
 import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from jobtrail.distributed import backend as b
-from jobtrail.distributed.dispatch import RedisDispatcher
-from jobtrail.distributed.horse import StreamSender
-from jobtrail.distributed.ingest import StreamIngest
-from jobtrail.distributed.redis_db import TERMINAL, RedisJobDB
+from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis.dispatch import RedisDispatcher
+from jobtrail.backends.redis.horse import StreamSender
+from jobtrail.backends.redis.ingest import StreamIngest
+from jobtrail.backends.redis.records import TERMINAL, RedisJobDB
 from jobtrail.errors import JobFinished, JobNotFound
 from jobtrail.models import Job, JobStatus, is_job_id
-from jobtrail.server import JobServer, ServerConfig
+from jobtrail.service.service import JobServer, ServerConfig
 
 log = logging.getLogger("jobtrail.server")
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from jobtrail.distributed.command import check_backend, is_redis_url
+from jobtrail.backends.redis.command import check_backend, is_redis_url
 
 PREFIX = "jobtrail:"
 QUEUE = "jobtrail"  # the RQ queue's name

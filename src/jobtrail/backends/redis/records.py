@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from jobtrail.distributed import backend as b
+from jobtrail.backends.redis import keys as b
 from jobtrail.models import Job, JobStatus
 
 TERMINAL = ("completed", "failed", "cancelled")

@@ -45,10 +45,16 @@ from typing import Annotated, Any
 import psutil
 from pydantic import Field
 
-from jobtrail.ansible_events import Entry, EventTranslator, Masker, estimate_plan, secret_values
 from jobtrail.errors import InvalidParams, JobFailed
-from jobtrail.executor.runner import PLAYBOOKS_ENV, progress
+from jobtrail.jobtypes.ansible.events import (
+    Entry,
+    EventTranslator,
+    Masker,
+    estimate_plan,
+    secret_values,
+)
 from jobtrail.registry import job
+from jobtrail.worker.runtime import PLAYBOOKS_ENV, progress
 
 JOB_TYPE = "ansible_playbook"
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -62,7 +68,7 @@ _PROGRESS_EVENTS = (
 )
 
 output = logging.getLogger("ansible")  # the playbook's own output
-log = logging.getLogger("jobtrail.ansible")
+log = logging.getLogger("jobtrail.jobtypes.ansible.job")
 
 
 # -- where playbooks come from -----------------------------------------------------------------

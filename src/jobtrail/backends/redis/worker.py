@@ -35,16 +35,16 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
-from jobtrail.distributed import backend as b
-from jobtrail.distributed import horse
-from jobtrail.executor.pool import CANCEL_GRACE
-from jobtrail.executor.processes import (
+from jobtrail.backends.local.pool import CANCEL_GRACE
+from jobtrail.backends.redis import horse
+from jobtrail.backends.redis import keys as b
+from jobtrail.processes import (
     WORKER_MARK_ENV,
     death_reason,
     kill_tree,
     processes_marked,
 )
-from jobtrail.executor.runner import (
+from jobtrail.worker.runtime import (
     BUILTIN_JOB_MODULES,
     PLAYBOOKS_ENV,
     STOP_SIGNAL,
@@ -266,6 +266,6 @@ def _stop_workers(workers: list[BaseProcess]) -> None:
 
 
 if __name__ == "__main__":
-    from jobtrail.distributed.command import main
+    from jobtrail.backends.redis.command import main
 
     sys.exit(main())

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from jobtrail.capture.records import LEVEL_BITS, decode_record
+from jobtrail.records import LEVEL_BITS, decode_record
 
 ENTRY = struct.Struct("<QdQIHH")  # first_seq, first_ts, offset, length, count, levels_mask
 ENTRY_SIZE = ENTRY.size

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from jobtrail.capture.store import JobLogStore
-from jobtrail.db import JobDB
+from jobtrail.backends.local.records import JobDB
+from jobtrail.logstore.store import JobLogStore
 
 
 def expire_logs(

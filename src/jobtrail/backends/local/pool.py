@@ -35,14 +35,14 @@ from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.executor.processes import (
+from jobtrail.processes import (
     WORKER_MARK_ENV,
     death_reason,
     kill_tree,
     processes_marked,
     worker_mark,
 )
-from jobtrail.executor.runner import STOP_SIGNAL, WorkerSettings, worker_main
+from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
 
 __all__ = ["WorkerPool", "death_reason", "kill_tree", "processes_marked"]
 log = logging.getLogger("jobtrail.pool")

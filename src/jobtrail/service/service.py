@@ -18,27 +18,28 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from jobtrail.capture.listener import LogListener
-from jobtrail.capture.store import JobLogStore
-from jobtrail.db import JobDB
+from jobtrail.backends.local.listener import LogListener
+from jobtrail.backends.local.pool import SERVER_STOPPED, WorkerPool
+from jobtrail.backends.local.records import JobDB
 from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
-from jobtrail.executor.pool import SERVER_STOPPED, WorkerPool
-from jobtrail.executor.processes import kill_tree, processes_marked
-from jobtrail.executor.runner import (
+from jobtrail.logstore.store import JobLogStore, LinePage, LogPage, LogStats, Record
+from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
+from jobtrail.processes import kill_tree, processes_marked
+from jobtrail.registry import MASK, get_job_type, mask_secrets, secret_values
+from jobtrail.service.retention import expire_logs
+from jobtrail.worker.runtime import (
     BUILTIN_JOB_MODULES,
     PLAYBOOKS_ENV,
     WorkerSettings,
     import_job_modules,
 )
-from jobtrail.models import Job, JobStatus, is_job_id, new_job_id
-from jobtrail.registry import MASK, get_job_type, mask_secrets, secret_values
-from jobtrail.retention import expire_logs
 
 log = logging.getLogger("jobtrail.server")
 
@@ -110,8 +111,8 @@ def open_server(config: ServerConfig) -> JobServer:
     """The server for ``config.backend``: this module's local one, or the Redis-backed one."""
     if config.backend == "local":
         return JobServer(config)
-    from jobtrail.distributed.command import check_backend
-    from jobtrail.distributed.server import DistributedServer
+    from jobtrail.backends.redis.command import check_backend
+    from jobtrail.backends.redis.server import DistributedServer
 
     check_backend(config.backend)
     return DistributedServer(config)
@@ -128,7 +129,7 @@ class JobServer:
         self.listener = LogListener(self.store, self._on_message, self._on_drained)
         context = multiprocessing.get_context(config.start_method)
         if config.start_method == "forkserver":
-            context.set_forkserver_preload(["jobtrail.executor.runner"])
+            context.set_forkserver_preload(["jobtrail.worker.runtime"])
         settings = WorkerSettings(
             home_mark=self.mark,
             job_modules=config.job_modules,
@@ -321,6 +322,42 @@ class JobServer:
 
     def log_file(self, job_id: str) -> str:
         return str(self.store.log_path(job_id))
+
+    # -- the facade's log reads: the API calls these, never the store -----------------------
+    def recent(self, job_id: str, n: int = 50) -> builtins.list[Record]:
+        return self.store.recent(job_id, n)
+
+    def read(
+        self,
+        job_id: str,
+        *,
+        tail: int = 100,
+        min_level: str = "DEBUG",
+        after: int | None = None,
+        since: str | None = None,
+        match: Mapping[str, str] | None = None,
+    ) -> LogPage:
+        return self.store.read(
+            job_id, tail=tail, min_level=min_level, after=after, since=since, match=match
+        )
+
+    def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
+        return self.store.read_lines(job_id, after=after, limit=limit)
+
+    def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (in the store's writer thread) after each append to the job."""
+        return self.store.watch(job_id, callback)
+
+    def stats(self, job_id: str) -> LogStats:
+        return self.store.stats(job_id)
+
+    def health(self) -> Health:
+        return Health(
+            workers=self.pool.size,
+            workers_alive=self.pool.alive_workers(),
+            pending=self.pool.pending_count(),
+            running=len(self.pool.running_pids()),
+        )
 
     # -- events from the pool (listener and monitor threads) ---------------------------------
     def job_started(self, job_id: str, pid: int) -> None:

@@ -22,8 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from jobtrail.capture.records import LEVELS, decode_record, levels_at_or_above
-from jobtrail.capture.segments import (
+from jobtrail.logstore.segments import (
     ALL_LEVELS,
     Entry,
     SegmentReader,
@@ -31,6 +30,7 @@ from jobtrail.capture.segments import (
     open_dir,
     parse_iso,
 )
+from jobtrail.records import LEVELS, decode_record, levels_at_or_above
 
 JOB_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,47}-[0-9a-f]{12}")
 MAX_TAIL = 10_000

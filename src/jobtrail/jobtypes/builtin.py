@@ -9,8 +9,8 @@ import threading
 import time
 import warnings
 
-from jobtrail.executor.runner import progress
 from jobtrail.registry import job
+from jobtrail.worker.runtime import progress
 
 log = logging.getLogger("jobtrail.demo")
 

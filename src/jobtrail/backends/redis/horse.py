@@ -17,11 +17,11 @@ from typing import Any
 
 import redis
 
-from jobtrail.capture import worker as capture
-from jobtrail.capture.redact import Redactor
-from jobtrail.distributed import backend as b
-from jobtrail.executor import runner
-from jobtrail.executor.processes import WORKER_MARK_ENV
+from jobtrail.backends.redis import keys as b
+from jobtrail.processes import WORKER_MARK_ENV
+from jobtrail.worker import capture
+from jobtrail.worker import runtime as runner
+from jobtrail.worker.redact import Redactor
 
 HOST = socket.gethostname()
 # Set by the `jobtrail worker` process before it starts working; the horse inherits it.

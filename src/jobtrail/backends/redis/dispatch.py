@@ -12,10 +12,10 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
-from jobtrail.distributed import backend as b
-from jobtrail.distributed.redis_db import RedisJobDB
+from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis.records import RedisJobDB
 
-RUN_JOB = "jobtrail.distributed.horse.run_job"
+RUN_JOB = "jobtrail.backends.redis.horse.run_job"
 
 
 class RedisDispatcher:

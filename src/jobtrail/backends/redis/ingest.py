@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import redis
 
-from jobtrail.capture.store import JobLogStore
-from jobtrail.distributed import backend as b
-from jobtrail.distributed.redis_db import RedisJobDB
+from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis.records import RedisJobDB
+from jobtrail.logstore.store import JobLogStore
 
 log = logging.getLogger("jobtrail.ingest")
 

@@ -28,14 +28,8 @@ import pytest
 from conftest import Live, live_server, pid_gone, wait_until
 from conftest import test_config as server_config
 from jobtrail.errors import InvalidParams
-from jobtrail.jobtypes.ansible.events import (
-    EventTranslator,
-    Masker,
-    Progress,
-    estimate_plan,
-    secret_values,
-    split_warnings,
-)
+from jobtrail.jobtypes.ansible.digest import split_warnings
+from jobtrail.jobtypes.ansible.events import EventTranslator, Progress, estimate_plan
 from jobtrail.jobtypes.ansible.job import (
     DEMO_DIR,
     _check,
@@ -47,6 +41,7 @@ from jobtrail.jobtypes.ansible.job import (
     playbooks_hint,
     resolve_inside,
 )
+from jobtrail.secrets import Masker, secret_values
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 
 pytestmark = pytest.mark.timeout(120)

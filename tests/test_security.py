@@ -10,7 +10,8 @@ import pytest
 
 from conftest import Live, live_server
 from conftest import test_config as make_config
-from jobtrail.worker.redact import MASK, Redactor
+from jobtrail.secrets import MASK
+from jobtrail.worker.redact import Redactor
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "s3cr3t-token-for-tests"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,40 +23,6 @@ from jobtrail.models import is_job_type_name
 F = TypeVar("F", bound=Callable[..., Any])
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 Hint = Callable[[], str]
-
-_SECRET_NAME = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth", re.I
-)
-MASK = "********"
-
-
-def looks_secret(name: str) -> bool:
-    """Names such as password, db_pass, api_key, token, secret, credentials."""
-    return _SECRET_NAME.search(name) is not None or name.lower().endswith("key")
-
-
-def mask_secrets(params: dict[str, Any]) -> dict[str, Any]:
-    """A copy that is safe to show: secret-looking names masked, nested objects too."""
-    shown: dict[str, Any] = {}
-    for key, value in params.items():
-        if looks_secret(key) and value not in (None, ""):
-            shown[key] = MASK
-        elif isinstance(value, dict):
-            shown[key] = mask_secrets(value)
-        else:
-            shown[key] = value
-    return shown
-
-
-def secret_values(params: dict[str, Any]) -> list[str]:
-    """The values of secret-looking params, nested ones too: what the redactor must mask."""
-    found: list[str] = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            found += secret_values(value)
-        elif looks_secret(key) and value not in (None, ""):
-            found.append(str(value))
-    return found
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""From ansible-runner events to jobtrail records, progress and a failure digest.
+"""From ansible-runner events to jobtrail records and progress (``digest.py`` sums up failures).
 
-Pure Python with no Ansible import, so it is cheap to import and easy to test. ``ansible.py``
+Pure Python with no Ansible import, so it is cheap to import and easy to test. ``job.py``
 feeds each event of a run to ``EventTranslator.handle`` and logs what comes back.
 
 Output: each event's ``stdout`` is what ``ansible-playbook`` prints to a terminal for it, line
@@ -19,62 +19,24 @@ line order is kept. Levels:
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobtrail.registry import MASK, looks_secret
+from jobtrail.jobtypes.ansible.digest import (
+    ORIGIN_END,
+    WARNING_START,
+    Failure,
+    failure_digest,
+    split_warnings,
+)
+from jobtrail.secrets import Masker
 
 Scalar = str | int | float | bool
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text ("ok=1") and say little anyway
-GENERIC_MESSAGES = frozenset(
-    {
-        "",
-        "non-zero return code",
-        "MODULE FAILURE",
-        "One or more items failed",
-        "All items completed",
-    }
-)
-_WARNING_START = ("[WARNING]", "[DEPRECATION WARNING]")
-_ORIGIN_END = re.compile(r"^\s*\^ column \d+\s*$|^\(source not shown")
-
-
-# -- masking -----------------------------------------------------------------------------------
 # How ansible-core starts an error printed outside any task: "[ERROR]: …" since 2.19,
 # "ERROR! …" before (2.17 is the newest that runs on Python 3.10).
 _ERROR_PREFIXES = ("[ERROR]:", "[ERROR]", "ERROR! ")
-
-
-def secret_values(extra_vars: Mapping[str, Any], inside_secret: bool = False) -> set[str]:
-    """Every string/number value of a secret-looking extra var (nested values included)."""
-    found: set[str] = set()
-    for key, value in extra_vars.items():
-        secret = inside_secret or looks_secret(str(key))
-        if isinstance(value, Mapping):
-            found |= secret_values(value, secret)
-        elif isinstance(value, list | tuple):
-            found |= secret_values({str(i): v for i, v in enumerate(value)}, secret)
-        elif secret and isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = str(value)
-            if len(text) >= MIN_SECRET_LENGTH:
-                found.add(text)
-                found.add(json.dumps(text)[1:-1])  # as it appears inside JSON output
-    return found
-
-
-class Masker:
-    """Replaces each secret value by ``********`` in any text; longest values first."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        ordered = sorted({v for v in values if v}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
-
-    def __call__(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(MASK, text)
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -146,15 +108,6 @@ class Entry:
     fields: dict[str, Scalar]
 
 
-@dataclass
-class Failure:
-    kind: str  # failed | unreachable
-    play: str | None
-    task: str | None
-    host: str | None
-    res: dict[str, Any]
-
-
 _EVENT_NAMES = {
     "playbook_on_play_start": "play_start",
     "playbook_on_task_start": "task_start",
@@ -193,37 +146,6 @@ def _level_for(name: str, data: Mapping[str, Any]) -> int:
     if name == "debug":
         return logging.DEBUG
     return logging.INFO
-
-
-def split_warnings(text: str) -> list[tuple[bool, str]]:
-    """The text cut into (is_warning, chunk) pieces in order; blank edges trimmed."""
-    pieces: list[tuple[bool, list[str]]] = []
-    in_warning = in_origin = False
-    for line in text.split("\n"):
-        if line.startswith(_WARNING_START):
-            in_warning, in_origin = True, False
-        elif in_warning and not in_origin:
-            if line.startswith("Origin:"):
-                in_origin = True
-            else:
-                in_warning = False
-        if not pieces or pieces[-1][0] != in_warning:
-            pieces.append((in_warning, []))
-        pieces[-1][1].append(line)
-        if in_origin and _ORIGIN_END.match(line):
-            in_warning = in_origin = False
-    result = []
-    for warning, lines in pieces:
-        chunk = "\n".join(lines).strip("\n")
-        if chunk.strip():
-            result.append((warning, chunk))
-    return result
-
-
-def _oneline(text: Any, keep_lines: int = 3, limit: int = 300) -> str:
-    lines = [" ".join(line.split()) for line in str(text).splitlines()]
-    joined = " | ".join([line for line in lines if line][-keep_lines:])
-    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
 
 
 class EventTranslator:
@@ -309,7 +231,7 @@ class EventTranslator:
             if line.startswith("Origin:") and self.errors:
                 self.errors[-1] += f" ({line[len('Origin:') :].strip()})"
             return logging.ERROR
-        if line.startswith(_WARNING_START):
+        if line.startswith(WARNING_START):
             self._verbose_warning = [True, False]
             return logging.WARNING
         if in_warning and not in_origin:
@@ -319,7 +241,7 @@ class EventTranslator:
             self._verbose_warning = [False, False]
             return logging.INFO
         if in_origin:
-            if _ORIGIN_END.match(line):
+            if ORIGIN_END.match(line):
                 self._verbose_warning = [False, False]
             return logging.WARNING
         return logging.INFO
@@ -359,77 +281,6 @@ class EventTranslator:
                 for host, count in per_host.items():
                     self.stats[self.mask(str(host))][names.get(key, key)] = int(count)
 
-    # -- the digest ----------------------------------------------------------------------------
     def digest(self, playbook: str, rc: int | None, status: str) -> tuple[str, dict[str, Any]]:
         """The one-line error and the structured failure of a run that did not succeed."""
-        if self.failures:
-            return self._task_digest(playbook, rc)
-        if self.errors:
-            message = _oneline(self.errors[0], keep_lines=1).replace(self.root or "\0", "")
-            what = "Syntax error in playbook" if rc == 4 else "Playbook"
-            verb = "" if rc == 4 else " could not run"
-            error = f"{what} {playbook}{verb}: {message} (rc={rc})"
-            failure: dict[str, Any] = {
-                "kind": "syntax_error" if rc == 4 else "error",
-                "playbook": playbook,
-                "message": message,
-                "rc": rc,
-            }
-            return self.mask(error), _mask_dict(self.mask, failure)
-        message = f"ansible-playbook ended with status {status}"
-        error = f"Playbook {playbook} failed: {message} (rc={rc})"
-        return self.mask(error), {
-            "kind": "error",
-            "playbook": playbook,
-            "message": message,
-            "rc": rc,
-        }
-
-    def _task_digest(self, playbook: str, rc: int | None) -> tuple[str, dict[str, Any]]:
-        # A failure a rescue block handled leaves the host's failed count at 0: prefer real ones.
-        fatal = [
-            f
-            for f in self.failures
-            if self.stats.get(self.mask(str(f.host)), {}).get(
-                "failed" if f.kind == "failed" else "unreachable"
-            )
-        ]
-        first = (fatal or self.failures)[0]
-        res = first.res
-        msg = _oneline(res.get("msg") or "")
-        stderr_raw = res.get("stderr") or res.get("module_stderr") or ""
-        stderr = _oneline(stderr_raw)
-        task_rc = res.get("rc") if isinstance(res.get("rc"), int) else None
-        if msg in GENERIC_MESSAGES and stderr:
-            reason = stderr
-        elif msg and msg not in GENERIC_MESSAGES:
-            reason = f"{msg}: {stderr}" if stderr and stderr not in msg else msg
-        elif res.get("censored"):
-            reason = _oneline(res["censored"])
-        else:
-            reason = msg or _oneline(res.get("stdout") or "") or "no error message"
-        if first.kind == "unreachable":
-            error = f'Host {first.host} unreachable in task "{first.task}": {reason}'
-        else:
-            error = f'Task "{first.task}" failed on {first.host}: {reason}'
-        if task_rc is not None:
-            error += f" (rc={task_rc})"
-        others = len(fatal or self.failures) - 1
-        if others > 0:
-            error += f" [and {others} more failure{'s' if others > 1 else ''}]"
-        failure: dict[str, Any] = {
-            "kind": "unreachable" if first.kind == "unreachable" else "task_failed",
-            "playbook": playbook,
-            "play": first.play,
-            "task": first.task,
-            "host": first.host,
-            "message": reason,
-            "rc": task_rc,
-            "stderr": str(stderr_raw) or None,
-            "ansible_rc": rc,
-        }
-        return self.mask(error), _mask_dict(self.mask, failure)
-
-
-def _mask_dict(mask: Masker, values: dict[str, Any]) -> dict[str, Any]:
-    return {k: mask(v) if isinstance(v, str) else v for k, v in values.items()}
+        return failure_digest(self, playbook, rc, status)

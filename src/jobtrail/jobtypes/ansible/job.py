@@ -2,7 +2,7 @@
 
 The job log holds what ``ansible-playbook`` prints to a terminal, line for line and in order
 (logger ``ansible``, one record per runner event, structured fields ``play``, ``task``,
-``host``, ``event`` and ``rc``; see ``ansible_events`` for levels). A failed run fails the
+``host``, ``event`` and ``rc``; see ``events`` for levels). A failed run fails the
 job with a one-line digest (``Task "X" failed on host: why (rc=N)``) and a structured
 ``failure``.
 
@@ -20,7 +20,7 @@ Choices worth knowing:
   removed after the run; the extra vars go to ``env/extravars`` in it (mode 0600), never on
   the command line. The event handler returns False, so ansible-runner writes no
   ``job_events`` files; what it does write (its ``artifacts/``) goes with the directory.
-* Values of secret-looking extra vars (``registry.looks_secret``) are masked in every
+* Values of secret-looking extra vars (``secrets.looks_secret``) are masked in every
   record, the digest and the failure, wherever they appear.
 * ``ansible-playbook`` is a child of the worker; on cancel the pool signals the whole tree
   and this module kills whatever the run started that is still alive.
@@ -46,14 +46,9 @@ import psutil
 from pydantic import Field
 
 from jobtrail.errors import InvalidParams, JobFailed
-from jobtrail.jobtypes.ansible.events import (
-    Entry,
-    EventTranslator,
-    Masker,
-    estimate_plan,
-    secret_values,
-)
+from jobtrail.jobtypes.ansible.events import Entry, EventTranslator, estimate_plan
 from jobtrail.registry import job
+from jobtrail.secrets import Masker, secret_values
 from jobtrail.worker.runtime import PLAYBOOKS_ENV, progress
 
 JOB_TYPE = "ansible_playbook"

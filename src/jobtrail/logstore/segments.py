@@ -1,134 +1,24 @@
-"""The files of one job's log: numbered JSONL segments, each with a fixed-size batch index.
-
-A segment ``00000007.jsonl`` holds whole record lines; its sidecar ``00000007.idx`` holds one
-32-byte entry per appended batch (first seq, first timestamp, byte offset, byte length, record
-count, level bit mask). Readers find what they need from the index and ``pread`` only the
-batches that can match, so a query costs the same on a 1 MB log as on a 50 MB one.
-
-Files are never renamed (readers may hold them open): rotation starts the next number and
-unlinks the oldest. Everything is opened relative to a directory fd with ``O_NOFOLLOW``, so a
-symlink planted in the log tree is refused rather than followed.
-"""
+"""A read-only view of one job's segments (see ``files``) for one query."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import re
 import stat
-import struct
 from collections.abc import Iterator
-from datetime import datetime, timezone
 
-from jobtrail.records import LEVEL_BITS, decode_record
-
-ENTRY = struct.Struct("<QdQIHH")  # first_seq, first_ts, offset, length, count, levels_mask
-ENTRY_SIZE = ENTRY.size
-MAX_ENTRY_RECORDS = 0xFFFF
-CHUNK_ENTRIES = 2048  # 64 KiB of index per read
-ALL_LEVELS = sum(LEVEL_BITS.values())
-
-# (first_seq, first_ts, offset, length, count, levels_mask)
-Entry = tuple[int, float, int, int, int, int]
-
-_SEG_RE = re.compile(r"^([0-9]{8})\.jsonl$")
-_TS_KEY = b'"timestamp":"'
-_FRACTION = re.compile(r"\.([0-9]{1,6})[0-9]*")
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def data_name(seg: int) -> str:
-    return f"{seg:08d}.jsonl"
-
-
-def idx_name(seg: int) -> str:
-    return f"{seg:08d}.idx"
-
-
-def open_dir(path: str) -> int:
-    """An fd on the job directory; a symlink (or a file) there is refused with ValueError."""
-    try:
-        return os.open(path, _O_DIR)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-    raise ValueError(f"log directory {path!r} is not a plain directory")
-
-
-def list_segments(dir_fd: int) -> list[int]:
-    """Segment numbers present in the directory, oldest first."""
-    return sorted(int(m.group(1)) for name in os.listdir(dir_fd) if (m := _SEG_RE.match(name)))
-
-
-def parse_iso(text: str) -> float | None:
-    """Epoch seconds of an ISO 8601 time (``Z`` or an offset; naive means UTC), None if junk."""
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:  # Python 3.10 takes only 3 or 6 fraction digits: pad and retry
-        padded = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
-        try:
-            when = datetime.fromisoformat(padded)
-        except ValueError:
-            return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
-
-
-def line_ts(data: bytes, start: int, end: int) -> float | None:
-    """The timestamp of the line at ``data[start:end]``, found by slicing rather than parsing."""
-    i = data.find(_TS_KEY, start, end)
-    j = data.find(b'"', i + len(_TS_KEY), end)
-    if i < 0 or j < 0:
-        return None
-    return parse_iso(data[i + len(_TS_KEY) : j].decode("ascii", "replace"))
-
-
-def pread_all(fd: int, length: int, offset: int) -> bytes:
-    """Up to ``length`` bytes at ``offset``; shorter only at end of file."""
-    data = os.pread(fd, length, offset)
-    while 0 < len(data) < length:
-        more = os.pread(fd, length - len(data), offset + len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """One ``os.write`` normally; loops on a short write (the next call raises if disk is full)."""
-    written = os.write(fd, data)
-    while written < len(data):
-        written += os.write(fd, memoryview(data)[written:])
-
-
-def index_lines(blob: bytes, base: int, fallback_ts: float) -> bytes:
-    """Index entries for lines found on disk without any (a crash between the two writes),
-    or for a batch of more than 65535 records (never sent by the worker, so parsing is fine)."""
-    found: list[tuple[int, int, int, float, int]] = []  # (start, end, seq, ts, level bit)
-    pos = 0
-    while pos < len(blob):
-        end = blob.find(b"\n", pos) + 1 or len(blob)
-        record = decode_record(blob[pos:end])
-        if record is not None:
-            ts = parse_iso(str(record.get("timestamp", ""))) or fallback_ts
-            bit = LEVEL_BITS.get(str(record.get("level")), ALL_LEVELS)
-            found.append((pos, end, record["seq"], ts, bit))
-        pos = end
-    out = []
-    for i in range(0, len(found), MAX_ENTRY_RECORDS):
-        group = found[i : i + MAX_ENTRY_RECORDS]
-        start, mask = group[0][0], 0
-        for item in group:
-            mask |= item[4]
-        out.append(ENTRY.pack(group[0][2], group[0][3], base + start, group[-1][1] - start,
-                              len(group), mask))  # fmt: skip
-    return b"".join(out)
+from jobtrail.logstore.files import (
+    CHUNK_ENTRIES,
+    ENTRY,
+    ENTRY_SIZE,
+    O_READ,
+    Entry,
+    data_name,
+    idx_name,
+    list_segments,
+    pread_all,
+)
+from jobtrail.records import decode_record
 
 
 class SegmentReader:
@@ -179,7 +69,7 @@ class SegmentReader:
 
     def _open(self, name: str) -> int | None:
         try:
-            return os.open(name, _O_READ, dir_fd=self.dir_fd)
+            return os.open(name, O_READ, dir_fd=self.dir_fd)
         except FileNotFoundError:
             return None
 
@@ -300,138 +190,3 @@ class SegmentReader:
                     end = start + cut + 1
                 chunk = min(chunk * 2, 1 << 20)
         return 0
-
-
-class SegmentWriter:
-    """The append side of one job's log: fds of the newest segment, its size, the latest seq.
-
-    Used only under the store's write lock. Any failed write leaves the writer ``dirty`` so the
-    next append first re-syncs with the files (``_repair``) instead of trusting its counters.
-    """
-
-    def __init__(self, dir_fd: int, max_bytes: int, max_segments: int) -> None:
-        """Takes ownership of ``dir_fd`` (closed even if recovery fails)."""
-        self.dir_fd = dir_fd
-        self.max_bytes = max_bytes
-        self.max_segments = max_segments
-        self.data_fd = self.idx_fd = -1
-        self.size = self.idx_size = 0
-        self.last_ts = 0.0
-        self.dirty = True
-        try:
-            self.segments = list_segments(dir_fd) or [1]
-            self._repair()
-            reader = SegmentReader(os.dup(dir_fd))
-            try:
-                self.latest_seq = reader.latest_seq()
-            finally:
-                reader.close()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for fd in (self.data_fd, self.idx_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.data_fd = self.idx_fd = -1
-        os.close(self.dir_fd)
-
-    def _open(self, seg: int) -> tuple[int, int]:
-        data_fd = os.open(data_name(seg), _O_APPEND, 0o600, dir_fd=self.dir_fd)
-        try:
-            idx_fd = os.open(idx_name(seg), _O_APPEND, 0o600, dir_fd=self.dir_fd)
-        except OSError:
-            os.close(data_fd)
-            raise
-        return data_fd, idx_fd
-
-    def _repair(self) -> None:
-        """Make the newest segment consistent: whole idx entries, none past the data's end,
-        every valid line indexed, and the data ending in a newline (so a torn fragment stays
-        its own, skipped, line)."""
-        if self.data_fd < 0:
-            self.data_fd, self.idx_fd = self._open(self.segments[-1])
-        dfd, ifd = self.data_fd, self.idx_fd
-        size = os.fstat(dfd).st_size
-        on_disk = os.fstat(ifd).st_size
-        isize = on_disk - on_disk % ENTRY_SIZE
-        end = 0
-        while isize:
-            entry = ENTRY.unpack(pread_all(ifd, ENTRY_SIZE, isize - ENTRY_SIZE))
-            end = entry[2] + entry[3]
-            if end <= size:
-                self.last_ts = entry[1]
-                break
-            isize -= ENTRY_SIZE
-            end = 0
-        if isize != on_disk:
-            os.ftruncate(ifd, isize)
-        if size > end:
-            blob = pread_all(dfd, size - end, end)
-            if not blob.endswith(b"\n"):
-                write_all(dfd, b"\n")
-                blob += b"\n"
-                size += 1
-            entries = index_lines(blob, end, self.last_ts)
-            if entries:
-                write_all(ifd, entries)
-                isize += len(entries)
-        elif size and os.pread(dfd, 1, size - 1) != b"\n":
-            write_all(dfd, b"\n")
-            size += 1
-        self.size, self.idx_size = size, isize
-        self.dirty = False
-
-    def _rotate(self) -> None:
-        seg = self.segments[-1] + 1
-        data_fd, idx_fd = self._open(seg)
-        os.close(self.data_fd)
-        os.close(self.idx_fd)
-        self.data_fd, self.idx_fd = data_fd, idx_fd
-        self.segments.append(seg)
-        self.size = os.fstat(data_fd).st_size
-        self.idx_size = os.fstat(idx_fd).st_size
-        if self.size or self.idx_size:
-            self.dirty = True  # a leftover file of that number: re-sync before writing
-            self._repair()
-        while len(self.segments) > self.max_segments:
-            old = self.segments.pop(0)
-            for name in (data_name(old), idx_name(old)):
-                with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=self.dir_fd)
-
-    def append(self, payload: bytes, first_seq: int, count: int, mask: int) -> None:
-        """Write one batch and its index entry; raises OSError after undoing a partial write."""
-        if self.dirty:
-            self._repair()
-        if self.size and self.size + len(payload) > self.max_bytes:
-            self._rotate()
-        offset, idx_size = self.size, self.idx_size
-        ts = line_ts(payload, 0, len(payload)) or self.last_ts  # the first line's, normally
-        try:
-            write_all(self.data_fd, payload)
-            self.size = offset + len(payload)
-            if count <= MAX_ENTRY_RECORDS:
-                entries = ENTRY.pack(first_seq, ts, offset, len(payload), count, mask)
-            else:
-                entries = index_lines(payload, offset, ts)
-            write_all(self.idx_fd, entries)
-        except OSError:
-            self._undo(offset, idx_size)
-            raise
-        self.idx_size = idx_size + len(entries)
-        self.last_ts = ts
-        self.latest_seq = first_seq + count - 1
-
-    def _undo(self, offset: int, idx_size: int) -> None:
-        """Best effort after a failed write: cut both files back (needs no free space), or at
-        least end the torn fragment with a newline so readers skip it."""
-        self.dirty = True
-        try:
-            os.ftruncate(self.data_fd, offset)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.write(self.data_fd, b"\n")
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.idx_fd, idx_size)

@@ -1,7 +1,15 @@
 """Per-job log files and ring buffers: one writer (the log listener), many readers (API threads).
 
+::
+
+    listener ──append(batch)──> JobLogStore ──> writer.SegmentWriter ──> 00000001.jsonl + .idx
+                                    │  └──────> rings.RingBuffers (newest lines, in memory)
+                                    └─────────> watchers.Watchers (wake live streams)
+    API ──read / read_lines / recent / stats──> queries (index-guided scans) over
+                                                segments.SegmentReader (own fds per query)
+
 The writer appends whole batches of pre-rendered JSONL lines (see ``records``) with one
-``os.write`` plus one 32-byte index entry (see ``segments``), so appending costs tens of
+``os.write`` plus one 32-byte index entry (see ``files``), so appending costs tens of
 microseconds whatever the log's size. Readers never take the write path's lock for a scan:
 each query opens its own fds and sees a consistent prefix of the files, using the index to
 read only batches that can match. Everything but drop counts is recoverable from disk, so a
@@ -13,54 +21,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from itertools import islice
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from jobtrail.logstore.segments import (
-    ALL_LEVELS,
-    Entry,
-    SegmentReader,
-    SegmentWriter,
-    open_dir,
-    parse_iso,
+from jobtrail.logstore.files import ALL_LEVELS, JOB_ID_RE, job_dir, open_dir
+from jobtrail.logstore.queries import (
+    LinePage,
+    LogPage,
+    Record,
+    find_lines,
+    find_records,
+    newest_lines,
+    query_filter,
 )
-from jobtrail.records import LEVELS, decode_record, levels_at_or_above
-
-JOB_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,47}-[0-9a-f]{12}")
-MAX_TAIL = 10_000
-RUN_BYTES = 32 * 1024  # adjacent small batches are read together, up to this much
-
-Record = dict[str, Any]
-
-
-@dataclass
-class LogPage:
-    """One answer to a log query; ``records`` are oldest first."""
-
-    records: list[Record]
-    first_seq: int | None
-    last_seq: int | None  # of the last record, or (empty page) the ``after`` asked for
-    latest_seq: int  # highest seq written so far, 0 if none
-    truncated_before: int  # lowest seq still on disk; 1 if rotation has lost nothing
-    more: bool = False  # forward reads: matching records exist after last_seq
-
-
-@dataclass
-class LinePage:
-    """Stored lines after a seq, as bytes (each a whole JSON object, no newline), for streams
-    that pass records on without looking inside them: nothing is parsed on the fast path."""
-
-    seqs: list[int]
-    lines: list[bytes]
-    latest_seq: int
-    truncated_before: int
-    more: bool  # the page stopped at its limit; more lines may follow
+from jobtrail.logstore.rings import RingBuffers
+from jobtrail.logstore.segments import SegmentReader
+from jobtrail.logstore.watchers import Watchers
+from jobtrail.logstore.writer import SegmentWriter
+from jobtrail.records import decode_record
 
 
 @dataclass
@@ -76,154 +57,6 @@ class LogStats:
     expired: bool = False  # deleted by this store recently; the caller owns real expiry
 
 
-@dataclass
-class _Filter:
-    """One query's record test: cheap byte checks first, JSON parsing only for candidates."""
-
-    min_level: str = "DEBUG"
-    after: int | None = None
-    since: float | None = None
-    match: dict[str, str] | None = None
-    mask: int = field(init=False)
-    levels: frozenset[str] | None = field(init=False)
-    patterns: tuple[bytes, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.mask = levels_at_or_above(self.min_level)
-        wanted = LEVELS[LEVELS.index(self.min_level) :]
-        self.levels = None if self.min_level == LEVELS[0] else frozenset(wanted)
-        self.patterns = tuple(f'"level":"{name}"'.encode() for name in wanted)
-
-    def __call__(self, line: bytes) -> Record | None:
-        if not line:
-            return None
-        if self.levels is not None and not any(p in line for p in self.patterns):
-            return None
-        record = decode_record(line)
-        if record is None:
-            return None
-        if self.levels is not None and record.get("level") not in self.levels:
-            return None
-        if self.after is not None and record["seq"] <= self.after:
-            return None
-        if self.since is not None:
-            ts = parse_iso(str(record.get("timestamp", "")))
-            if ts is None or ts < self.since:
-                return None
-        if self.match and any(str(record.get(k)) != v for k, v in self.match.items()):
-            return None
-        return record
-
-
-def _candidates(blob: bytes, flt: _Filter) -> list[bytes]:
-    """The lines of ``blob`` that can pass ``flt``, oldest first.
-
-    With a level filter only lines holding one of its level patterns are cut out, found by
-    ``bytes.find`` in C: on a log with one ERROR in a thousand records this skips the
-    per-line Python work for the other 999.
-    """
-    if flt.levels is None:
-        return blob.split(b"\n")
-    starts = set()
-    for pattern in flt.patterns:
-        pos = blob.find(pattern)
-        while pos >= 0:
-            starts.add(blob.rfind(b"\n", 0, pos) + 1)
-            pos = blob.find(pattern, pos + len(pattern))
-    lines = []
-    for start in sorted(starts):
-        end = blob.find(b"\n", start)
-        lines.append(blob[start:] if end < 0 else blob[start:end])
-    return lines
-
-
-def _runs(entries: Iterable[Entry], want: int, forward: bool) -> Iterator[tuple[int, int]]:
-    """(offset, length) reads covering the entries whose level mask can match, adjacent ones
-    merged so a log of many tiny batches does not cost one syscall per record."""
-    start = end = -1
-    for _, _, off, length, _, mask in entries:
-        if not mask & want:
-            continue
-        if start >= 0 and end - start < RUN_BYTES:
-            if forward and off == end:
-                end = off + length
-                continue
-            if not forward and off + length == start:
-                start = off
-                continue
-        if start >= 0:
-            yield start, end - start
-        start, end = off, off + length
-    if start >= 0:
-        yield start, end - start
-
-
-def _scan_backward(reader: SegmentReader, flt: _Filter) -> Iterator[tuple[bytes, Record]]:
-    """Matching (line, record) pairs newest first, lazily, so a tail stops reading early."""
-    for seg in reversed(reader.segments):
-        for off, length in _runs(reader.backward(seg), flt.mask, forward=False):
-            blob = reader.batch(seg, off, length)
-            if blob is None:  # rotated away mid-query: everything older is gone too
-                return
-            for line in reversed(_candidates(blob, flt)):
-                record = flt(line)
-                if record is not None:
-                    yield line, record
-
-
-def _scan_forward(reader: SegmentReader, flt: _Filter, pos: int, start: int) -> Iterator[Record]:
-    """Matching records oldest first from entry ``start`` of segment position ``pos``.
-
-    A segment that vanished (rotation) is skipped only before anything was yielded, so a page
-    never has a hole in it; the next page, located afresh, continues past the loss.
-    """
-    yielded = False
-    for p in range(pos, len(reader.segments)):
-        seg = reader.segments[p]
-        if reader.count(seg) is None and yielded:
-            return
-        for off, length in _runs(reader.forward(seg, start if p == pos else 0), flt.mask, True):
-            blob = reader.batch(seg, off, length)
-            if blob is None:
-                if yielded:
-                    return
-                break
-            for line in _candidates(blob, flt):
-                record = flt(line)
-                if record is not None:
-                    yielded = True
-                    yield record
-
-
-def _batch_lines(
-    blob: bytes, first: int, count: int, after: int, seqs: list[int], lines: list[bytes]
-) -> None:
-    """Append the lines of one indexed run with a seq above ``after``.
-
-    A run written by a worker holds ``count`` lines numbered ``first`` on without a hole, so
-    seqs are counted rather than parsed; both ends are checked to prove it. Anything else (a
-    run re-indexed after a crash) has each line parsed for its own seq.
-    """
-    parts = blob.split(b"\n")
-    if parts and not parts[-1]:
-        parts.pop()
-    last = first + count - 1
-    if (
-        len(parts) == count
-        and parts[0].startswith(b'{"seq":%d,' % first)
-        and parts[-1].startswith(b'{"seq":%d,' % last)
-    ):
-        skip = max(0, after + 1 - first)
-        seqs.extend(range(first + skip, last + 1))
-        lines.extend(parts[skip:])
-        return
-    for part in parts:
-        record = decode_record(part) if part else None
-        if record is not None and record["seq"] > after:
-            seqs.append(record["seq"])
-            lines.append(part)
-
-
 def _reason(exc: OSError) -> str:
     text = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -236,7 +69,7 @@ class JobLogStore:
 
     Thread-safe. ``_write_lock`` serialises the (single) writer with the few operations that
     must not interleave with an append (close, delete, rebuilding a ring buffer); ``_lock``
-    guards the ring buffers and counters and is only ever held for a few dict operations.
+    guards the counters and is only ever held for a few dict operations.
     """
 
     def __init__(
@@ -254,27 +87,20 @@ class JobLogStore:
         os.makedirs(self._root, mode=0o700, exist_ok=True)
         self._max_bytes = max_segment_bytes
         self._max_segments = max_segments
-        self._ring_size = ring_size
         self._ring_jobs = ring_jobs
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._writers: dict[str, SegmentWriter] = {}
-        self._rings: OrderedDict[str, deque[bytes]] = OrderedDict()
+        self._rings = RingBuffers(ring_size, ring_jobs)
         self._drops: dict[str, tuple[int, str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
-        self._watchers: dict[str, list[Callable[[], None]]] = {}
+        self._watchers = Watchers()
         self.bytes_read = 0  # debug counter: bytes all queries have read from disk
 
     # -- paths ------------------------------------------------------------------------
 
     def _path(self, job_id: str) -> str:
-        """The job's directory, after making sure the id cannot name anything else."""
-        if not isinstance(job_id, str) or JOB_ID_RE.fullmatch(job_id) is None:
-            raise ValueError(f"invalid job id {job_id!r}")
-        path = os.path.join(self._root, job_id)
-        if os.path.islink(path):
-            raise ValueError(f"log directory of {job_id!r} is a symlink")
-        return path
+        return job_dir(self._root, job_id)
 
     @contextlib.contextmanager
     def _reading(self, job_id: str) -> Iterator[SegmentReader | None]:
@@ -328,24 +154,8 @@ class JobLogStore:
                 self._count_drop(job_id, count, _reason(exc))
             # Inside the write lock, so a ring rebuilt from the files never misses or doubles
             # a batch.
-            self._ring_append(job_id, payload, first_seq)
-        self._notify(job_id)
-
-    def _ring_append(self, job_id: str, payload: bytes, first_seq: int) -> None:
-        size = self._ring_size
-        lines = payload.rsplit(b"\n", size + 1)  # only the last ring_size lines are split off
-        if not lines[-1]:
-            lines.pop()
-        with self._lock:
-            ring = self._rings.get(job_id)
-            if ring is None:
-                if first_seq != 1:  # evicted or restarted: recent() rebuilds it from disk
-                    return
-                ring = self._rings[job_id] = deque(maxlen=size)
-                self._evict_rings()
-            else:
-                self._rings.move_to_end(job_id)
-            ring.extend(lines[-size:])
+            self._rings.append(job_id, payload, first_seq)
+        self._watchers.notify(job_id)
 
     def close_job(self, job_id: str) -> None:
         """The job ended: release its fds. Its ring buffer stays for ``recent``."""
@@ -354,30 +164,13 @@ class JobLogStore:
             writer = self._writers.pop(job_id, None)
             if writer is not None:
                 writer.close()
-        self._notify(job_id)
+        self._watchers.notify(job_id)
 
     def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Have ``callback`` called after each append to the job's log and when it is closed,
         so a live reader waits for data instead of polling the files. It runs in the
         writer's thread and must return at once. Returns the function that stops it."""
-        with self._lock:
-            self._watchers.setdefault(job_id, []).append(callback)
-
-        def unwatch() -> None:
-            with self._lock:
-                callbacks = self._watchers.get(job_id, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
-                if not callbacks:
-                    self._watchers.pop(job_id, None)
-
-        return unwatch
-
-    def _notify(self, job_id: str) -> None:
-        callbacks = self._watchers.get(job_id)  # unlocked: one dict read, atomic
-        if callbacks:
-            for callback in tuple(callbacks):
-                callback()
+        return self._watchers.watch(job_id, callback)
 
     def count_dropped(self, job_id: str, n: int, reason: str) -> None:
         """Record records lost before they reached the store (shown by ``stats``)."""
@@ -396,8 +189,8 @@ class JobLogStore:
             writer = self._writers.pop(job_id, None)
             if writer is not None:
                 writer.close()
+            self._rings.discard(job_id)
             with self._lock:
-                self._rings.pop(job_id, None)
                 self._drops.pop(job_id, None)
                 self._deleted[job_id] = None
                 while len(self._deleted) > self._ring_jobs:
@@ -415,20 +208,12 @@ class JobLogStore:
                 writer.close()
             self._writers.clear()
 
-    # -- ring buffers -----------------------------------------------------------------
-
-    def _evict_rings(self) -> None:
-        while len(self._rings) > self._ring_jobs:
-            self._rings.popitem(last=False)
+    # -- reading ----------------------------------------------------------------------
 
     def recent(self, job_id: str, n: int = 50) -> list[Record]:
         """Up to ``n`` newest records, newest first, from memory (rebuilt from disk on a miss)."""
         self._path(job_id)
-        with self._lock:
-            ring = self._rings.get(job_id)
-            if ring is not None:
-                self._rings.move_to_end(job_id)
-            lines = list(ring) if ring is not None else None
+        lines = self._rings.lines(job_id)
         if lines is None:
             with self._write_lock:  # no append may land between reading and installing
                 lines = self._rebuild_ring(job_id)
@@ -442,22 +227,15 @@ class JobLogStore:
         return out
 
     def _rebuild_ring(self, job_id: str) -> list[bytes]:
-        with self._lock:
-            ring = self._rings.get(job_id)
-            if ring is not None:
-                return list(ring)
+        lines = self._rings.lines(job_id)  # another reader may have rebuilt it meanwhile
+        if lines is not None:
+            return lines
         with self._reading(job_id) as reader:
             if reader is None:
                 return []
-            scan = _scan_backward(reader, _Filter())
-            lines = [line for line, _ in islice(scan, self._ring_size)]
-        lines.reverse()
-        with self._lock:
-            self._rings[job_id] = deque(lines, maxlen=self._ring_size)
-            self._evict_rings()
+            lines = newest_lines(reader, self._rings.size)
+        self._rings.install(job_id, lines)
         return lines
-
-    # -- reading ----------------------------------------------------------------------
 
     def _latest(self, job_id: str, reader: SegmentReader) -> int:
         writer = self._writers.get(job_id)
@@ -480,32 +258,11 @@ class JobLogStore:
     ) -> LogPage:
         """Newest ``tail`` matching records, or with ``after``/``since`` the oldest ``tail``
         after that point; records are oldest first either way."""
-        if not 1 <= tail <= MAX_TAIL:
-            raise ValueError(f"tail must be between 1 and {MAX_TAIL}; got {tail}")
-        if min_level not in LEVELS:
-            raise ValueError(f"min_level must be one of {', '.join(LEVELS)}; got {min_level!r}")
-        since_ts = None if since is None else parse_iso(since)
-        if since is not None and since_ts is None:
-            raise ValueError(
-                f"since must be an ISO 8601 time such as 2026-11-25T12:00:00Z; got {since!r}"
-            )
-        flt = _Filter(min_level, after, since_ts, dict(match) if match else None)
-        more = False
+        flt = query_filter(tail, min_level, after, since, match)
         with self._reading(job_id) as reader:
             if reader is None:
                 return LogPage([], None, after, 0, 1, False)
-            if after is None and since_ts is None:
-                found = [rec for _, rec in islice(_scan_backward(reader, flt), tail)]
-                found.reverse()
-            else:
-                pos = (0, 0)
-                if after is not None:
-                    pos = max(pos, reader.locate(0, after + 1, inclusive=True))
-                if since_ts is not None:
-                    pos = max(pos, reader.locate(1, since_ts, inclusive=False))
-                scan = _scan_forward(reader, flt, *pos)
-                found = list(islice(scan, tail))
-                more = next(scan, None) is not None
+            found, more = find_records(reader, flt, tail)
             latest, truncated = self._bounds(job_id, reader)
         if not found:
             return LogPage([], None, after, latest, truncated, more)
@@ -515,34 +272,10 @@ class JobLogStore:
     def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
         """The stored lines after seq ``after``, oldest first, about ``limit`` of them (whole
         batches: up to one batch more). For a live stream, which frames lines as they are."""
-        seqs: list[int] = []
-        lines: list[bytes] = []
-        more = gone = False
         with self._reading(job_id) as reader:
             if reader is None:
-                return LinePage(seqs, lines, 0, 1, False)
-            pos, start = reader.locate(0, after + 1, inclusive=True)
-            for p in range(pos, len(reader.segments)):
-                seg = reader.segments[p]
-                if reader.count(seg) is None:  # rotated away: a hole only before any line
-                    if lines:
-                        break
-                    continue
-                for first, _, off, length, count, _ in reader.forward(
-                    seg, start if p == pos else 0
-                ):
-                    if first + count - 1 <= after:
-                        continue
-                    if len(lines) >= limit:
-                        more = True
-                        break
-                    blob = reader.batch(seg, off, length)
-                    if blob is None:  # rotated away mid-read
-                        gone = True
-                        break
-                    _batch_lines(blob, first, count, after, seqs, lines)
-                if more or (gone and lines):
-                    break
+                return LinePage([], [], 0, 1, False)
+            seqs, lines, more = find_lines(reader, after, limit)
             latest, truncated = self._bounds(job_id, reader)
         return LinePage(seqs, lines, max([latest, *seqs[-1:]]), truncated, more)
 

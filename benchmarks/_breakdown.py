@@ -57,13 +57,12 @@ def measure(mode: str) -> float:
         handler.setFormatter(logging.Formatter(LINE_FMT.replace("%(job_id)s", "bench-0")))
         root.addHandler(handler)
     elif mode in ("jobtrail", "jobtrail-no-redact"):
-        from jobtrail.worker import capture
+        from jobtrail.worker.batcher import RecordBatcher
+        from jobtrail.worker.handler import install
         from jobtrail.worker.redact import Redactor
 
-        batcher = capture.RecordBatcher(
-            lambda message: None, redact=Redactor(defaults=mode == "jobtrail")
-        )
-        capture.install(batcher)
+        batcher = RecordBatcher(lambda message: None, redact=Redactor(defaults=mode == "jobtrail"))
+        install(batcher)
         batcher.begin_job("bench-000000000000")
     else:
         raise SystemExit(f"unknown mode {mode!r}; one of {', '.join(MODES)}")

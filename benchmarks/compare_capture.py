@@ -51,7 +51,7 @@ from _stats import Checks, summary_ms
 from _variants import VARIANTS, run_local
 from _workload import ERRORS_EVERY, HELPER_SHARE, cpu_seconds, reset_peak_rss, rss_kb
 
-from jobtrail.worker.capture import MAX_PENDING
+from jobtrail.worker.batcher import MAX_PENDING
 
 JT10, JT0, JTNR = "jobtrail (nice 10)", "jobtrail (nice 0)", "jobtrail (nice 10, --no-redact)"
 # name -> (--worker-nice, extra serve args, process counts it runs at; None: all)

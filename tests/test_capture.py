@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from jobtrail.messages import Batch, End, JobMessage, Outcome, Progress
+from jobtrail.models import JobStatus
 from jobtrail.records import (
     LEVEL_BITS,
     MAX_LINE_BYTES,
@@ -21,7 +23,8 @@ from jobtrail.records import (
     level_name,
     text_line,
 )
-from jobtrail.worker.capture import RecordBatcher, render_message
+from jobtrail.worker.batcher import RecordBatcher
+from jobtrail.worker.handler import render_message
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,22 +33,27 @@ class Collector:
     """A `send` that keeps every message, optionally slowly (a listener that lags)."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.messages: list[tuple[Any, ...]] = []
+        self.messages: list[JobMessage] = []
         self.delay = delay
 
-    def __call__(self, message: tuple[Any, ...]) -> None:
+    def __call__(self, message: JobMessage) -> None:
         time.sleep(self.delay)
         self.messages.append(message)
 
     def records(self) -> list[dict[str, Any]]:
         out = []
         for message in self.messages:
-            if message[0] == "batch":
-                out += [json.loads(line) for line in message[5].decode().splitlines()]
+            if isinstance(message, Batch):
+                out += [json.loads(line) for line in message.payload.decode().splitlines()]
         return out
 
-    def batches(self) -> list[tuple[Any, ...]]:
-        return [m for m in self.messages if m[0] == "batch"]
+    def batches(self) -> list[Batch]:
+        return [m for m in self.messages if isinstance(m, Batch)]
+
+    def end(self) -> Outcome:
+        last = self.messages[-1]
+        assert isinstance(last, End), "the end message comes last"
+        return last.outcome
 
 
 def test_clean_text_strips_ansi_and_cr_and_escapes_controls() -> None:
@@ -110,7 +118,7 @@ def test_batcher_numbers_records_per_job_and_keeps_thread_order() -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        batcher.finish_job({"status": "completed"})
+        batcher.finish_job(Outcome(JobStatus.COMPLETED))
     finally:
         batcher.close()
     records = sent.records()
@@ -120,10 +128,12 @@ def test_batcher_numbers_records_per_job_and_keeps_thread_order() -> None:
             range(2000)
         )
     batches = sent.batches()
-    assert all(b[3] <= 256 for b in batches), "a batch never exceeds 256 lines"
-    assert all(nxt[2] == cur[2] + cur[3] for cur, nxt in itertools.pairwise(batches)), "contiguous"
-    end = sent.messages[-1]
-    assert end[0] == "end" and end[2]["last_seq"] == 8000 and end[2]["dropped"] == 0
+    assert all(b.line_count <= 256 for b in batches), "a batch never exceeds 256 lines"
+    assert all(
+        nxt.first_seq == cur.first_seq + cur.line_count for cur, nxt in itertools.pairwise(batches)
+    ), "contiguous"
+    end = sent.end()
+    assert end.last_seq == 8000 and end.dropped == 0
 
 
 def test_batch_mask_says_which_levels_it_holds() -> None:
@@ -137,7 +147,7 @@ def test_batch_mask_says_which_levels_it_holds() -> None:
     finally:
         batcher.close()
     (batch,) = sent.batches()
-    assert batch[4] == LEVEL_BITS["INFO"] | LEVEL_BITS["ERROR"]
+    assert batch.level_mask == LEVEL_BITS["INFO"] | LEVEL_BITS["ERROR"]
 
 
 def test_records_outside_a_job_are_not_sent() -> None:
@@ -158,16 +168,16 @@ def test_a_lagging_listener_blocks_then_drops_and_says_so() -> None:
         batcher.begin_job("job-000000000001")
         for n in range(200):
             batcher.add("INFO", "x", f"r{n}", "T")
-        batcher.finish_job({"status": "completed"})
+        batcher.finish_job(Outcome(JobStatus.COMPLETED))
     finally:
         batcher.close()
     records = sent.records()
-    end = sent.messages[-1][2]
-    assert end["dropped"] > 0, "the sender's buffer is bounded"
+    end = sent.end()
+    assert end.dropped is not None and end.dropped > 0, "the sender's buffer is bounded"
     notes = [r for r in records if r["logger"] == "jobtrail" and "dropped" in r["message"]]
     assert notes and notes[0]["level"] == "WARNING"
     kept = [r for r in records if r["logger"] == "x"]
-    assert len(kept) + end["dropped"] == 200, "every record is either written or counted"
+    assert len(kept) + end.dropped == 200, "every record is either written or counted"
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
 
 
@@ -181,6 +191,6 @@ def test_progress_is_coalesced() -> None:
         batcher.flush()
     finally:
         batcher.close()
-    progress = [m for m in sent.messages if m[0] == "progress"]
+    progress = [m for m in sent.messages if isinstance(m, Progress)]
     assert 1 <= len(progress) < 10
-    assert progress[-1][2:] == (99, "step 99")
+    assert (progress[-1].pct, progress[-1].step) == (99, "step 99")

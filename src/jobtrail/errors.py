@@ -9,6 +9,7 @@
      ├── QueueFull            too many jobs are waiting already
      ├── InvalidQuery         a query parameter cannot be used as given, or is unknown
      ├── UnsupportedMediaType a body came without ``Content-Type: application/json``
+     ├── JobModuleError       a ``--jobs-module`` could not be imported
      └── JobFailed            job code failing on purpose, with a digest of why
 
 The API maps each class to one HTTP status in one place (``api/app.py``); the messages are
@@ -16,6 +17,8 @@ written for the person who has to fix the request.
 """
 
 from __future__ import annotations
+
+import traceback
 
 
 class JobtrailError(Exception):
@@ -82,6 +85,26 @@ class UnsupportedMediaType(JobtrailError):
     def __init__(self, content_type: str | None) -> None:
         got = f"it came as {content_type!r}" if content_type else "it came without one"
         super().__init__(f"body: send it with the header 'Content-Type: application/json' ({got})")
+
+
+class JobModuleError(JobtrailError):
+    """A ``--jobs-module`` could not be imported: missing, or it raised while importing.
+
+    One line that names the module and what went wrong, because the person reading it wants
+    to fix a path or a typo, not to read importlib's frames."""
+
+    def __init__(self, module: str, exc: Exception) -> None:
+        name = getattr(exc, "name", None)
+        if isinstance(exc, ModuleNotFoundError) and name and (module + ".").startswith(name + "."):
+            what = f"{exc} (run from the folder that holds it, or pass --app-dir)"
+        elif isinstance(exc, (ModuleNotFoundError, SyntaxError)):
+            what = str(exc)  # a missing dependency, or the file and line of the syntax error
+        else:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+            what = f"{type(exc).__name__}: {exc}{where}"
+        super().__init__(f"cannot import job module {module!r}: {what}")
+        self.module = module
 
 
 class JobFailed(JobtrailError):

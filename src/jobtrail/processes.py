@@ -1,23 +1,47 @@
-"""Finding and stopping a job's processes, and naming how one ended.
+"""Finding and stopping a job's processes, and naming how one ended: the one place for both
+backends (the local pool and ``jobtrail worker``'s RQ workers).
 
-Every worker sets ``WORKER_MARK_ENV`` in its environment and its descendants inherit it, so
-a job's whole tree can be found even after a process was reparented (its worker died, or
-it daemonised), and a restarted server can find what a killed one left behind.
+Every process that runs jobs sets ``WORKER_MARK_ENV`` in its environment and its
+descendants inherit it, so a job's whole tree can be found even after a process was
+reparented (its worker died, or it daemonised), and a restarted server can find what a
+killed one left behind.
+
+A cancel stops a tree in two steps (``TreeStop``): SIGTERM first, children before their
+parent, so the job's ``finally`` blocks run; SIGKILL after ``CANCEL_GRACE`` if it is still
+there, again every grace until its owner sees it gone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import time
 
 import psutil
 
 WORKER_MARK_ENV = "JOBTRAIL_WORKER"
+CANCEL_GRACE = 3.0  # SIGTERM first (the job's finally blocks run), SIGKILL after this
 
 
 def worker_mark(home_mark: str, worker_id: int | None = None) -> str:
     """Environment mark of one worker (and its descendants), or of all workers of a home."""
     return f"{home_mark}/w" if worker_id is None else f"{home_mark}/w/{worker_id}"
+
+
+def mark_this_process(mark: str) -> None:
+    """Carry ``mark`` in this process's environment, and so in every descendant's."""
+    os.environ[WORKER_MARK_ENV] = mark
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process if its parent dies, instead of leaving it to
+    run a job for nobody."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -57,6 +81,50 @@ def processes_marked(mark: str, *, skip_own_children: bool = False) -> list[psut
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def tree_of(pid: int) -> list[psutil.Process]:
+    """``pid``'s descendants, then ``pid`` itself (empty if it is gone): children first, so
+    none is reparented, and missed, before it is signalled."""
+    try:
+        root = psutil.Process(pid)
+        return [*root.children(recursive=True), root]
+    except psutil.Error:
+        return []
+
+
+def signal_tree(pid: int, sig: int, mark: str | None = None) -> None:
+    """Send ``sig`` to ``pid``'s tree, children first; with ``mark``, first to the processes
+    that carry it and are no longer in the tree (reparented: their parent died or they
+    daemonised)."""
+    procs = tree_of(pid)
+    if mark is not None:
+        seen = {p.pid for p in procs}
+        procs = [*(p for p in processes_marked(mark) if p.pid not in seen), *procs]
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+class TreeStop:
+    """A cancel in progress: SIGTERM now (``terminate``), SIGKILL each grace after
+    (``escalate``, called from the owner's loop until the process is gone)."""
+
+    def __init__(self, pid: int, mark: str | None = None, grace: float = CANCEL_GRACE) -> None:
+        self.pid = pid
+        self.mark = mark
+        self.grace = grace
+        self.deadline = time.monotonic() + grace
+
+    def terminate(self) -> None:
+        signal_tree(self.pid, signal.SIGTERM, self.mark)
+
+    def escalate(self, now: float) -> None:
+        if now >= self.deadline:
+            signal_tree(self.pid, signal.SIGKILL, self.mark)
+            self.deadline = now + self.grace
 
 
 def kill_tree(procs: list[psutil.Process], grace: float = 0.0) -> None:

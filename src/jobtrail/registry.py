@@ -9,20 +9,24 @@ that hold text, such as the CLI's ``key=value``, convert it first: they know the
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pydantic
 
-from jobtrail.errors import InvalidParams, UnknownJobType
+from jobtrail.errors import InvalidParams, JobModuleError, UnknownJobType
 from jobtrail.models import is_job_type_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 Hint = Callable[[], str]
+BUILTIN_JOB_MODULES = ("jobtrail.jobtypes.builtin", "jobtrail.jobtypes.ansible.job")
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,19 @@ def get_job_type(name: str) -> JobType:
 
 def job_types() -> dict[str, JobType]:
     return dict(_REGISTRY)
+
+
+def import_job_modules(modules: Iterable[str] = (), app_dir: str | None = None) -> None:
+    """Import the built-in job types, then the modules that register the user's (in the
+    server, a pool worker, ``jobtrail worker``), ``app_dir`` first on ``sys.path`` (as
+    uvicorn's ``--app-dir``: a module in the folder jobtrail runs from is found). Pool
+    workers get the same ``sys.path`` through ``WorkerSettings.sys_path``."""
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    for module in (*BUILTIN_JOB_MODULES, *modules):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # whatever the module raised: one line that names it
+            raise JobModuleError(module, exc) from exc

@@ -13,7 +13,9 @@ import os
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Protocol
+
+from jobtrail.messages import Batch, End, Message
 
 log = logging.getLogger("jobtrail.listener")
 
@@ -30,8 +32,9 @@ class RecordSink(Protocol):
 class LogListener:
     """Reads batches from worker pipes into the store; passes control messages on.
 
-    ``on_message(worker_id, message)`` gets everything that is not a batch (start, progress,
-    end, ready) in pipe order, i.e. after the batches sent before it were appended.
+    ``on_message(worker_id, message)`` gets everything that is not a ``Batch`` (``Ready``,
+    ``Started``, ``Progress``, ``End``) in pipe order, i.e. after the batches sent before it
+    were appended.
     ``on_drained(worker_id)`` says a worker's pipe reached EOF: it and all its descendants
     are gone, and everything they sent is written.
     """
@@ -39,7 +42,7 @@ class LogListener:
     def __init__(
         self,
         sink: RecordSink,
-        on_message: Callable[[int, tuple[Any, ...]], None],
+        on_message: Callable[[int, Message], None],
         on_drained: Callable[[int], None],
     ) -> None:
         self._sink = sink
@@ -113,16 +116,21 @@ class LogListener:
         conn.close()
         self._on_drained(worker_id)
 
-    def _handle(self, worker_id: int, message: tuple[Any, ...]) -> None:
-        if message[0] == "batch":
-            _, job_id, first_seq, count, mask, payload = message
-            self._sink.append(job_id, payload, first_seq, count, mask)
+    def _handle(self, worker_id: int, message: Message) -> None:
+        if isinstance(message, Batch):
+            self._sink.append(
+                message.job_id,
+                message.payload,
+                message.first_seq,
+                message.line_count,
+                message.level_mask,
+            )
             self.batches += 1
-            self.records += count
+            self.records += message.line_count
             return
-        if message[0] == "end":
-            self._sink.close_job(message[1])
+        if isinstance(message, End):
+            self._sink.close_job(message.job_id)
         try:
             self._on_message(worker_id, message)
         except Exception:  # a failing job-state update must not stop every job's logging
-            log.exception("handling %r from worker %s failed", message[0], worker_id)
+            log.exception("handling %s from worker %s failed", type(message).__name__, worker_id)

@@ -16,17 +16,13 @@ pipe, so every record the worker sent before it died is written first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 import time
-import types
-import warnings
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
@@ -35,21 +31,32 @@ from typing import Any, Protocol
 
 import psutil
 
+from jobtrail.backends.local._spawn import start_process
+from jobtrail.messages import (
+    CANCELLED_ON_REQUEST,
+    End,
+    Message,
+    Outcome,
+    Progress,
+    Ready,
+    Started,
+    Task,
+)
+from jobtrail.models import JobStatus
 from jobtrail.processes import (
-    WORKER_MARK_ENV,
+    TreeStop,
     death_reason,
     kill_tree,
     processes_marked,
+    tree_of,
     worker_mark,
 )
 from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
 
-__all__ = ["WorkerPool", "death_reason", "kill_tree", "processes_marked"]
 log = logging.getLogger("jobtrail.pool")
 
 SERVER_STOPPED = "the server stopped while the job was running"
 DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep its log pipe open
-CANCEL_GRACE = 3.0  # SIGTERM first (the job's finally blocks run), SIGKILL after this
 STOP_GRACE = 3.0  # on stop, how long a running job may take to stop before its tree is killed
 
 
@@ -58,7 +65,7 @@ class PoolEvents(Protocol):
 
     def job_started(self, job_id: str, pid: int) -> None: ...
     def job_progress(self, job_id: str, pct: float, step: str | None) -> None: ...
-    def job_ended(self, job_id: str, outcome: dict[str, Any]) -> None: ...
+    def job_ended(self, job_id: str, outcome: Outcome) -> None: ...
 
 
 class LogSink(Protocol):
@@ -71,50 +78,14 @@ class LogSink(Protocol):
 class _Worker:
     worker_id: int
     process: BaseProcess
+    pid: int
     control: Connection
     started_at: float
     job_id: str | None = None
     ready: bool = False
-    cancelling: bool = False
-    cancel_deadline: float = 0.0
+    cancel: TreeStop | None = None  # its job is being cancelled
     died_at: float | None = None
     drained: bool = False
-
-
-@contextlib.contextmanager
-def _without_main_module() -> Iterator[None]:
-    """Hide the server's ``__main__`` from spawn and forkserver children.
-
-    They would import it again (running a script's top level twice, or failing outright for
-    ``python -`` and REPLs); workers need only the job modules. Job types therefore live in
-    importable modules (``--jobs-module``), never in ``__main__``.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-@contextlib.contextmanager
-def _marked_environment(mark: str) -> Iterator[None]:
-    """Start helper processes (forkserver, resource tracker) with the home's mark, so a
-    restarted server finds and stops them too if this one is killed.
-
-    Only the C environment, which those processes inherit, is changed (``os.putenv``):
-    ``os.environ`` itself stays untouched, because another thread may be iterating it
-    (``urllib.request.getproxies`` does, for every httpx client) and would fail with a
-    KeyError when a key vanishes under it."""
-    before = os.environ.get(WORKER_MARK_ENV)
-    os.putenv(WORKER_MARK_ENV, mark)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.unsetenv(WORKER_MARK_ENV)
-        else:
-            os.putenv(WORKER_MARK_ENV, before)
 
 
 class WorkerPool:
@@ -133,7 +104,7 @@ class WorkerPool:
         self._events = events
         self._lock = threading.RLock()
         self._workers: dict[int, _Worker] = {}
-        self._pending: deque[tuple[str, str, dict[str, Any]]] = deque()
+        self._pending: deque[Task] = deque()
         self._next_id = 0
         self._stopping = False
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
@@ -150,26 +121,23 @@ class WorkerPool:
 
     def submit(self, job_id: str, job_type: str, params: dict[str, Any]) -> None:
         with self._lock:
-            self._pending.append((job_id, job_type, params))
+            self._pending.append(Task(job_id, job_type, params))
         self._wake()
 
     def cancel(self, job_id: str) -> str | None:
         """'pending' or 'running' for a job this pool holds, None otherwise."""
         with self._lock:
-            for i, (pending_id, _, _) in enumerate(self._pending):
-                if pending_id == job_id:
+            for i, task in enumerate(self._pending):
+                if task.job_id == job_id:
                     del self._pending[i]
                     return "pending"
             worker = self._worker_running(job_id)
             if worker is None:
                 return None
-            if worker.cancelling:  # already stopping: a second SIGTERM would cut its cleanup
+            if worker.cancel is not None:  # a second SIGTERM would cut its cleanup short
                 return "running"
-            worker.cancelling = True
-            worker.cancel_deadline = time.monotonic() + CANCEL_GRACE
-            pid = worker.process.pid
-        if pid is not None:
-            self._signal_tree(pid, signal.SIGTERM)
+            worker.cancel = cancel = TreeStop(worker.pid)
+        cancel.terminate()
         self._wake()
         return "running"
 
@@ -179,11 +147,7 @@ class WorkerPool:
 
     def running_pids(self) -> dict[str, int]:
         with self._lock:
-            return {
-                w.job_id: w.process.pid
-                for w in self._workers.values()
-                if w.job_id and w.process.pid is not None
-            }
+            return {w.job_id: w.pid for w in self._workers.values() if w.job_id}
 
     def alive_workers(self) -> int:
         with self._lock:
@@ -210,9 +174,8 @@ class WorkerPool:
                 pass
         busy = [w for w in workers if w.job_id is not None]
         for worker in busy:  # the job logs why it stops, runs its finally blocks, reports
-            if worker.process.pid is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(worker.process.pid, STOP_SIGNAL)
+            with contextlib.suppress(OSError):
+                os.kill(worker.pid, STOP_SIGNAL)
         deadline = time.monotonic() + 1.0
         for worker in workers:
             if worker.job_id is None:
@@ -226,12 +189,8 @@ class WorkerPool:
         # tracker: those are this process's to keep.
         tree = processes_marked(worker_mark(self._settings.home_mark))
         for worker in workers:
-            if worker.process.pid is not None and worker.process.is_alive():
-                try:
-                    root = psutil.Process(worker.process.pid)
-                    tree += [*root.children(recursive=True), root]
-                except psutil.Error:
-                    continue
+            if worker.process.is_alive():
+                tree += tree_of(worker.pid)
         kill_tree(list({p.pid: p for p in tree}.values()), grace=1.0)
         for worker in workers:
             worker.process.join(1.0)
@@ -239,15 +198,14 @@ class WorkerPool:
         return interrupted
 
     # -- called by the listener thread ------------------------------------------------------
-    def handle_message(self, worker_id: int, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "progress":
-            self._events.job_progress(message[1], message[2], message[3])
-        elif kind == "start":
-            self._events.job_started(message[1], message[2])
-        elif kind == "end":
-            self._job_end_message(worker_id, message[1], message[2])
-        elif kind == "ready":
+    def handle_message(self, worker_id: int, message: Message) -> None:
+        if isinstance(message, Progress):
+            self._events.job_progress(message.job_id, message.pct, message.step)
+        elif isinstance(message, Started):
+            self._events.job_started(message.job_id, message.pid)
+        elif isinstance(message, End):
+            self._job_end_message(worker_id, message.job_id, message.outcome)
+        elif isinstance(message, Ready):
             with self._lock:
                 worker = self._workers.get(worker_id)
                 if worker is not None:
@@ -263,17 +221,21 @@ class WorkerPool:
         self._wake()
 
     # -- internals --------------------------------------------------------------------------
-    def _job_end_message(self, worker_id: int, job_id: str, outcome: dict[str, Any]) -> None:
+    def _job_end_message(self, worker_id: int, job_id: str, outcome: Outcome) -> None:
         with self._lock:
             worker = self._workers.get(worker_id)
             if worker is None or worker.job_id != job_id:
                 return
-            if worker.cancelling:
-                outcome = {**outcome, "status": "cancelled", "error": "cancelled on request"}
-            elif self._stopping and outcome.get("status") == "cancelled":
+            if worker.cancel is not None:
+                outcome = dataclasses.replace(
+                    outcome, status=JobStatus.CANCELLED, error=CANCELLED_ON_REQUEST
+                )
+            elif self._stopping and outcome.status is JobStatus.CANCELLED:
                 # the SIGTERM came from stop(), not from a person: say what happened
-                outcome = {**outcome, "status": "failed", "error": SERVER_STOPPED}
-            if outcome.get("status") == "cancelled":
+                outcome = dataclasses.replace(
+                    outcome, status=JobStatus.FAILED, error=SERVER_STOPPED
+                )
+            if outcome.status is JobStatus.CANCELLED:
                 worker.ready = False  # it exits after a cancel: give it no new job
             worker.job_id = None
         self._events.job_ended(job_id, outcome)
@@ -296,31 +258,18 @@ class WorkerPool:
         worker_id = self._next_id
         control_r, control_w = self._ctx.Pipe(duplex=False)
         channel_r, channel_w = self._ctx.Pipe(duplex=False)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()  # a forked child would otherwise write the server's buffer again
-            except (OSError, ValueError):
-                pass
-        process = self._ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(worker_id, control_r, channel_w, self._settings),
+        process = start_process(
+            self._ctx,
+            worker_main,
+            (worker_id, control_r, channel_w, self._settings),
             name=f"jobtrail-worker-{worker_id}",
-            daemon=False,  # jobs may start multiprocessing children; stop() ends workers
+            helper_mark=f"{self._settings.home_mark}/server",
         )
-        with (
-            _without_main_module(),
-            _marked_environment(f"{self._settings.home_mark}/server"),
-            warnings.catch_warnings(),
-        ):
-            # Python 3.12+ warns that fork() from a multi-threaded process may deadlock the
-            # child: that is why forkserver is the default; who picks fork has chosen it.
-            warnings.filterwarnings(
-                "ignore", "This process .* is multi-threaded", DeprecationWarning
-            )
-            process.start()
         control_r.close()
         channel_w.close()
-        self._workers[worker_id] = _Worker(worker_id, process, control_w, time.monotonic())
+        pid = process.pid
+        assert pid is not None  # set by start()
+        self._workers[worker_id] = _Worker(worker_id, process, pid, control_w, time.monotonic())
         self._sink.add_channel(worker_id, channel_r)
 
     def _monitor_loop(self) -> None:
@@ -361,11 +310,10 @@ class WorkerPool:
             if worker.job_id is not None:
                 job_id = worker.job_id
                 worker.job_id = None
-                if worker.cancelling:
-                    outcome = {"status": "cancelled", "error": "cancelled on request"}
+                if worker.cancel is not None:
+                    outcome = Outcome.cancelled()
                 else:
-                    reason = death_reason(worker.process.exitcode)
-                    outcome = {"status": "failed", "error": f"job process died: {reason}"}
+                    outcome = Outcome.died(death_reason(worker.process.exitcode))
                 self._events.job_ended(job_id, outcome)
             worker.control.close()
             del self._workers[worker.worker_id]
@@ -396,35 +344,18 @@ class WorkerPool:
                 worker.ready
                 and worker.job_id is None
                 and worker.died_at is None
-                and not worker.cancelling
+                and worker.cancel is None
             ):
-                job_id, job_type, params = self._pending.popleft()
+                task = self._pending.popleft()
                 try:
-                    worker.control.send((job_id, job_type, params))
+                    worker.control.send(task)
                 except (OSError, ValueError):
-                    self._pending.appendleft((job_id, job_type, params))
+                    self._pending.appendleft(task)
                     continue
-                worker.job_id = job_id
+                worker.job_id = task.job_id
 
     def _escalate_cancels(self) -> None:
         now = time.monotonic()
         for worker in self._workers.values():
-            if worker.cancelling and worker.died_at is None and now >= worker.cancel_deadline:
-                pid = worker.process.pid
-                if pid is not None:
-                    self._signal_tree(pid, signal.SIGKILL)
-                worker.cancel_deadline = now + CANCEL_GRACE
-
-    @staticmethod
-    def _signal_tree(pid: int, sig: int) -> None:
-        """Children first, then the worker, so the worker's barrier sees them gone."""
-        try:
-            root = psutil.Process(pid)
-            procs = [*root.children(recursive=True), root]
-        except psutil.Error:
-            return
-        for proc in procs:
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
+            if worker.cancel is not None and worker.died_at is None:
+                worker.cancel.escalate(now)

@@ -10,7 +10,6 @@ this server already has (a restarted server re-reading a stream) is skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ import redis
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis.records import RedisJobDB
 from jobtrail.logstore.store import JobLogStore
+from jobtrail.messages import Batch, End, Outcome, Progress, Started, from_fields
 
 log = logging.getLogger("jobtrail.ingest")
 
@@ -34,7 +34,7 @@ ENDED_MEMORY = 100_000
 class IngestEvents(Protocol):
     def job_started(self, job_id: str, pid: int, worker: str | None = None) -> None: ...
     def job_progress(self, job_id: str, pct: float, step: str | None) -> None: ...
-    def job_ended(self, job_id: str, outcome: dict[str, Any]) -> None: ...
+    def job_ended(self, job_id: str, outcome: Outcome) -> None: ...
 
 
 class StreamIngest:
@@ -160,27 +160,27 @@ class StreamIngest:
                 self._handle(job_id, fields)
 
     def _handle(self, job_id: str, fields: dict[bytes, bytes]) -> None:
-        kind = fields.get(b"k")
-        if kind == b"b":
-            first, count = int(fields[b"f"]), int(fields[b"c"])
+        message = from_fields(job_id, fields)
+        if isinstance(message, Batch):
+            last = message.first_seq + message.line_count - 1
             with self._lock:
                 have = self._seq.get(job_id, 0)
-            if first + count - 1 <= have:
+            if last <= have:
                 return  # already in this server's files (it re-read the stream)
-            self._store.append(job_id, fields[b"p"], first, count, int(fields[b"m"]))
+            self._store.append(
+                job_id, message.payload, message.first_seq, message.line_count, message.level_mask
+            )
             with self._lock:
-                self._seq[job_id] = first + count - 1
+                self._seq[job_id] = last
             self.batches += 1
-            self.records += count
-        elif kind == b"p":
-            self._events.job_progress(job_id, float(fields[b"pct"]), json.loads(fields[b"s"]))
-        elif kind == b"s":
-            worker = fields.get(b"w", b"").decode() or None
-            host = fields.get(b"host", b"").decode()
-            self._events.job_started(job_id, int(fields[b"pid"]), worker or host or None)
-        elif kind == b"e":
+            self.records += message.line_count
+        elif isinstance(message, Progress):
+            self._events.job_progress(job_id, message.pct, message.step)
+        elif isinstance(message, Started):
+            self._events.job_started(job_id, message.pid, message.worker or message.host)
+        elif isinstance(message, End):
             self._store.close_job(job_id)
             try:
-                self._events.job_ended(job_id, json.loads(fields[b"o"]))
+                self._events.job_ended(job_id, message.outcome)
             finally:
                 self._forget(job_id, ended=True)

@@ -16,7 +16,6 @@ message with the cause in jobtrail's words ("killed by SIGKILL", "exited with co
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import multiprocessing
 import os
@@ -35,22 +34,20 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
-from jobtrail.backends.local.pool import CANCEL_GRACE
 from jobtrail.backends.redis import horse
 from jobtrail.backends.redis import keys as b
+from jobtrail.messages import End, Outcome
 from jobtrail.processes import (
-    WORKER_MARK_ENV,
+    CANCEL_GRACE,
+    TreeStop,
     death_reason,
+    die_with_parent,
     kill_tree,
+    mark_this_process,
     processes_marked,
 )
-from jobtrail.worker.runtime import (
-    BUILTIN_JOB_MODULES,
-    PLAYBOOKS_ENV,
-    STOP_SIGNAL,
-    TOKEN_ENV,
-    _die_with_parent,
-)
+from jobtrail.registry import import_job_modules
+from jobtrail.worker.runtime import PLAYBOOKS_ENV, STOP_SIGNAL, TOKEN_ENV
 
 log = logging.getLogger("jobtrail.worker")
 WATCH_EVERY = 0.2
@@ -66,7 +63,7 @@ class JobtrailWorker(Worker):
         self._jt_mark = mark
         self._jt_conn = b.connect(url)
         self._jt_job: str | None = None
-        self._jt_cancel_at: float | None = None
+        self._jt_cancel: TreeStop | None = None
         self._jt_ended = False
         self._jt_status: int | None = None
         self._jt_lock = threading.Lock()
@@ -76,7 +73,7 @@ class JobtrailWorker(Worker):
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         job_id = job.id
         with self._jt_lock:
-            self._jt_job, self._jt_cancel_at, self._jt_ended = job_id, None, False
+            self._jt_job, self._jt_cancel, self._jt_ended = job_id, None, False
             self._jt_status = None
         self._beat(job_id)
         try:
@@ -118,11 +115,11 @@ class JobtrailWorker(Worker):
         kill_tree(processes_marked(f"{self._jt_mark}/{job_id}"))
         code = os.waitstatus_to_exitcode(wait_status)
         if self._quietly(lambda: self._jt_conn.exists(b.cancel_key(job_id))):
-            outcome = {"status": "cancelled", "error": "cancelled on request"}
+            outcome = Outcome.cancelled()
         else:
-            outcome = {"status": "failed", "error": f"job process died: {death_reason(code)}"}
+            outcome = Outcome.died(death_reason(code))
         try:
-            horse.StreamSender(self._jt_conn, job_id)(("end", job_id, outcome))
+            horse.StreamSender(self._jt_conn, job_id)(End(job_id, outcome))
         except OSError:
             log.error("could not report the end of job %s: redis unreachable", job_id)
 
@@ -143,7 +140,7 @@ class JobtrailWorker(Worker):
         while True:
             time.sleep(WATCH_EVERY)
             with self._jt_lock:
-                job_id, cancel_at = self._jt_job, self._jt_cancel_at
+                job_id, cancel = self._jt_job, self._jt_cancel
             pid = self.horse_pid
             if job_id is None or not pid:
                 continue
@@ -151,37 +148,20 @@ class JobtrailWorker(Worker):
             if now - last_beat >= b.HEARTBEAT_EVERY:
                 self._beat(job_id)
                 last_beat = now
-            if cancel_at is None:
-                if self._quietly(lambda j=job_id: self._jt_conn.exists(b.cancel_key(j))):
-                    with self._jt_lock:
-                        self._jt_cancel_at = now + CANCEL_GRACE
-                    self._signal_tree(pid, job_id, signal.SIGTERM)
-            elif now >= cancel_at:
-                self._signal_tree(pid, job_id, signal.SIGKILL)
+            if cancel is not None:
+                cancel.escalate(now)
+            elif self._quietly(lambda j=job_id: self._jt_conn.exists(b.cancel_key(j))):
+                # reparented descendants are found by the job's mark
+                cancel = TreeStop(pid, mark=f"{self._jt_mark}/{job_id}")
                 with self._jt_lock:
-                    self._jt_cancel_at = now + CANCEL_GRACE
-
-    def _signal_tree(self, pid: int, job_id: str, sig: int) -> None:
-        """Children first (reparented ones found by their mark), then the horse."""
-        try:
-            root = psutil.Process(pid)
-            procs = [*root.children(recursive=True), root]
-        except psutil.Error:
-            procs = []
-        marked = processes_marked(f"{self._jt_mark}/{job_id}")
-        seen = {p.pid for p in procs}
-        procs = [*(p for p in marked if p.pid not in seen), *procs]
-        for proc in procs:
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
+                    self._jt_cancel = cancel
+                cancel.terminate()
 
 
 def _work(url: str, mark: str, index: int) -> None:
     """One RQ worker process (a child of ``jobtrail worker``)."""
-    _die_with_parent()
-    os.environ[WORKER_MARK_ENV] = mark
+    die_with_parent()
+    mark_this_process(mark)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     name = f"jobtrail.{socket.gethostname()}.{os.getpid()}.{index}"
     horse.WORKER.update(url=url, mark=mark, name=name)
@@ -207,8 +187,7 @@ def run_workers(
     os.environ.pop(TOKEN_ENV, None)
     if playbooks:
         os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
-    for module in (*BUILTIN_JOB_MODULES, *job_modules):
-        importlib.import_module(module)  # before forking: every horse has the job types
+    import_job_modules(job_modules)  # before forking: every horse has the job types
     b.retrying(lambda: b.connect(url).ping(), 30.0, "worker start")
     mark = f"jtw-{uuid.uuid4().hex[:12]}"
     ctx = multiprocessing.get_context("fork")
@@ -263,9 +242,3 @@ def _stop_workers(workers: list[BaseProcess]) -> None:
     deadline = time.monotonic() + CANCEL_GRACE
     for proc in workers:
         proc.join(max(0.0, deadline - time.monotonic()))
-
-
-if __name__ == "__main__":
-    from jobtrail.backends.redis.command import main
-
-    sys.exit(main())

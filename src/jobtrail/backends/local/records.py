@@ -1,18 +1,31 @@
 """Job records in SQLite (stdlib sqlite3), in the home, so they outlive the server.
 
-One connection shared by the server's threads under a lock: every statement here is a
-single indexed row operation or a bounded list, so the lock is held for microseconds.
+``JobDB`` is the table: one connection shared by the server's threads under a lock, every
+statement a single indexed row operation or a bounded list, so the lock is held for
+microseconds. ``LocalJobRecords`` (the service's ``JobRecords``) keeps the pending and
+running jobs in memory in front of it and writes every change through, but progress, which
+is persisted at most every ``PROGRESS_PERSIST_SECONDS``, so a chatty job cannot turn into a
+stream of disk writes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from jobtrail.models import Job, JobStatus
+
+log = logging.getLogger("jobtrail.server")
+
+PROGRESS_PERSIST_SECONDS = 1.0
+_PROGRESS = frozenset({"progress", "current_step"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -172,6 +185,12 @@ class JobDB:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def mark_expired(self, job_id: str) -> None:
+        self.update(job_id, logs_expired=1)
+
+    def forget_ended_before(self, before: float) -> None:
+        """Nothing to forget: the table has no index of ended jobs beside the rows."""
+
     def count(self, status: str | None = None) -> int:
         with self._lock:
             if status is None:
@@ -181,3 +200,107 @@ class JobDB:
                     "SELECT count(*) FROM jobs WHERE status = ?", (status,)
                 ).fetchone()[0]
             )
+
+
+class LocalJobRecords:
+    """The jobs of a local server: pending and running ones in memory (``_active``), the
+    rest in SQLite; every change but progress is written through at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = JobDB(path)
+        self._lock = threading.Lock()
+        self._active: dict[str, Job] = {}
+        self._statuses: Counter[str] = Counter()  # of the active jobs: the queue limit's count
+        self._progress_saved: dict[str, float] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def recover(self, error: str) -> list[Job]:
+        """A previous server's running jobs failed (their processes are gone); its pending
+        jobs, in submission order, become active again for this server to run."""
+        failed = self.db.fail_running(error, time.time())
+        if failed:
+            log.warning("marked %d job(s) failed: %s", len(failed), error)
+        pending = self.db.pending()
+        with self._lock:
+            for job in pending:
+                self._remember(job)
+        return [replace(job) for job in pending]
+
+    def insert(self, job: Job) -> None:
+        self.db.insert(job)
+        with self._lock:
+            self._remember(replace(job))
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is not None:
+                return replace(job)
+        return self.db.get(job_id)
+
+    def list_jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        jobs = self.db.list_jobs(status, job_type, limit)
+        with self._lock:
+            return [replace(self._active.get(job.job_id, job)) for job in jobs]
+
+    def count(self, status: str) -> int:
+        if status in ("pending", "running"):
+            with self._lock:
+                return self._statuses[status]
+        return self.db.count(status)
+
+    def running_ids(self) -> list[str]:
+        with self._lock:
+            return [j.job_id for j in self._active.values() if j.status is JobStatus.RUNNING]
+
+    def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        with self._lock:
+            job = self._active.get(job_id)
+            if job is None:
+                return self._transition_stored(job_id, allowed, fields)
+            if allowed and job.status.value not in allowed:
+                return False
+            self._statuses[job.status.value] -= 1
+            for key, value in fields.items():
+                setattr(job, key, JobStatus(value) if key == "status" else value)
+            if job.status.terminal:
+                del self._active[job_id]
+                self._progress_saved.pop(job_id, None)
+            else:
+                self._statuses[job.status.value] += 1
+            if set(fields) <= _PROGRESS:
+                now = time.monotonic()
+                if now - self._progress_saved.get(job_id, 0.0) < PROGRESS_PERSIST_SECONDS:
+                    return True
+                self._progress_saved[job_id] = now
+                fields = {"progress": job.progress, "current_step": job.current_step}
+            self.db.update(job_id, **fields)
+        return True
+
+    def _transition_stored(
+        self, job_id: str, allowed: tuple[str, ...], fields: dict[str, Any]
+    ) -> bool:
+        """A job not active here: ended (so only an unconditional change applies) or unknown."""
+        if allowed:
+            return False
+        if self.db.get(job_id) is None:
+            return False
+        self.db.update(job_id, **fields)
+        return True
+
+    def expirable(self, before: float) -> list[str]:
+        return self.db.expirable(before)
+
+    def mark_expired(self, job_id: str) -> None:
+        self.db.mark_expired(job_id)
+
+    def forget_ended_before(self, before: float) -> None:
+        self.db.forget_ended_before(before)
+
+    def _remember(self, job: Job) -> None:
+        self._active[job.job_id] = job
+        self._statuses[job.status.value] += 1

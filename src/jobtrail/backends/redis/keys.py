@@ -8,8 +8,6 @@ from typing import Any, TypeVar
 
 import redis
 
-from jobtrail.backends.redis.command import check_backend, is_redis_url
-
 PREFIX = "jobtrail:"
 QUEUE = "jobtrail"  # the RQ queue's name
 JOBS = PREFIX + "jobs"  # sorted set: every job, score = submission number
@@ -27,7 +25,6 @@ STREAM_TTL = 3600  # seconds a job's stream is kept after it ended: late or rest
 CANCEL_TTL = 86_400
 SEND_RETRY_SECONDS = 60.0  # how long a horse keeps retrying an XADD while Redis is away
 
-__all__ = ["check_backend", "is_redis_url"]
 T = TypeVar("T")
 
 

@@ -1,20 +1,31 @@
 """Job records in Redis: one hash per job, a sorted set per status, so every API server
-shows the same jobs. The counterpart of ``jobtrail.db.JobDB`` (same record, same fields).
+shows the same jobs. The counterpart of ``backends.local.records`` (same record, same fields).
 
 Status changes go through one Lua script that checks the current status first, so several
 servers ingesting the same ``end`` (or a late progress after it) change a job at most once.
+
+``RedisJobDB`` is the store the ingest, dispatcher and reaper share; ``RedisJobRecords`` is
+the service's view of it, with local mode's end-of-job barrier: a server shows a job
+terminal only once its own ingest wrote the job's ``end`` (i.e. every record before it).
+Another server may have recorded the end in Redis a few milliseconds earlier; until then
+this one shows the job as still running (bounded by ``BARRIER_GRACE``, in case the stream
+is gone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
 import redis
 
 from jobtrail.backends.redis import keys as b
 from jobtrail.models import Job, JobStatus
+
+BARRIER_GRACE = 5.0  # seconds after an end recorded elsewhere that this server waits for it
 
 TERMINAL = ("completed", "failed", "cancelled")
 _FIELDS = (
@@ -153,6 +164,74 @@ class RedisJobDB:
         """Expired long enough ago that every server's hourly retention has seen them."""
         self._conn.zremrangebyscore(b.ENDED, "-inf", before)
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+
+class EndsSeen(Protocol):
+    """What the barrier asks this server's ingest."""
+
+    def track(self, job_id: str) -> None: ...
+    def ended_here(self, job_id: str) -> bool: ...
+
+
+class RedisJobRecords:
+    """The service's ``JobRecords`` in Redis mode: ``RedisJobDB`` seen through the barrier."""
+
+    def __init__(self, db: RedisJobDB, conn: redis.Redis, ingest: EndsSeen) -> None:
+        self.db = db
+        self._conn = conn
+        self._ingest = ingest
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self._conn.close()
+
+    def recover(self, error: str) -> list[Job]:
+        """Nothing to run again: pending jobs wait in RQ's queue, running ones on their
+        workers, whichever server submitted them. Waits for Redis (it may be restarting)."""
+        b.retrying(self._conn.ping, 30.0, "server start")
+        return []
+
+    def insert(self, job: Job) -> None:
+        self.db.insert(job)
+        self._ingest.track(job.job_id)  # the submitting server reads its stream at once
+
+    def get(self, job_id: str) -> Job | None:
+        job = self.db.get(job_id)
+        return None if job is None else self._as_seen_here(job)
+
+    def list_jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        return [self._as_seen_here(job) for job in self.db.list_jobs(status, job_type, limit)]
+
+    def _as_seen_here(self, job: Job) -> Job:
+        """The barrier: terminal only once this server's files hold the whole log."""
+        if (
+            job.status.terminal
+            and not self._ingest.ended_here(job.job_id)
+            and time.time() - (job.completed_at or 0) < BARRIER_GRACE
+        ):
+            self._ingest.track(job.job_id)
+            status = JobStatus.RUNNING if job.started_at else JobStatus.PENDING
+            return replace(job, status=status, completed_at=None, result=None, error=None)
+        return job
+
+    def count(self, status: str) -> int:
+        return self.db.count(status)
+
+    def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        """As ``RedisJobDB.transition``; the server that ends a job lets its stream expire
+        (late or restarted servers read it until then)."""
+        applied = self.db.transition(job_id, allowed, **fields)
+        if applied and "status" in fields and JobStatus(fields["status"]).terminal:
+            with contextlib.suppress(redis.RedisError):
+                self._conn.expire(b.log_key(job_id), b.STREAM_TTL)
+        return applied
+
+    def expirable(self, before: float) -> list[str]:
+        return self.db.expirable(before)
+
+    def mark_expired(self, job_id: str) -> None:
+        self.db.mark_expired(job_id)
+
+    def forget_ended_before(self, before: float) -> None:
+        self.db.forget_ended_before(before)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from jobtrail.api.checks import require_json
-from jobtrail.api.deps import get_server
+from jobtrail.api.deps import Service, require_json
 from jobtrail.api.schemas import (
     ErrorOut,
     Health,
@@ -19,13 +17,10 @@ from jobtrail.api.schemas import (
     SubmitJob,
     job_out,
 )
-from jobtrail.jobtypes.ansible import job as ansible
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
-from jobtrail.service.service import JobServer
 
 router = APIRouter(prefix="/api", tags=["jobs"])
-Server = Annotated[JobServer, Depends(get_server)]
 RECENT_LOGS = 50
 
 
@@ -36,29 +31,29 @@ RECENT_LOGS = 50
     responses={415: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     dependencies=[Depends(require_json)],
 )
-def submit_job(body: SubmitJob, server: Server) -> JobOut:
-    job = server.submit(body.type, body.params)
-    return job_out(job, server.log_file(job.job_id))
+def submit_job(body: SubmitJob, service: Service) -> JobOut:
+    job = service.submit(body.type, body.params)
+    return job_out(job, service.log_file(job.job_id))
 
 
 @router.get("/jobs", response_model=JobList)
 def list_jobs(
-    server: Server,
+    service: Service,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=48)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
-    jobs = server.list(status.value if status else None, type, limit)
+    jobs = service.list(status.value if status else None, type, limit)
     return JobList(
-        jobs=[job_out(job, server.log_file(job.job_id)) for job in jobs], count=len(jobs)
+        jobs=[job_out(job, service.log_file(job.job_id)) for job in jobs], count=len(jobs)
     )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
-async def get_job(job_id: str, server: Server) -> JobOut:
-    job = server.get(job_id)
-    recent = [] if job.logs_expired else server.recent(job_id, RECENT_LOGS)
-    return job_out(job, server.log_file(job_id), recent)
+def get_job(job_id: str, service: Service) -> JobOut:
+    job = service.get(job_id)
+    recent = [] if job.logs_expired else service.recent(job_id, RECENT_LOGS)
+    return job_out(job, service.log_file(job_id), recent)
 
 
 @router.post(
@@ -66,11 +61,11 @@ async def get_job(job_id: str, server: Server) -> JobOut:
     response_model=JobOut,
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
-def cancel_job(job_id: str, server: Server) -> JobOut:
+def cancel_job(job_id: str, service: Service) -> JobOut:
     """What the cancel did: ``cancelled`` for a pending job; a running one stays ``running``
     with ``cancel_requested`` until its processes are stopped (asking again is harmless)."""
-    job = server.cancel(job_id)
-    return job_out(job, server.log_file(job_id))
+    job = service.cancel(job_id)
+    return job_out(job, service.log_file(job_id))
 
 
 @router.get("/job-types", response_model=list[JobTypeOut])
@@ -82,15 +77,15 @@ def list_job_types() -> list[JobTypeOut]:
 
 
 @router.get("/playbooks", response_model=PlaybooksOut)
-def list_playbooks() -> PlaybooksOut:
+def list_playbooks(service: Service) -> PlaybooksOut:
     """What ``ansible_playbook``'s ``playbook`` may name (a file walk: run in a thread)."""
-    base = ansible.playbooks_dir()
-    return PlaybooksOut(playbooks=ansible.list_playbooks(base), directory=str(base))
+    found = service.playbooks()
+    return PlaybooksOut(playbooks=found.playbooks, directory=found.directory)
 
 
 @router.get("/health", response_model=Health)
-async def health(server: Server) -> Health:
-    health = await asyncio.to_thread(server.health)  # Redis mode asks Redis: not on the loop
+def health(service: Service) -> Health:
+    health = service.health()  # Redis mode asks Redis: a def route, so not on the loop
     return Health(
         status="ok",
         workers=health.workers,

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from jobtrail.api.deps import get_server
+from jobtrail.api.deps import Service
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogRecordOut, LogsOut
 from jobtrail.errors import InvalidQuery
 from jobtrail.records import text_line
-from jobtrail.service.service import JobServer
 
 router = APIRouter(prefix="/api", tags=["logs"])
-Server = Annotated[JobServer, Depends(get_server)]
 
 
 @router.get(
@@ -23,7 +21,7 @@ Server = Annotated[JobServer, Depends(get_server)]
 )
 def get_logs(
     job_id: str,
-    server: Server,
+    service: Service,
     tail: Annotated[int, Query(ge=1, le=10000, description="How many matching records")] = 100,
     level: Annotated[LevelName, Query()] = Level.DEBUG,
     format: Annotated[
@@ -39,10 +37,10 @@ def get_logs(
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
 ) -> LogsOut:
-    server.check_logs(job_id)
+    service.check_logs(job_id)
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     try:
-        page = server.read(
+        page = service.read(
             job_id, tail=tail, min_level=level.value, after=after, since=since, match=match or None
         )
     except ValueError as exc:
@@ -57,7 +55,7 @@ def get_logs(
         format=LogFormat.json if format.records else LogFormat.text,
         total_lines=len(entries),
         logs=entries,
-        log_file=server.log_file(job_id),
+        log_file=service.log_file(job_id),
         first_seq=page.first_seq,
         last_seq=page.last_seq,
         latest_seq=page.latest_seq,

@@ -26,6 +26,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
 
 router = APIRouter(include_in_schema=False)
+# plain def routes: the first request for a file reads it from the package (then cached), and
+# file reads stay off the event loop
 
 _FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -74,17 +76,17 @@ def _file(name: str) -> Response:
 
 
 @router.get("/")
-async def index() -> Response:
+def index() -> Response:
     return _file("index.html")
 
 
 @router.get("/web/app.js")
-async def script() -> Response:
+def script() -> Response:
     return _file("app.js")
 
 
 @router.get("/web/app.css")
-async def style() -> Response:
+def style() -> Response:
     return _file("app.css")
 
 
@@ -105,7 +107,7 @@ def _docs_page(openapi_url: str, title: str) -> tuple[bytes, str]:
 
 
 @router.get("/docs")
-async def docs(request: Request) -> Response:
+def docs(request: Request) -> Response:
     html, csp = _docs_page(request.app.openapi_url, request.app.title)
     return Response(
         html, media_type=_FILES["index.html"], headers={**HEADERS, "Content-Security-Policy": csp}
@@ -113,7 +115,7 @@ async def docs(request: Request) -> Response:
 
 
 @router.get("/web/docs/{name}")
-async def docs_asset(name: str) -> Response:
+def docs_asset(name: str) -> Response:
     if name not in _DOCS_FILES:
         return Response(status_code=404)
     return Response(_read_docs(name), media_type=_DOCS_FILES[name], headers=HEADERS)

@@ -51,21 +51,13 @@ from jobtrail.processes import (
     tree_of,
     worker_mark,
 )
+from jobtrail.service.ports import SERVER_STOPPED, BackendEvents
 from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
 
 log = logging.getLogger("jobtrail.pool")
 
-SERVER_STOPPED = "the server stopped while the job was running"
 DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep its log pipe open
 STOP_GRACE = 3.0  # on stop, how long a running job may take to stop before its tree is killed
-
-
-class PoolEvents(Protocol):
-    """What the pool tells the server about jobs."""
-
-    def job_started(self, job_id: str, pid: int) -> None: ...
-    def job_progress(self, job_id: str, pct: float, step: str | None) -> None: ...
-    def job_ended(self, job_id: str, outcome: Outcome) -> None: ...
 
 
 class LogSink(Protocol):
@@ -95,7 +87,7 @@ class WorkerPool:
         context: BaseContext,
         settings: WorkerSettings,
         sink: LogSink,
-        events: PoolEvents,
+        events: BackendEvents,
     ) -> None:
         self.size = size
         self._ctx = context

@@ -14,14 +14,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis.records import RedisJobDB
 from jobtrail.logstore.store import JobLogStore
-from jobtrail.messages import Batch, End, Outcome, Progress, Started, from_fields
+from jobtrail.messages import Batch, End, Progress, Started, from_fields
+from jobtrail.service.ports import BackendEvents
 
 log = logging.getLogger("jobtrail.ingest")
 
@@ -31,19 +32,13 @@ REFRESH_SECONDS = 0.1
 ENDED_MEMORY = 100_000
 
 
-class IngestEvents(Protocol):
-    def job_started(self, job_id: str, pid: int, worker: str | None = None) -> None: ...
-    def job_progress(self, job_id: str, pct: float, step: str | None) -> None: ...
-    def job_ended(self, job_id: str, outcome: Outcome) -> None: ...
-
-
 class StreamIngest:
     def __init__(
         self,
         conn: redis.Redis,
         db: RedisJobDB,
         store: JobLogStore,
-        events: IngestEvents,
+        events: BackendEvents,
         catch_up_seconds: float = b.STREAM_TTL,
     ) -> None:
         self._conn = conn

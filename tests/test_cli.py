@@ -19,11 +19,12 @@ import httpx
 import psutil
 import pytest
 
-from conftest import Live, free_port, pid_gone, wait_until
 from jobtrail.backends.local.records import JobDB
-from jobtrail.cli import _params
+from jobtrail.cli.jobs import parse_params
 from jobtrail.processes import processes_marked
-from jobtrail.service.service import SERVER_STOPPED
+from jobtrail.service import SERVER_STOPPED
+from support.live import Live, free_port
+from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,10 +217,11 @@ def test_key_value_booleans(live: Live) -> None:
 
 
 def test_key_value_parsing_rules() -> None:
-    assert _params(["n=3", "x=1.5", "b=true", "z=null", "l=[1, 2]", "d={\"a\": 1}", "s=plain"]) == {
+    pairs = ["n=3", "x=1.5", "b=true", "z=null", "l=[1, 2]", 'd={"a": 1}', "s=plain"]
+    assert parse_params(pairs) == {
         "n": 3, "x": 1.5, "b": True, "z": None, "l": [1, 2], "d": {"a": 1}, "s": "plain",
     }  # fmt: skip
-    assert _params(["empty=", "eq=a=b"]) == {"empty": "", "eq": "a=b"}
+    assert parse_params(["empty=", "eq=a=b"]) == {"empty": "", "eq": "a=b"}
     schema = {
         "properties": {
             "name": {"type": "string"},
@@ -230,7 +232,7 @@ def test_key_value_parsing_rules() -> None:
         }
     }
     pairs = ["name=3", "maybe=null", "ratio=2", "either=4", "anything=5", "unknown=6"]
-    assert _params(pairs, schema) == {
+    assert parse_params(pairs, schema) == {
         "name": "3", "maybe": None, "ratio": 2, "either": 4, "anything": 5, "unknown": 6,
     }  # fmt: skip
 
@@ -717,7 +719,7 @@ def test_a_job_module_that_cannot_be_imported_is_one_line_and_exit_2(tmp_path: P
 def test_distributed_serve_and_worker_import_a_job_module_from_their_folder(
     tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
 ) -> None:
-    from redis_server import redis_server
+    from support.redis_server import redis_server
 
     app = tmp_path / "app"
     app.mkdir()

@@ -1,4 +1,4 @@
-"""How jobs and records read on a terminal (jobtrail.terminal), without a server."""
+"""How jobs and records read on a terminal (jobtrail.cli.output), without a server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from jobtrail.cli.output import Display, seconds_text
 from jobtrail.records import display_time, text_line
-from jobtrail.terminal import Display, seconds_text
 
 
 @pytest.fixture

@@ -1,14 +1,19 @@
 """How jobs and log records read on a terminal: times with their zone, durations, the jobs
 table and one job's details.
 
-Everything here turns the API's JSON into lines of text and does no I/O, so the CLI's
-verbs stay short and the formats can be tested without a server.
+``Display`` turns the API's JSON (a client result's ``raw``) into lines of text and does no
+I/O, so the verbs stay short and the formats can be tested without a server; ``display``
+picks its settings from the command line and the terminal.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import shutil
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +22,6 @@ from typing import Any
 
 from jobtrail.records import display_time, text_line
 
-TERMINAL = ("completed", "failed", "cancelled")
 ERROR_WIDTH = 60  # the jobs table's error column when stdout is not a terminal
 _LEVEL_COLOURS = {
     "DEBUG": "\x1b[2m",
@@ -159,3 +163,14 @@ def stderr_logging() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def display(args: argparse.Namespace) -> Display:
+    """Colours only on a terminal (and without NO_COLOR), the error column as wide as the
+    terminal when it is one; UTC unless --local-time."""
+    tty = sys.stdout.isatty()
+    return Display(
+        colour=tty and os.environ.get("NO_COLOR") is None,
+        tz=None if getattr(args, "local_time", False) else timezone.utc,
+        width=shutil.get_terminal_size().columns if tty else None,
+    )

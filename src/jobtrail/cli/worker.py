@@ -1,29 +1,20 @@
-"""``jobtrail worker`` options and the backend check, importable without rq or redis
-installed (the CLI imports this; local mode needs neither)."""
+"""``jobtrail worker``: run jobs from a redis backend (distributed mode).
+
+Checked here, each as one line before any worker starts: the backend URL, the concurrency,
+the distributed extra (rq, redis) and the job modules. Then
+``jobtrail.backends.redis.worker.run_workers`` runs the RQ workers until SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from urllib.parse import urlparse
 
-from jobtrail.terminal import stderr_logging
-from jobtrail.worker.runtime import JobModuleError, import_job_modules
-
-
-def is_redis_url(backend: str) -> bool:
-    return urlparse(backend).scheme in ("redis", "rediss", "unix")
-
-
-def check_backend(backend: str) -> str:
-    """``local`` or a redis URL; anything else is a clear error."""
-    if backend == "local" or is_redis_url(backend):
-        return backend
-    raise ValueError(
-        f"backend must be 'local' or a redis URL such as redis://host:6379/0; got {backend!r}"
-    )
+from jobtrail.cli.output import stderr_logging
+from jobtrail.errors import JobModuleError
+from jobtrail.registry import import_job_modules
+from jobtrail.service.config import is_redis_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,31 +48,23 @@ def add_job_module_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _refuse(message: str) -> int:
+    print(f"jobtrail worker: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
     if not args.backend or not is_redis_url(args.backend):
-        print("jobtrail worker: --backend redis://HOST:PORT/DB is required", file=sys.stderr)
-        return 2
+        return _refuse("--backend redis://HOST:PORT/DB is required")
     if args.concurrency < 1:
-        print("jobtrail worker: --concurrency must be at least 1", file=sys.stderr)
-        return 2
+        return _refuse("--concurrency must be at least 1")
     try:
         from jobtrail.backends.redis.worker import run_workers
     except ImportError as exc:
-        print(
-            f"jobtrail worker: {exc}; install the extra: pip install 'jobtrail[distributed]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _refuse(f"{exc}; install the extra: pip install 'jobtrail[distributed]'")
     try:  # here, before any worker starts, so a module that cannot be imported is one line
         import_job_modules(args.jobs_module or (), args.app_dir)
     except JobModuleError as exc:
-        print(f"jobtrail worker: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(str(exc))
     stderr_logging()
     return run_workers(args.backend, args.concurrency, args.jobs_module or (), args.playbooks)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobtrail worker")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

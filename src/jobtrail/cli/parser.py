@@ -1,0 +1,162 @@
+"""The command line: one sub-command per verb, each set to the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+from typing import TypeAlias
+
+from jobtrail.cli import cleanup, jobs, logs, serve, worker
+from jobtrail.client import DEFAULT_URL
+from jobtrail.models import JobStatus
+from jobtrail.service.config import START_METHODS, default_home, default_start_method
+from jobtrail.worker.runtime import TOKEN_ENV
+
+DESCRIPTION = "The `jobtrail` command: run the server, and talk to it from a terminal."
+Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jobtrail")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobtrail", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"jobtrail {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_client_verbs(sub)
+    work = sub.add_parser("worker", help="run jobs from a redis backend (distributed mode)")
+    worker.add_arguments(work)
+    work.set_defaults(func=worker.cmd_worker)
+
+    clean = sub.add_parser("cleanup", help="delete logs past retention")
+    clean.add_argument("--home", default=str(default_home()))
+    clean.add_argument("--older-than", type=float, default=72.0, metavar="HOURS")
+    clean.add_argument("--dry-run", action="store_true")
+    clean.set_defaults(func=cleanup.cmd_cleanup)
+
+    demo = sub.add_parser("demo", help="start a server on a temporary home and run a demo job")
+    demo.add_argument("--type", default="demo", help="job type to run")
+    demo.add_argument("--port", type=int, default=0)
+    demo.add_argument("--keep", action="store_true", help="keep serving after the job ends")
+    _add_local_time(demo)
+    demo.set_defaults(func=serve.cmd_demo)
+    return parser
+
+
+def _add_local_time(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--local-time",
+        action="store_true",
+        help="show times in this machine's time zone, with their offset (default: UTC, 'Z')",
+    )
+
+
+def _add_serve(sub: Verbs) -> None:
+    p = sub.add_parser("serve", help="run the API server and its worker pool")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free one")
+    p.add_argument("--home", default=str(default_home()), help="data directory (env JOBTRAIL_HOME)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--start-method", choices=START_METHODS, default=default_start_method())
+    worker.add_job_module_arguments(p)
+    p.add_argument("--playbooks", help="directory of Ansible playbooks")
+    p.add_argument(
+        "--log-max-bytes", type=int, default=10 * 1024 * 1024, help="size of one log segment"
+    )
+    p.add_argument("--retention-hours", type=float, default=72.0)
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of job processes (0: same as server)",
+    )
+    p.add_argument(
+        "--access-log", action="store_true", help="log every request (costs CPU under load)"
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help="require 'Authorization: Bearer TOKEN' on every endpoint but /api/health "
+        "(env JOBTRAIL_TOKEN)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without a token"
+    )
+    p.add_argument(
+        "--redact",
+        action="append",
+        metavar="REGEX",
+        help="also mask matches (or their groups) in job output (repeatable)",
+    )
+    p.add_argument("--no-redact", action="store_true", help="turn off the built-in secret patterns")
+    p.add_argument(
+        "--backend",
+        default=os.environ.get("JOBTRAIL_BACKEND", "local"),
+        help="'local' (default: pool, SQLite, files) or redis://HOST:PORT/DB to run jobs on "
+        "`jobtrail worker` processes on any host (env JOBTRAIL_BACKEND)",
+    )
+    p.set_defaults(func=serve.cmd_serve)
+
+
+def _add_client_verbs(sub: Verbs) -> None:
+    """The verbs that talk to a running server over ``jobtrail.client``."""
+
+    def client_verb(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument(
+            "--token",
+            default=os.environ.get(TOKEN_ENV),
+            help="bearer token of a server started with one (env JOBTRAIL_TOKEN)",
+        )
+        p.add_argument(
+            "--url",
+            default=os.environ.get("JOBTRAIL_URL", DEFAULT_URL),
+            help="server URL (env JOBTRAIL_URL)",
+        )
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+        _add_local_time(p)
+        return p
+
+    submit = client_verb("submit", "submit a job: TYPE key=value ...")
+    submit.add_argument("type")
+    submit.add_argument("params", nargs="*", metavar="key=value")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the job to end; exit with its status"
+    )
+    submit.add_argument("--follow", "-f", action="store_true", help="print its log as it runs")
+    submit.set_defaults(func=jobs.cmd_submit)
+
+    listing = client_verb("jobs", "list jobs, newest first")
+    listing.add_argument("--status", choices=[status.value for status in JobStatus])
+    listing.add_argument("--type")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=jobs.cmd_jobs)
+
+    show = client_verb("show", "one job: status, times, error, failure digest, newest lines")
+    show.add_argument("job_id")
+    show.add_argument(
+        "--lines", type=int, default=10, metavar="N", help="newest log lines to show (0: none)"
+    )
+    show.set_defaults(func=jobs.cmd_show)
+
+    log = client_verb("logs", "print a job's log")
+    log.add_argument("job_id")
+    log.add_argument("--tail", type=int, default=100)
+    log.add_argument("--level", default="DEBUG", type=str.upper)
+    log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    log.set_defaults(func=logs.cmd_logs)
+
+    cancel = client_verb("cancel", "cancel a pending or running job")
+    cancel.add_argument("job_id")
+    cancel.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job has stopped; exit with its status (3 once cancelled)",
+    )
+    cancel.set_defaults(func=jobs.cmd_cancel)

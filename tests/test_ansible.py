@@ -25,8 +25,6 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Live, live_server, pid_gone, wait_until
-from conftest import test_config as server_config
 from jobtrail.errors import InvalidParams
 from jobtrail.jobtypes.ansible.digest import split_warnings
 from jobtrail.jobtypes.ansible.events import EventTranslator, Progress, estimate_plan
@@ -43,6 +41,8 @@ from jobtrail.jobtypes.ansible.job import (
 )
 from jobtrail.secrets import Masker, secret_values
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
+from support.live import Live, live_server, server_config
+from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import Live
+from support.live import Live
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -260,8 +260,8 @@ def test_bad_list_queries_are_422(live: Live) -> None:
 
 
 def test_rotation_keeps_newest_segments_and_reads_span_them(tmp_path) -> None:
-    from conftest import live_server
-    from conftest import test_config as make_config
+    from support.live import live_server
+    from support.live import server_config as make_config
 
     config = make_config(tmp_path / "home", log_max_bytes=50_000, log_segments=3)
     with live_server(config) as small:

@@ -16,11 +16,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from redis_server import redis_server, workers
 from test_stream import SHUTDOWN_NOISE, all_events, records, serve_process, stop_while_followed
 
-from conftest import Live, live_server, pid_gone, wait_until
-from conftest import test_config as make_config
+from support.live import Live, live_server
+from support.live import server_config as make_config
+from support.redis_server import redis_server, workers
+from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from redis_server import redis_server, workers
 
-from conftest import Live, live_server, wait_until
-from conftest import test_config as make_config
 from jobtrail.backends.redis import keys as b
+from support.live import Live, live_server
+from support.live import server_config as make_config
+from support.redis_server import redis_server, workers
+from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,7 +8,8 @@ import signal
 import psutil
 import pytest
 
-from conftest import Live, epoch, pid_gone, wait_until
+from support.live import Live
+from support.waits import epoch, pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Live, epoch, live_server
-from conftest import test_config as make_config
+from support.live import Live, live_server
+from support.live import server_config as make_config
 from support.requirements import missing
+from support.waits import epoch
 
 pytestmark = pytest.mark.timeout(180)
 

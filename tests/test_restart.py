@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, pid_gone, wait_until
 from jobtrail.processes import processes_marked
 from jobtrail.service.service import home_mark
+from support.live import free_port
+from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 TESTS = Path(__file__).parent

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Live, live_server, wait_until
-from conftest import test_config as server_config
 from jobtrail.backends.local.records import JobDB
 from jobtrail.logstore.store import JobLogStore
 from jobtrail.service.retention import expire_logs
+from support.live import Live, live_server, server_config
+from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from conftest import Live
+from support.live import Live
 
 pytestmark = pytest.mark.timeout(600)
 EXAMPLES_PER_OPERATION = 150

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Live, live_server
-from conftest import test_config as make_config
 from jobtrail.secrets import MASK
 from jobtrail.worker.redact import Redactor
+from support.live import Live, live_server
+from support.live import server_config as make_config
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "s3cr3t-token-for-tests"

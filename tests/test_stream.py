@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Live, free_port, live_server, wait_until
-from conftest import test_config as make_config
 from jobtrail.cli import SSEParser, SSEvent
+from support.live import Live, free_port, live_server
+from support.live import server_config as make_config
+from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

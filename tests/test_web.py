@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import Live, epoch, free_port, live_server, wait_until
-from conftest import test_config as make_config
+from support.live import Live, free_port, live_server
+from support.live import server_config as make_config
 from support.requirements import missing
+from support.waits import epoch, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

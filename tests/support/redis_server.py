@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 import redis
 
-from conftest import free_port
+from support.live import free_port
 from support.requirements import missing
 
-TESTS = str(Path(__file__).resolve().parent)
+TESTS = str(Path(__file__).resolve().parents[1])  # where jobs_fixture is
 WORKER_COMMAND = ("jobtrail.cli", "worker")
 
 

@@ -65,7 +65,7 @@ def ans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         config = server_config(tmp_path_factory.mktemp("home"), playbooks=PLAYBOOKS)
         with live_server(config) as running:
             yield running
-    finally:  # JobServer exports the dir to os.environ: don't leak it into other modules
+    finally:  # the service exports the dir to os.environ: don't leak it into other modules
         if saved is None:
             os.environ.pop(PLAYBOOKS_ENV, None)
         else:
@@ -489,7 +489,7 @@ def test_cancel_stops_ansible_playbook_and_all_it_started(ans: Live) -> None:
         timeout=60,
         what="the long task started",
     )
-    worker = psutil.Process(ans.server.pool.running_pids()[job_id])
+    worker = psutil.Process(ans.server.execution.running_pids()[job_id])
 
     def tree() -> list[psutil.Process]:
         return list(worker.children(recursive=True))
@@ -518,7 +518,7 @@ def test_cancel_stops_ansible_playbook_and_all_it_started(ans: Live) -> None:
         wait_until(lambda proc=proc: pid_gone(proc.pid), timeout=15, what=f"pid {proc.pid} gone")
     assert time.monotonic() - started < 15
     assert not extravars.parent.parent.exists(), "the private data dir is removed"
-    wait_until(lambda: ans.server.pool.alive_workers() == 2, what="pool back to full size")
+    wait_until(lambda: ans.server.health().workers_alive == 2, what="pool back to full size")
 
 
 # -- the bundled demo --------------------------------------------------------------------------

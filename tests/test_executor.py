@@ -73,7 +73,7 @@ def test_a_crash_fails_only_its_job_and_the_pool_keeps_serving(
         assert any("Traceback" in m and "ValueError: the job went wrong" in m for m in messages)
     assert live.wait(bystander["job_id"], timeout=60)["status"] == "completed"
     assert len(live.all_records(bystander["job_id"])) >= 40000
-    wait_until(lambda: live.server.pool.alive_workers() == 2, what="pool back to full size")
+    wait_until(lambda: live.server.health().workers_alive == 2, what="pool back to full size")
     after = live.submit("sleep", seconds=0.1, steps=2)
     assert live.wait(after["job_id"])["status"] == "completed"
 
@@ -102,7 +102,7 @@ def test_cancel_running_job_stops_whole_process_tree(live: Live) -> None:
     again = live.http.post(f"/api/jobs/{job['job_id']}/cancel")
     assert again.status_code == 409
     assert "already ended" in again.json()["detail"]
-    wait_until(lambda: live.server.pool.alive_workers() == 2, what="pool back to full size")
+    wait_until(lambda: live.server.health().workers_alive == 2, what="pool back to full size")
 
 
 def test_cancel_pending_job_never_runs(fresh: Live) -> None:
@@ -130,9 +130,9 @@ def test_jobs_run_in_submission_order(fresh: Live) -> None:
 def test_worker_killed_from_outside_is_replaced(live: Live) -> None:
     job = live.submit("sleep", seconds=30, steps=30)
     live.wait(job["job_id"], statuses=("running",))
-    pid = live.server.pool.running_pids()[job["job_id"]]
+    pid = live.server.execution.running_pids()[job["job_id"]]
     psutil.Process(pid).send_signal(signal.SIGTERM)  # SIGTERM = cancel semantics inside
     psutil.Process(pid).kill()
     done = live.wait(job["job_id"])
     assert done["status"] in ("failed", "cancelled")
-    wait_until(lambda: live.server.pool.alive_workers() == 2, what="pool back to full size")
+    wait_until(lambda: live.server.health().workers_alive == 2, what="pool back to full size")

@@ -26,7 +26,7 @@ def test_flood_keeps_worker_memory_bounded_and_loses_nothing(fresh: Live) -> Non
     peak = 0
     baseline = None
     while True:
-        pid = fresh.server.pool.running_pids().get(job["job_id"])
+        pid = fresh.server.execution.running_pids().get(job["job_id"])
         if pid is None:
             break
         try:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from jobtrail.processes import processes_marked
-from jobtrail.service.service import home_mark
+from jobtrail.service import home_mark
 from support.live import free_port
 from support.waits import pid_gone, wait_until
 

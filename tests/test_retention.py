@@ -30,7 +30,7 @@ def finished_job(live: Live, job_type: str = "levels", **params: object) -> str:
 
 def age(live: Live, job_id: str, hours: float) -> None:
     """Move the job's end into the past: the very value the retention rule reads."""
-    live.server.db.update(job_id, completed_at=time.time() - hours * HOUR)
+    live.server.records.db.update(job_id, completed_at=time.time() - hours * HOUR)
 
 
 def assert_expired(live: Live, job_id: str) -> None:
@@ -94,10 +94,10 @@ def test_a_running_job_is_never_expired(live: Live, tmp_path: Path) -> None:
     live.wait(job_id, statuses=("running",))
     wait_until(lambda: live.logs(job_id)["total_lines"] > 0, what="the job's first line")
     long_ago = time.time() - 1000 * HOUR
-    live.server.db.update(job_id, started_at=long_ago, completed_at=long_ago)
+    live.server.records.db.update(job_id, started_at=long_ago, completed_at=long_ago)
     try:
         assert job_id not in live.server.expire_logs(older_than_hours=0)
-        assert job_id not in expire_logs(live.server.db, live.server.store, 0)
+        assert job_id not in expire_logs(live.server.records, live.server.store, 0)
         assert live.server.store.log_path(job_id).exists()
         assert live.job(job_id)["logs_expired"] is False
     finally:
@@ -115,7 +115,7 @@ def test_a_pending_job_is_never_expired(live: Live, tmp_path: Path) -> None:
             live.wait(blocker["job_id"], statuses=("running",))
         pending = live.submit("levels", count=1)
         assert live.job(pending["job_id"])["status"] == "pending"
-        live.server.db.update(pending["job_id"], completed_at=time.time() - 1000 * HOUR)
+        live.server.records.db.update(pending["job_id"], completed_at=time.time() - 1000 * HOUR)
         assert pending["job_id"] not in live.server.expire_logs(older_than_hours=0)
     finally:
         for gate in gates:
@@ -130,7 +130,7 @@ def test_dry_run_deletes_nothing(live: Live) -> None:
     lines = live.logs(job_id)["logs"]
 
     assert job_id in live.server.expire_logs(dry_run=True)
-    assert job_id in expire_logs(live.server.db, live.server.store, 72, dry_run=True)
+    assert job_id in expire_logs(live.server.records, live.server.store, 72, dry_run=True)
     assert live.server.store.log_path(job_id).exists()
     assert live.job(job_id)["logs_expired"] is False
     assert live.logs(job_id)["logs"] == lines

@@ -86,6 +86,8 @@ class LogIngest(Protocol):
 
 @dataclass(frozen=True)
 class Backend:
+    """The three parts a backend builds for one service."""
+
     records: JobRecords
     execution: Execution
     ingest: LogIngest

@@ -99,6 +99,10 @@ class WorkerPool:
         self._pending: deque[Task] = deque()
         self._next_id = 0
         self._stopping = False
+        # Under fork and spawn this thread is the workers' parent, and their
+        # PR_SET_PDEATHSIG fires when the *thread* that started them exits: it must outlive
+        # their stop grace, so stop() ends it last.
+        self._exiting = False
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._respawn_after = 0.0
         self._fast_deaths = 0
@@ -158,7 +162,6 @@ class WorkerPool:
             interrupted = [w.job_id for w in self._workers.values() if w.job_id]
             workers = list(self._workers.values())
         self._wake()
-        self._monitor.join(timeout)
         for worker in workers:
             try:
                 worker.control.send(None)
@@ -187,6 +190,10 @@ class WorkerPool:
         for worker in workers:
             worker.process.join(1.0)
             worker.control.close()
+        with self._lock:
+            self._exiting = True
+        self._wake()
+        self._monitor.join(timeout)
         return interrupted
 
     # -- called by the listener thread ------------------------------------------------------
@@ -267,12 +274,13 @@ class WorkerPool:
     def _monitor_loop(self) -> None:
         while True:
             with self._lock:
-                if self._stopping:
+                if self._exiting:
                     return
-                self._reap()
-                self._replenish()
-                self._dispatch()
-                self._escalate_cancels()
+                if not self._stopping:  # stop() handles the workers from here
+                    self._reap()
+                    self._replenish()
+                    self._dispatch()
+                    self._escalate_cancels()
                 sentinels: list[Any] = [
                     w.process.sentinel for w in self._workers.values() if w.died_at is None
                 ]

@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from jobtrail.cli import SSEParser, SSEvent
+from jobtrail.client._sse import SSEParser, SSEvent
 from support.live import Live, free_port, live_server
 from support.live import server_config as make_config
+from support.proxy import DroppingProxy
 from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -266,60 +267,6 @@ def test_a_stalled_follower_blocks_neither_the_job_nor_other_followers(tmp_path:
         assert events[-1].event == "end"
         assert covered_seqs(events) == list(range(1, count + 1)), "as a record or in a gap"
         assert any(e.event == "gap" for e in events), "rotation outran the stalled reader"
-
-
-class DroppingProxy:
-    """A TCP proxy to the server whose open connections the test can cut."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.conns += [client, upstream]
-                self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def drop_all(self) -> None:
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.drop_all()
 
 
 def test_cli_follow_survives_a_dropped_connection(live: Live, tmp_path) -> None:

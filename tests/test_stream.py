@@ -437,7 +437,11 @@ def test_stopping_the_server_ends_streams_at_once_and_the_job_says_why(tmp_path:
     assert shutdown["reason"] == "the server is stopping"
     log = stderr.read_text()
     assert not [word for word in SHUTDOWN_NOISE if word in log], log
-    job = JobDB(home / "jobs.sqlite3").get(job_id)
+    db = JobDB(home / "jobs.sqlite3")
+    try:
+        job = db.get(job_id)
+    finally:
+        db.close()  # Python 3.13 warns of an unclosed sqlite3 connection
     assert job is not None and job.status.value == "failed"
     assert job.error == "the server stopped while the job was running"
     messages = [r["message"] for r in JobLogStore(home / "logs").read(job_id, tail=50).records]

@@ -233,3 +233,36 @@ def slow_to_stop(path: str, cleanup: float = 1.0, timeout: float = 60.0) -> None
         log.info("cleaning up for %s s", cleanup)
         time.sleep(cleanup)
         log.info("cleaned up")
+
+
+@job("root_cause")
+def root_cause(how: str, url: str = "postgres://db.internal:5432/inv", password: str = "") -> None:
+    """Fails with a chain of causes. `how`: ``from`` (raise … from), ``context`` (raised while
+    handling another), ``suppressed`` (raise … from None), ``stdlib`` / ``library`` (the
+    root raised inside json / psutil), ``package`` (deep in tests/jobpkg); a `password` goes
+    into the messages."""
+    import json
+
+    import psutil
+
+    if how == "stdlib":
+        json.loads(url)  # root_cause: stdlib
+    if how == "library":
+        psutil.Process(-5)  # root_cause: library
+    if how == "package":
+        from jobpkg import inventory
+
+        inventory.load(url)
+    try:
+        _connect(url, password)
+    except ConnectionError as exc:
+        if how == "from":
+            raise RuntimeError("inventory unavailable") from exc
+        if how == "suppressed":
+            raise RuntimeError("inventory unavailable") from None  # root_cause: suppressed
+        raise RuntimeError(f"inventory unavailable for {password or 'nobody'}")  # noqa: B904
+
+
+def _connect(url: str, password: str) -> None:
+    where = url.replace("://", f"://bob:{password}@") if password else url
+    raise ConnectionError(f"could not connect to {where}: connection refused")  # root_cause: raise

@@ -103,7 +103,7 @@ def test_threads_keep_order_and_barrier_holds(both: Live) -> None:
     [
         ("sigkill", r"job process died: killed by SIGKILL"),
         ("exit", r"exited with code 3"),
-        ("raise", r"^ValueError: the job went wrong$"),
+        ("raise", r"^ValueError: the job went wrong \(jobs_fixture\.py:\d+ in crash\)$"),
         ("sysexit", r"sys\.exit\(4\)"),
     ],
 )

@@ -52,7 +52,7 @@ def test_end_of_job_barrier_first_terminal_get_sees_whole_log(live: Live) -> Non
     [
         ("sigkill", r"killed by SIGKILL"),
         ("exit", r"exited with code 3"),
-        ("raise", r"^ValueError: the job went wrong$"),
+        ("raise", r"^ValueError: the job went wrong \(jobs_fixture\.py:\d+ in crash\)$"),
         ("oom", r"^MemoryError"),
         ("sysexit", r"sys\.exit\(4\)"),
     ],

@@ -36,6 +36,7 @@ from jobtrail.processes import die_with_parent, kill_tree, mark_this_process, wo
 from jobtrail.registry import get_job_type, import_job_modules
 from jobtrail.secrets import secret_values
 from jobtrail.worker.batcher import RecordBatcher, Send
+from jobtrail.worker.failure import describe as describe_exception
 from jobtrail.worker.handler import install
 from jobtrail.worker.redact import Redactor
 from jobtrail.worker.streams import StreamCapture
@@ -159,8 +160,9 @@ class JobRuntime:
             return Outcome.failed(f"job called sys.exit({exc.code!r})"), False
         except BaseException as exc:  # the job's own failure, whatever it is: report it
             _running.clear()
-            log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=True)
-            return Outcome.failed(self.batcher.redact(f"{type(exc).__name__}: {exc}")), False
+            error, failure = describe_exception(exc, self.batcher.redact)
+            log.error("job failed: %s", error, exc_info=True)
+            return Outcome(JobStatus.FAILED, error, failure=failure), False
         finally:
             _running.clear()
 

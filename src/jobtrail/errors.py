@@ -5,6 +5,8 @@
      ├── UnknownJobType       the type is not registered
      ├── InvalidParams        params do not fit the job function's signature
      ├── JobFinished          the job already ended, so it cannot be cancelled
+ ├── JobNotEnded          the job has not ended yet, so it cannot be rerun
+ ├── CannotRerun          a rerun cannot be made as asked (secrets not stored, no failed host)
      ├── LogsExpired          the job's logs were removed by retention
      ├── QueueFull            too many jobs are waiting already
      ├── InvalidQuery         a query parameter cannot be used as given, or is unknown
@@ -56,6 +58,19 @@ class JobFinished(JobtrailError):
 
     def __init__(self, job_id: str, status: str) -> None:
         super().__init__(f"job {job_id!r} already ended with status {status!r}")
+
+
+class JobNotEnded(JobtrailError):
+    """The job is still pending or running: a rerun starts from how a job ended."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(
+            f"job {job_id!r} is still {status}: rerun it once it ended (or cancel it first)"
+        )
+
+
+class CannotRerun(JobtrailError):
+    """The job cannot be run again as asked; the message says what to send instead."""
 
 
 class LogsExpired(JobtrailError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -58,6 +59,13 @@ class Job:
     logs_expired: bool = False
     cancel_requested: bool = False  # the job is being stopped on request, not yet ended
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def duration_s(self) -> float | None:
+        """Seconds from its start to its end, or so far while it runs; None if it never ran."""
+        if self.started_at is None:
+            return None
+        end = time.time() if self.completed_at is None else self.completed_at
+        return round(max(0.0, end - self.started_at), 3)
 
 
 @dataclass(frozen=True)

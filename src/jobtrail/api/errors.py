@@ -10,9 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from jobtrail.errors import (
+    CannotRerun,
     InvalidParams,
     InvalidQuery,
     JobFinished,
+    JobNotEnded,
     JobNotFound,
     JobtrailError,
     LogsExpired,
@@ -27,6 +29,8 @@ STATUS: dict[type[JobtrailError], int] = {
     InvalidParams: 422,
     InvalidQuery: 422,
     JobFinished: 409,
+    JobNotEnded: 409,
+    CannotRerun: 422,
     LogsExpired: 410,
     QueueFull: 503,
     UnsupportedMediaType: 415,

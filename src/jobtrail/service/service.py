@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobtrail.errors import JobFinished, JobNotFound, LogsExpired, QueueFull
+from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
 from jobtrail.logstore import JobLogStore, LinePage, LogPage, LogStats, Record
 from jobtrail.messages import Outcome
@@ -29,6 +29,7 @@ from jobtrail.service import retention
 from jobtrail.service.config import ServerConfig
 from jobtrail.service.home import open_home
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
+from jobtrail.service.rerun import check_failed_hosts, hosts_in_failure, rerun_params
 
 log = logging.getLogger("jobtrail.server")
 
@@ -113,7 +114,9 @@ class JobService:
         self._home.close()
 
     # -- jobs -------------------------------------------------------------------------------
-    def submit(self, job_type: str, params: dict[str, Any]) -> Job:
+    def submit(
+        self, job_type: str, params: dict[str, Any], *, extra: dict[str, Any] | None = None
+    ) -> Job:
         """Accept a job: its params checked, the record stored with secrets masked, the
         checked values (secrets and all) handed to the backend that runs it."""
         values = get_job_type(job_type).validate(params)
@@ -124,6 +127,7 @@ class JobService:
             job_type=job_type,
             params=mask_secrets(values),
             created_at=time.time(),
+            extra=dict(extra or {}),
         )
         self.records.insert(job)
         self.execution.submit(job.job_id, job_type, values)
@@ -169,6 +173,24 @@ class JobService:
 
     def health(self) -> Health:
         return self.execution.health()
+
+    # -- rerun --------------------------------------------------------------------------------
+    def rerun(
+        self, job_id: str, *, failed_hosts_only: bool = False, params: dict[str, Any] | None = None
+    ) -> Job:
+        """A new job of the ended job's type and params (``params`` override them key by
+        key), ``rerun_of`` it; the old job lists it in ``reruns``. ``failed_hosts_only``
+        limits a playbook to the hosts that failed or were unreachable."""
+        old = self.get(job_id)
+        if not old.status.terminal:
+            raise JobNotEnded(job_id, old.status.value)
+        hosts = None
+        if failed_hosts_only:
+            hosts = check_failed_hosts(old, hosts_in_failure(old))
+        values = rerun_params(old, params or {}, hosts)
+        job = self.submit(old.job_type, values, extra={"rerun_of": job_id})
+        self.records.link_rerun(job_id, job.job_id)
+        return job
 
     def playbooks(self) -> Playbooks:
         """What ``GET /api/playbooks`` lists (a file walk: call it off the event loop)."""
@@ -224,8 +246,9 @@ class JobService:
     # -- BackendEvents: what the backend's threads report ------------------------------------
     def job_started(self, job_id: str, pid: int, worker: str | None = None) -> None:
         fields: dict[str, Any] = {"status": JobStatus.RUNNING, "started_at": time.time()}
-        if worker:
-            fields["extra"] = {"worker": worker}
+        if worker:  # merged into what the job has: a rerun's names the job it reruns
+            job = self.records.get(job_id)
+            fields["extra"] = {**(job.extra if job else {}), "worker": worker}
         self.records.transition(job_id, ("pending",), **fields)
 
     def job_progress(self, job_id: str, pct: float, step: str | None) -> None:

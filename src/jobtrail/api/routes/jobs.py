@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from jobtrail.api.deps import Service, require_json
 from jobtrail.api.schemas import (
@@ -17,11 +17,18 @@ from jobtrail.api.schemas import (
     SubmitJob,
     job_out,
 )
+from jobtrail.api.schemas.rerun import RerunJob
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 RECENT_LOGS = 50
+
+
+async def json_if_any(request: Request) -> None:
+    """A rerun may come without a body; one it has must be sent as JSON (415 otherwise)."""
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        await require_json(request)
 
 
 @router.post(
@@ -66,6 +73,27 @@ def cancel_job(job_id: str, service: Service) -> JobOut:
     with ``cancel_requested`` until its processes are stopped (asking again is harmless)."""
     job = service.cancel(job_id)
     return job_out(job, service.log_file(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/rerun",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        404: {"model": ErrorOut},
+        409: {"model": ErrorOut},
+        415: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+    dependencies=[Depends(json_if_any)],
+)
+def rerun_job(job_id: str, service: Service, body: RerunJob | None = None) -> JobOut:
+    """A new job of the ended job's type and params, overrides applied (`rerun_of` set;
+    the old job's `reruns` lists it). The body may be left out."""
+    body = body or RerunJob()
+    job = service.rerun(job_id, failed_hosts_only=body.failed_hosts_only, params=body.params)
+    return job_out(job, service.log_file(job.job_id))
 
 
 @router.get("/job-types", response_model=list[JobTypeOut])

@@ -93,12 +93,21 @@ class JobOut(BaseModel):
     records_dropped: int = Field(0, description="Records lost on the way (counted, never silent).")
     log_note: str | None = Field(None, description="Why the log is incomplete, when it is.")
     failure: dict[str, Any] | None = Field(
-        None, description="Digest of why a job failed, when known."
+        None,
+        description="Digest of why a job failed, when known: for a Python exception "
+        '`{"kind": "exception", "type", "message", "causes": [{"type", "message"}, ...] '
+        '(its causes, nearest first, down to the root), "frame": {"file", "line", '
+        '"function"} | null}`; for a playbook the failed task and `hosts`.',
     )
     recent_logs: list[LogRecordOut] = Field(default_factory=list, description="Newest first.")
     cancel_requested: bool = Field(
         False, description="A cancel was asked for and the job is still stopping."
     )
+    duration_s: float | None = Field(
+        None, description="Seconds from start to end, so far while running; null before it ran."
+    )
+    rerun_of: str | None = Field(None, description="The job this one reruns (POST …/rerun).")
+    reruns: list[str] = Field(default_factory=list, description="Its reruns, oldest first.")
 
 
 class JobList(BaseModel):
@@ -172,4 +181,7 @@ def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None 
             for r in recent or []
         ],
         cancel_requested=job.cancel_requested and not job.status.terminal,
+        duration_s=job.duration_s(),
+        rerun_of=job.extra.get("rerun_of"),
+        reruns=list(job.extra.get("reruns", ())),
     )

@@ -53,6 +53,7 @@ def end_data(job: Job) -> dict[str, Any]:
         "error": job.error,
         "failure": job.extra.get("failure") or None,
         "progress": job.progress,
+        "duration_s": job.duration_s(),
     }
 
 

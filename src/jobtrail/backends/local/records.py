@@ -292,6 +292,15 @@ class LocalJobRecords:
         self.db.update(job_id, **fields)
         return True
 
+    def link_rerun(self, job_id: str, rerun_id: str) -> None:
+        """Under the lock, so two reruns made at once are both listed."""
+        with self._lock:
+            job = self._active.get(job_id) or self.db.get(job_id)
+            if job is None:
+                return
+            job.extra = {**job.extra, "reruns": [*job.extra.get("reruns", ()), rerun_id]}
+            self.db.update(job_id, extra=job.extra)
+
     def expirable(self, before: float) -> list[str]:
         return self.db.expirable(before)
 

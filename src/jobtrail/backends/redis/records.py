@@ -160,6 +160,26 @@ class RedisJobDB:
     def mark_expired(self, job_id: str) -> None:
         self._conn.hset(b.job_key(job_id), "logs_expired", "true")
 
+    def link_rerun(self, job_id: str, rerun_id: str) -> None:
+        """Append to ``extra["reruns"]`` in a WATCH transaction: tried again if the hash
+        changed in between (another rerun, a server's status change), so none is lost."""
+        key = b.job_key(job_id)
+        with self._conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.hget(key, "extra")
+                    if raw is None:
+                        return
+                    extra = json.loads(raw)
+                    extra["reruns"] = [*extra.get("reruns", ()), rerun_id]
+                    pipe.multi()
+                    pipe.hset(key, "extra", json.dumps(extra))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
     def forget_ended_before(self, before: float) -> None:
         """Expired long enough ago that every server's hourly retention has seen them."""
         self._conn.zremrangebyscore(b.ENDED, "-inf", before)
@@ -232,6 +252,9 @@ class RedisJobRecords:
 
     def mark_expired(self, job_id: str) -> None:
         self.db.mark_expired(job_id)
+
+    def link_rerun(self, job_id: str, rerun_id: str) -> None:
+        self.db.link_rerun(job_id, rerun_id)
 
     def forget_ended_before(self, before: float) -> None:
         self.db.forget_ended_before(before)

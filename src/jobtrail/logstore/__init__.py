@@ -4,10 +4,25 @@
 service reads); ``LogPage``, ``LinePage`` and ``LogStats`` are its answers. The modules
 below it are its parts: ``files`` (the on-disk format), ``segments`` (a query's reader),
 ``writer`` (append, repair, rotate), ``queries`` (filters and scans), ``rings`` (newest
-lines in memory), ``watchers`` (wake live readers).
+lines in memory), ``watchers`` (wake live readers), ``summary`` (``SummaryKeeper``: each
+job's whole-log ``Summary``, kept as lines are written) and ``folds``, the ``RecordFold``
+hook for other per-job tables.
 """
 
+from jobtrail.logstore.digest import Summary
+from jobtrail.logstore.folds import FoldFactory, RecordFold
 from jobtrail.logstore.queries import LinePage, LogPage, Record
 from jobtrail.logstore.store import JobLogStore, LogStats
+from jobtrail.logstore.summary import SummaryKeeper
 
-__all__ = ["JobLogStore", "LinePage", "LogPage", "LogStats", "Record"]
+__all__ = [
+    "FoldFactory",
+    "JobLogStore",
+    "LinePage",
+    "LogPage",
+    "LogStats",
+    "Record",
+    "RecordFold",
+    "Summary",
+    "SummaryKeeper",
+]

@@ -95,6 +95,7 @@ class JobLogStore:
         self._drops: dict[str, tuple[int, str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._watchers = Watchers()
+        self._observers: list[Callable[[str, str], None]] = []
         self.bytes_read = 0  # debug counter: bytes all queries have read from disk
 
     # -- paths ------------------------------------------------------------------------
@@ -156,6 +157,8 @@ class JobLogStore:
             # a batch.
             self._rings.append(job_id, payload, first_seq)
         self._watchers.notify(job_id)
+        for observer in self._observers:
+            observer(job_id, "append")
 
     def close_job(self, job_id: str) -> None:
         """The job ended: release its fds. Its ring buffer stays for ``recent``."""
@@ -165,12 +168,20 @@ class JobLogStore:
             if writer is not None:
                 writer.close()
         self._watchers.notify(job_id)
+        for observer in self._observers:
+            observer(job_id, "close")
 
     def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Have ``callback`` called after each append to the job's log and when it is closed,
         so a live reader waits for data instead of polling the files. It runs in the
         writer's thread and must return at once. Returns the function that stops it."""
         return self._watchers.watch(job_id, callback)
+
+    def observe(self, callback: Callable[[str, str], None]) -> None:
+        """Have ``callback(job_id, what)`` called for every job: ``"append"`` after each
+        append, ``"close"`` when the job ended (both in the writer's thread: it must return
+        at once), ``"delete"`` before retention removes its files (the summary keeper)."""
+        self._observers.append(callback)
 
     def count_dropped(self, job_id: str, n: int, reason: str) -> None:
         """Record records lost before they reached the store (shown by ``stats``)."""
@@ -190,6 +201,8 @@ class JobLogStore:
             if writer is not None:
                 writer.close()
             self._rings.discard(job_id)
+            for observer in self._observers:
+                observer(job_id, "delete")
             with self._lock:
                 self._drops.pop(job_id, None)
                 self._deleted[job_id] = None

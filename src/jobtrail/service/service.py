@@ -20,7 +20,15 @@ from typing import Any
 
 from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
-from jobtrail.logstore import JobLogStore, LinePage, LogPage, LogStats, Record
+from jobtrail.logstore import (
+    JobLogStore,
+    LinePage,
+    LogPage,
+    LogStats,
+    Record,
+    Summary,
+    SummaryKeeper,
+)
 from jobtrail.messages import Outcome
 from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import get_job_type
@@ -59,6 +67,7 @@ class JobService:
             max_segment_bytes=config.log_max_bytes,
             max_segments=config.log_segments,
         )
+        self.summaries = SummaryKeeper(self.store)  # folds each job's log as it is written
         self._ended = threading.Condition()
         self._ends = 0  # job_ended calls so far: wait() sleeps only while it is unchanged
         self._started = False
@@ -80,6 +89,7 @@ class JobService:
         """Recover from a previous server's end, start reading logs and running jobs, and
         run again what it left pending (unless its secrets were lost with it)."""
         pending = self.records.recover(SERVER_STOPPED)
+        self.summaries.start()
         self.ingest.start()
         self.execution.start()
         self._started = True
@@ -110,6 +120,7 @@ class JobService:
         self._close_files()
 
     def _close_files(self) -> None:
+        self.summaries.stop()  # after the ingest stopped: folds and saves the last lines
         self.store.close()
         self._home.close()
 
@@ -234,6 +245,17 @@ class JobService:
 
     def stats(self, job_id: str) -> LogStats:
         return self.store.stats(job_id)
+
+    # -- the log summary --------------------------------------------------------------------
+    def summary(self, job_id: str) -> Summary:
+        """The job's whole-log summary, kept as its records are written (rotated-away lines
+        included); once the job ended its drop count is the job's (what its process lost
+        too), as the job's JSON shows it."""
+        job = self.check_logs(job_id)
+        found = self.summaries.summary(job_id)
+        if job.status.terminal:
+            found.records_dropped = int(job.extra.get("dropped", 0))
+        return found
 
     # -- retention ----------------------------------------------------------------------------
     def expire_logs(

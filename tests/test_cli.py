@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from jobtrail.backends.local.records import JobDB
 from jobtrail.cli.jobs import parse_params
 from jobtrail.processes import processes_marked
 from jobtrail.service import SERVER_STOPPED
-from support.live import Live, free_port
+from jobtrail.worker.runtime import PLAYBOOKS_ENV
+from support.live import Live, free_port, live_server, server_config
+from support.redis_server import redis_server, workers
 from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +36,7 @@ TEXT_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\] (DEBUG|INFO|WARNING|ERROR|CRITICAL): "
 )
 JOB_ID = re.compile(r"\b[a-z0-9_]+-[0-9a-f]{12}\b")
+PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -1002,3 +1006,232 @@ def test_demo_runs_the_bundled_playbook(tmp_path: Path) -> None:
     assert "PLAY RECAP" in done.stdout
     assert re.search(r"ansible_playbook-[0-9a-f]{12}  completed  100%", done.stdout)
     assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind"
+
+
+# -- issue 14: logs --grep/--field, summary, hosts, tasks, rerun, show's root cause -------------
+def text_log(live: Live, job_id: str, tmp_path: Path) -> Path:
+    """The job's whole log as `jobtrail logs` prints it, in a file for grep."""
+    every = jt(live, "logs", job_id, "--tail", "10000")
+    assert every.returncode == 0, every.stderr
+    path = tmp_path / f"{job_id}.log"
+    path.write_text(every.stdout)
+    return path
+
+
+def test_logs_grep_prints_matches_with_context_as_grep_does(live: Live, tmp_path: Path) -> None:
+    job = live.submit("levels", errors_every=5, count=30)
+    live.wait(job["job_id"])
+    plain = text_log(live, job["job_id"], tmp_path)
+    for ours, theirs in (
+        (["--grep", "error", "-C", "1"], ["grep", "-C", "1", "error"]),
+        (["--grep", "info 2", "-C", "0"], ["grep", "-C", "0", "info 2"]),
+        (["--grep", "error", "-C", "3"], ["grep", "-C", "3", "error"]),
+        (["--grep", "error [0-9]*5$", "--regex"], ["grep", "-E", "-C", "2", "error [0-9]*5$"]),
+    ):
+        done = jt(live, "logs", job["job_id"], *ours)
+        assert done.returncode == 0, done.stderr
+        expected = subprocess.run([*theirs, str(plain)], capture_output=True, text=True).stdout
+        *lines, count = done.stdout.splitlines()
+        assert lines == expected.splitlines(), ours
+        matches = int(subprocess.run([*theirs, "-c", str(plain)], capture_output=True).stdout)
+        assert count == f"{matches} match{'' if matches == 1 else 'es'}", count
+
+    loud = jt(live, "logs", job["job_id"], "--grep", "A CRITICAL", "-i", "-C", "0")
+    assert loud.stdout.splitlines()[0].endswith("CRITICAL: a critical record")
+    assert loud.stdout.splitlines()[-1] == "1 match"
+    none = jt(live, "logs", job["job_id"], "--grep", "A CRITICAL")
+    assert none.returncode == 0 and none.stdout == "no match for 'A CRITICAL'\n"
+
+    capped = jt(live, "logs", job["job_id"], "--grep", "info", "--max", "3", "-C", "0")
+    *lines, count = capped.stdout.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines if line != "--"] == [
+        "INFO: a info record",
+        "INFO: info 1",
+        "INFO: info 2",
+    ]
+    next_after = re.search(r"--after (\d+)", count)
+    assert count.startswith("3 of 25 matches shown") and next_after, count
+    rest = jt(live, "logs", job["job_id"], "--grep", "info", "-C", "0", "--after", next_after[1])
+    assert rest.stdout.splitlines()[-1] == "22 matches"
+
+    as_json = jt(live, "logs", job["job_id"], "--grep", "error", "--json")
+    answer = json.loads(as_json.stdout)
+    assert answer["total_matches"] == 7 and answer["q"] == "error" and answer["matches"]
+    bad = jt(live, "logs", job["job_id"], "--grep", "(unclosed", "--regex")
+    assert bad.returncode == 2 and bad.stderr.startswith("jobtrail: 422: ") and not bad.stdout
+    for wrong in (["-f"], ["--tail", "5"]):
+        refused = jt(live, "logs", job["job_id"], "--grep", "x", *wrong)
+        assert refused.returncode == 2 and refused.stderr.startswith("jobtrail: --"), wrong
+
+
+def test_logs_field_filters_with_and_without_grep_and_with_follow(live: Live) -> None:
+    job = live.submit("fielded")
+    live.wait(job["job_id"])
+
+    def messages(stdout: str) -> list[str]:
+        return [line.split(": ", 1)[1] for line in stdout.splitlines() if TEXT_LINE.match(line)]
+
+    three = ["try 2", "try 5", "try 8", "a long value"]  # 3, and the text "3"
+    plain = jt(live, "logs", job["job_id"], "--field", "attempt:3")
+    assert plain.returncode == 0, plain.stderr
+    assert messages(plain.stdout) == three
+    two = ["--field", "attempt:3", "--field", "user:u0"]
+    assert messages(jt(live, "logs", job["job_id"], *two).stdout) == ["try 2", "try 8"]
+    followed = jt(live, "logs", job["job_id"], *two, "--tail", "1", "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert messages(followed.stdout) == ["try 8"], "the page, then the stream from after it"
+    streamed = jt(live, "logs", job["job_id"], *two, "--after", "0", "--tail", "1", "-f")
+    assert messages(streamed.stdout) == ["try 2", "try 8"], "the rest comes from the stream"
+    grep = jt(live, "logs", job["job_id"], "--grep", "try", "--field", "attempt:3", "-C", "0")
+    assert messages(grep.stdout) == three[:3] and grep.stdout.splitlines()[-1] == "3 matches"
+    none = jt(live, "logs", job["job_id"], "--field", "attempt:3", "--field", "nope:1")
+    assert none.returncode == 0 and none.stdout == ""
+    malformed = jt(live, "logs", job["job_id"], "--field", "no-colon")
+    assert malformed.returncode == 2 and "KEY:VALUE" in malformed.stderr
+
+
+def test_summary_prints_levels_errors_and_repeated_shapes(live: Live) -> None:
+    job = live.submit("levels", errors_every=10, count=100)
+    live.wait(job["job_id"])
+    done = jt(live, "summary", job["job_id"])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert re.fullmatch(rf"{job['job_id']}  105 records, \d+(\.\d)? [KM]?B, over \d+\.\ds", out[0])
+    lines = {line.split()[0]: line for line in out[1:] if line.startswith("  ") and line[2] != " "}
+    assert lines["levels"].split()[1:] == [
+        "DEBUG", "1", "INFO", "91", "WARNING", "1", "ERROR", "11", "CRITICAL", "1",
+    ]  # fmt: skip
+    assert lines["first"].endswith("ERROR: a error record")
+    assert lines["last"].endswith("ERROR: error 90")
+    repeated = out[out.index("  repeated") + 1 :]
+    assert re.fullmatch(r"\s+90 times  info .+  \(seq 7-105\)", repeated[0]), repeated
+    as_json = json.loads(jt(live, "summary", job["job_id"], "--json").stdout)
+    assert as_json["records"] == 105 and as_json["hosts"] is None
+
+
+def test_rerun_verb_reruns_with_overrides_and_waits_in_both_modes(both_cli: Live) -> None:
+    first = both_cli.submit("typed", count=2, name="x")
+    both_cli.wait(first["job_id"])
+    done = jt(both_cli, "rerun", first["job_id"], "count=3", "--wait", timeout=60)
+    assert done.returncode == 0, done.stderr
+    again = job_id_of(done.stdout)
+    assert again != first["job_id"] and "completed" in done.stdout
+    rerun = both_cli.job(again)
+    assert rerun["rerun_of"] == first["job_id"] and rerun["params"]["count"] == 3
+    assert rerun["params"]["name"] == "x"
+    as_json = jt(both_cli, "rerun", first["job_id"], "--json")
+    assert json.loads(as_json.stdout)["rerun_of"] == first["job_id"]
+    assert both_cli.job(first["job_id"])["reruns"][0] == again
+    refused = jt(both_cli, "rerun", first["job_id"], "--failed-hosts")
+    assert refused.returncode == 2 and refused.stderr.startswith("jobtrail: 422: ")
+    failing = both_cli.submit("crash", kind="raise", lines=0)
+    both_cli.wait(failing["job_id"])
+    failed = jt(both_cli, "rerun", failing["job_id"], "--follow", timeout=60)
+    assert failed.returncode == 1 and "ValueError: the job went wrong" in failed.stdout
+
+
+def test_show_prints_the_duration_root_cause_and_reruns(live: Live) -> None:
+    job = live.submit("root_cause", how="from")
+    live.wait(job["job_id"])
+    again = jt(live, "rerun", job["job_id"], "--wait")
+    assert again.returncode == 1, again.stderr
+    done = jt(live, "show", job["job_id"], "--lines", "0")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    fields = {line.split()[0]: line.split(None, 1)[1] for line in out[1 : out.index("  failure")]}
+    assert re.fullmatch(r"\d+\.\ds", fields["duration"]), fields
+    assert fields["reruns"] == job_id_of(again.stdout)
+    digest = out[out.index("  failure") + 1 :]
+    assert "    type:     RuntimeError" in digest
+    assert "    message:  inventory unavailable" in digest
+    causes = next(i for i, line in enumerate(digest) if line.startswith("    causes:"))
+    assert digest[causes].startswith("    causes:   ← ConnectionError: could not connect to ")
+    assert re.fullmatch(r"    frame:    \S*jobs_fixture\.py:\d+ in _connect", digest[causes + 1])
+    shown_rerun = jt(live, "show", job_id_of(again.stdout), "--lines", "0").stdout
+    assert f"  rerun of  {job['job_id']}" in shown_rerun.splitlines()
+
+
+@pytest.fixture(scope="module", params=["local", "redis"])
+def both_cli(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """A server of each mode: the local pool, and Redis with two `jobtrail worker`s."""
+    home = tmp_path_factory.mktemp("home")
+    if request.param == "local":
+        with live_server(server_config(home)) as running:
+            yield running
+        return
+    with (
+        redis_server(tmp_path_factory.mktemp("redis")) as rs,
+        workers(rs.url, count=2),
+        live_server(replace(server_config(home), backend=rs.url)) as running,
+    ):
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ansible_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    saved = os.environ.get(PLAYBOOKS_ENV)
+    try:
+        config = server_config(tmp_path_factory.mktemp("home"), playbooks=PLAYBOOKS)
+        with live_server(config) as running:
+            yield running
+    finally:  # the service exports the dir to os.environ: don't leak it into other tests
+        if saved is None:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        else:
+            os.environ[PLAYBOOKS_ENV] = saved
+
+
+@pytest.mark.timeout(240)
+def test_hosts_prints_the_play_recap_tasks_a_table_and_rerun_the_failed_hosts(
+    ansible_live: Live,
+) -> None:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    job = ansible_live.submit(
+        "ansible_playbook", playbook="failing.yml", inventory="web1,web2,", extra_vars=local
+    )
+    ansible_live.wait(job["job_id"], timeout=120)
+    text = "\n".join(r["message"] for r in ansible_live.all_records(job["job_id"]))
+    printed = text.split("PLAY RECAP", 1)[1].splitlines()  # as the terminal printed it
+    recap = [line.rstrip() for line in printed if " : ok=" in line]
+    hosts = jt(ansible_live, "hosts", job["job_id"])
+    assert hosts.returncode == 0, hosts.stderr
+    assert hosts.stdout.splitlines() == ["PLAY RECAP", *recap], "as the terminal printed it"
+    assert len(recap) == 2
+    as_json = json.loads(jt(ansible_live, "hosts", job["job_id"], "--json").stdout)
+    assert {row["host"]: row["failed"] for row in as_json["hosts"]} == {"web1": 1, "web2": 1}
+
+    tasks = jt(ansible_live, "tasks", job["job_id"])
+    assert tasks.returncode == 0, tasks.stderr
+    header, *rows = tasks.stdout.splitlines()
+    assert header.split() == ["PLAY", "TASK", "HOST", "STATUS", "DURATION"]
+    starts = [header.index(name) for name in ("TASK", "HOST", "STATUS", "DURATION")]
+    cells = [
+        [row[a:b].strip() for a, b in zip([0, *starts], [*starts, len(row)], strict=True)]
+        for row in rows
+    ]
+    assert {(c[1], c[2], c[3]) for c in cells} >= {
+        ("Prepare", "web1", "ok"),
+        ("Prepare", "web2", "ok"),
+        ("Start the service", "web1", "failed"),
+        ("Start the service", "web2", "failed"),
+    }
+    assert all(c[0] == "Failing play" and re.fullmatch(r"\d+\.\ds", c[4]) for c in cells), cells
+    slowest = jt(ansible_live, "tasks", job["job_id"], "--slowest", "1", "--json")
+    rows_json = json.loads(slowest.stdout)["tasks"]
+    every = json.loads(jt(ansible_live, "tasks", job["job_id"], "--json").stdout)["tasks"]
+    assert len(rows_json) == 1
+    assert rows_json[0]["duration_s"] == max(t["duration_s"] for t in every)
+    running = jt(ansible_live, "tasks", job["job_id"], "--running")
+    assert running.returncode == 0 and running.stdout == "no task is running\n"
+
+    again = jt(ansible_live, "rerun", job["job_id"], "--failed-hosts", "--wait", timeout=150)
+    assert again.returncode == 1, again.stderr
+    rerun = ansible_live.job(job_id_of(again.stdout))
+    assert rerun["rerun_of"] == job["job_id"]
+    assert sorted(str(rerun["params"]["limit"]).strip(",").split(",")) == ["web1", "web2"]
+    shown = jt(ansible_live, "show", job["job_id"], "--lines", "0").stdout.splitlines()
+    assert "    hosts:    web1, web2" in shown, "every failed host"
+    summary = jt(ansible_live, "summary", job["job_id"]).stdout.splitlines()
+    assert summary[summary.index("PLAY RECAP") + 1 :] == recap

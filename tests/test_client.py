@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from jobtrail.client import (
     Client,
     ClientError,
     Gap,
+    HostRow,
     InvalidParams,
     InvalidRequest,
     Job,
@@ -29,16 +33,22 @@ from jobtrail.client import (
     LogRecord,
     LogsExpired,
     RequestFailed,
+    SearchMatch,
+    SearchResult,
     ServerStopping,
     ServerUnavailable,
+    Summary,
+    TaskRow,
     Unauthorized,
     WaitTimeout,
 )
 from jobtrail.errors import JobtrailError
 from jobtrail.models import JobStatus
+from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, free_port, live_server
 from support.live import server_config as make_config
 from support.proxy import DroppingProxy
+from support.redis_server import redis_server, workers
 from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -364,3 +374,188 @@ def test_async_follow_resumes_after_the_connection_drops(live: Live, tmp_path: P
         proxy.close()
     assert proxy.accepted >= 2, "a new connection after the drop"
     assert ticks == list(range(len(ticks))), "no tick missed or repeated across the drop"
+
+
+# -- issue 14: search, summary, fields, hosts, tasks, rerun -------------------------------------
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+
+
+@pytest.fixture(scope="module", params=["local", "redis"])
+def both(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """A server of each mode: the local pool, and Redis with two `jobtrail worker`s."""
+    home = tmp_path_factory.mktemp("home")
+    if request.param == "local":
+        with live_server(make_config(home)) as running:
+            yield running
+        return
+    with (
+        redis_server(tmp_path_factory.mktemp("redis")) as rs,
+        workers(rs.url, count=2),
+        live_server(replace(make_config(home), backend=rs.url)) as running,
+    ):
+        yield running
+
+
+def test_search_gives_typed_matches_with_context_counted_past_max(client: Client) -> None:
+    job = client.wait(client.submit("levels", {"errors_every": 10, "count": 100}).job_id, 30)
+    found = client.search(job.job_id, "error 5", context=1, max=2)
+    assert isinstance(found, SearchResult) and found.job_id == job.job_id
+    assert found.q == "error 5" and not found.regex and not found.ignore_case
+    assert found.total_matches == 1 and len(found.matches) == 1 and not found.more
+    match = found.matches[0]
+    assert isinstance(match, SearchMatch) and match.record.message == "error 50"
+    assert [r.message for r in match.before] == ["info 49"]
+    assert [r.message for r in match.after] == ["info 51"]
+    assert match.raw["seq"] == match.record.seq and isinstance(match.record.timestamp, datetime)
+
+    errors = client.search(job.job_id, r"^error \d+$", regex=True, context=0, max=3)
+    assert errors.regex and errors.total_matches == 10, "counted past max"
+    assert [m.record.message for m in errors.matches] == ["error 0", "error 10", "error 20"]
+    assert errors.more and errors.next_after == errors.matches[-1].record.seq
+    assert all(m.before == () and m.after == () for m in errors.matches), "context=0"
+    rest = client.search(job.job_id, r"^error \d+$", regex=True, after=errors.next_after)
+    seen = [m.record.message for m in errors.matches + rest.matches]
+    assert seen == [f"error {i}" for i in range(0, 100, 10)] and not rest.more
+
+    loud = client.search(job.job_id, "A CRITICAL", ignore_case=True, level="CRITICAL")
+    assert [m.record.message for m in loud.matches] == ["a critical record"]
+    assert client.search(job.job_id, "A CRITICAL").total_matches == 0, "case counts by default"
+    with pytest.raises(InvalidRequest) as bad:
+        client.search(job.job_id, "(unclosed", regex=True)
+    assert bad.value.status_code == 422 and "regex" in str(bad.value).lower()
+    with pytest.raises(JobNotFound):
+        client.search(UNKNOWN, "x")
+
+
+def test_summary_is_typed_and_agrees_with_the_log(client: Client) -> None:
+    job = client.wait(client.submit("levels", {"errors_every": 10, "count": 100}).job_id, 30)
+    summary = client.summary(job.job_id)
+    assert isinstance(summary, Summary) and summary.job_id == job.job_id
+    every = client.logs(job.job_id, tail=10000).records
+    assert summary.records == len(every) and summary.bytes > 0
+    counted: dict[str, int] = {}
+    for record in every:
+        counted[record.level] = counted.get(record.level, 0) + 1
+    assert {k: v for k, v in summary.levels.items() if v} == counted
+    assert summary.first_error is not None and summary.first_error.message == "a error record"
+    assert summary.last_error is not None and summary.last_error.message == "error 90"
+    assert summary.first_timestamp == every[0].timestamp
+    assert summary.last_timestamp == every[-1].timestamp
+    assert summary.span_s is not None and summary.span_s >= 0
+    assert summary.hosts is None, "not a playbook"
+    shapes = {shape.shape: shape for shape in summary.repeated}
+    assert any(shape.count == 90 for shape in shapes.values()), shapes  # info <n>, 90 times
+    with pytest.raises(JobNotFound):
+        client.summary(UNKNOWN)
+
+
+def test_logs_follow_and_search_filter_by_fields(client: Client) -> None:
+    job = client.wait(client.submit("fielded", {}).job_id, 30)
+
+    def messages(records: Iterable[LogRecord]) -> list[str]:
+        return [r.message for r in records]
+
+    three = ["try 2", "try 5", "try 8", "a long value"]  # 3, and the text "3", as JSON text
+    assert messages(client.logs(job.job_id, fields={"attempt": 3}).records) == three
+    assert messages(client.logs(job.job_id, fields={"attempt": "3"}).records) == three
+    both = {"attempt": 3, "user": "u0"}
+    assert messages(client.logs(job.job_id, fields=both).records) == ["try 2", "try 8"]
+    assert messages(client.logs(job.job_id, fields={"ok": False}).records) == ["try 0"]
+    followed = records_of(list(client.follow(job.job_id, fields=both)))
+    assert messages(followed) == ["try 2", "try 8"]
+    assert client.logs(job.job_id, fields=both).records[0].raw["fields"]["attempt"] == 3
+    found = client.search(job.job_id, "try", fields={"attempt": 3}, context=0)
+    assert [m.record.message for m in found.matches] == three[:3]
+    assert client.logs(job.job_id, fields={"attempt": 3, "no_such_field": "x"}).records == ()
+
+
+def test_rerun_queues_the_same_job_with_overrides_in_both_modes(both: Live) -> None:
+    with Client(both.url) as jobtrail:
+        first = jobtrail.wait(jobtrail.submit("typed", {"count": 2, "name": "x"}).job_id, 60)
+        assert first.duration_s is not None and first.duration_s >= 0
+        assert first.rerun_of is None and first.reruns == ()
+        again = jobtrail.rerun(first.job_id)
+        assert again.job_id != first.job_id and again.job_type == "typed"
+        assert again.rerun_of == first.job_id and dict(again.params) == dict(first.params)
+        changed = jobtrail.rerun(first.job_id, params={"count": 3})
+        assert changed.params["count"] == 3 and changed.params["name"] == "x"
+        assert jobtrail.wait(changed.job_id, 60).status is JobStatus.COMPLETED
+        assert jobtrail.get_job(first.job_id).reruns == (again.job_id, changed.job_id)
+
+        with pytest.raises(InvalidParams) as not_a_playbook:
+            jobtrail.rerun(first.job_id, failed_hosts_only=True)
+        assert not_a_playbook.value.status_code == 422
+        with pytest.raises(InvalidParams):
+            jobtrail.rerun(first.job_id, params={"count": "abc"})
+        with pytest.raises(JobNotFound):
+            jobtrail.rerun(UNKNOWN)
+
+
+@pytest.fixture(scope="module")
+def ansible_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    saved = os.environ.get(PLAYBOOKS_ENV)
+    try:
+        config = make_config(tmp_path_factory.mktemp("home"), playbooks=PLAYBOOKS)
+        with live_server(config) as running:
+            yield running
+    finally:  # the service exports the dir to os.environ: don't leak it into other tests
+        if saved is None:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        else:
+            os.environ[PLAYBOOKS_ENV] = saved
+
+
+@pytest.mark.timeout(180)
+def test_hosts_tasks_and_rerun_of_failed_hosts_of_a_playbook(ansible_live: Live) -> None:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    with Client(ansible_live.url) as jobtrail:
+        params = {"playbook": "failing.yml", "inventory": "web1,web2,", "extra_vars": local}
+        job = jobtrail.wait(jobtrail.submit("ansible_playbook", params).job_id, 120)
+        assert job.status is JobStatus.FAILED
+        hosts = jobtrail.hosts(job.job_id)
+        assert all(isinstance(row, HostRow) for row in hosts)
+        assert {row.host: (row.ok, row.failed) for row in hosts} == {
+            "web1": (1, 1),
+            "web2": (1, 1),
+        }
+        tasks = jobtrail.tasks(job.job_id)
+        assert all(isinstance(row, TaskRow) for row in tasks)
+        rows = {(row.task, row.host): row for row in tasks}
+        assert rows[("Prepare", "web1")].status == "ok"
+        failed = rows[("Start the service", "web2")]
+        assert failed.status == "failed" and failed.play == "Failing play"
+        assert failed.started is not None and failed.ended is not None
+        assert failed.duration_s is not None and failed.duration_s >= 0
+        assert jobtrail.tasks(job.job_id, status="running") == [], "nothing runs any more"
+
+        again = jobtrail.rerun(job.job_id, failed_hosts_only=True)
+        assert again.rerun_of == job.job_id
+        assert sorted(str(again.params["limit"]).strip(",").split(",")) == ["web1", "web2"]
+        jobtrail.wait(again.job_id, 120)
+
+
+def test_async_client_searches_summarises_and_reruns(live: Live) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(live.url) as jobtrail:
+            job = await jobtrail.submit("levels", {"errors_every": 10, "count": 30})
+            await jobtrail.wait(job.job_id, 30)
+            found = await jobtrail.search(job.job_id, "error", ignore_case=True, context=0)
+            assert [m.record.message for m in found.matches][-3:] == [
+                "error 0",
+                "error 10",
+                "error 20",
+            ]
+            summary = await jobtrail.summary(job.job_id)
+            assert summary.records == len((await jobtrail.logs(job.job_id)).records)
+            page = await jobtrail.logs(job.job_id, fields={"no_such_field": 1})
+            assert page.records == ()
+            again = await jobtrail.rerun(job.job_id, params={"count": 1})
+            assert again.rerun_of == job.job_id and again.params["count"] == 1
+            done = await jobtrail.wait(again.job_id, 30)
+            assert done.duration_s is not None
+            with pytest.raises(InvalidParams):
+                await jobtrail.rerun(job.job_id, failed_hosts_only=True)
+
+    asyncio.run(scenario())

@@ -3,9 +3,12 @@
 ::
 
     main ─► parser.build_parser ─► the verb's cmd_* ─┬─ serve.py   serve, demo (the server here)
-                                                     ├─ jobs.py    submit, jobs, show, cancel
-                                                     ├─ logs.py    logs (-f)      } over
-                                                     │                              jobtrail.client
+                                                     ├─ jobs.py    submit, jobs, show, cancel,
+                                                     │             rerun
+                                                     ├─ logs.py    logs (-f)       } over
+                                                     ├─ grep.py    logs --grep     } jobtrail
+                                                     ├─ report.py  summary, hosts, } .client
+                                                     │             tasks
                                                      ├─ cleanup.py cleanup (a home, no server)
                                                      └─ worker.py  worker (distributed mode)
     output.py: how jobs and records read on a terminal; exits.py: exit codes, CLIError

@@ -1,4 +1,4 @@
-"""``jobtrail submit``, ``jobs``, ``show`` and ``cancel``: jobs over the client."""
+"""``jobtrail submit``, ``jobs``, ``show``, ``cancel`` and ``rerun``: jobs over the client."""
 
 from __future__ import annotations
 
@@ -72,21 +72,41 @@ def _dumps(job: Job) -> str:
     return json.dumps(job.raw, indent=2)
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    with Client(args.url, token=args.token) as client:
-        shown = display(args)
-        schema = None
-        if args.params:
-            for job_type in client.job_types():
-                if job_type.name == args.type:
-                    schema = dict(job_type.params_schema)
-        job = client.submit(args.type, parse_params(args.params, schema))
-        if args.follow:
-            job = follow(client, job.job_id, shown)
-        elif args.wait:
-            job = client.wait(job.job_id)
+def _typed_params(client: Client, job_type: str, pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs read against the job type's schema (see ``parse_params``)."""
+    schema = None
+    if pairs:
+        for known in client.job_types():
+            if known.name == job_type:
+                schema = dict(known.params_schema)
+    return parse_params(pairs, schema)
+
+
+def _until_end(client: Client, job: Job, args: argparse.Namespace, shown: Display) -> int:
+    """Print the queued job, after following or waiting for it if asked; the exit code."""
+    if args.follow:
+        job = follow(client, job.job_id, shown)
+    elif args.wait:
+        job = client.wait(job.job_id)
     print(_dumps(job) if args.json else shown.summary(job.raw))
     return exit_code(job) if (args.follow or args.wait) else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with Client(args.url, token=args.token) as client:
+        job = client.submit(args.type, _typed_params(client, args.type, args.params))
+        return _until_end(client, job, args, display(args))
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Queue the job again (``--failed-hosts``: a playbook on its failed hosts only), with
+    ``key=value`` overrides read as ``submit`` reads them."""
+    with Client(args.url, token=args.token) as client:
+        params = None
+        if args.params:
+            params = _typed_params(client, client.get_job(args.job_id).job_type, args.params)
+        job = client.rerun(args.job_id, failed_hosts_only=args.failed_hosts, params=params)
+        return _until_end(client, job, args, display(args))
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

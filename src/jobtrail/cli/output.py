@@ -29,6 +29,7 @@ _LEVEL_COLOURS = {
     "ERROR": "\x1b[31m",
     "CRITICAL": "\x1b[1;31m",
 }
+_BOLD = "\x1b[1m"
 _STATUS_COLOURS = {"completed": "\x1b[32m", "failed": "\x1b[31m", "cancelled": "\x1b[33m"}
 _COLUMNS = ("ID", "TYPE", "STATUS", "PROGRESS", "CREATED", "DURATION", "ERROR")
 
@@ -50,6 +51,8 @@ def epoch(iso: str) -> float:
 
 def duration(job: Mapping[str, Any], now: float) -> str:
     """How long the job ran, or has been running so far; ``-`` while it waits."""
+    if job.get("duration_s") is not None:
+        return seconds_text(float(job["duration_s"]))
     started = job.get("started_at")
     if not started:
         return "-"
@@ -78,8 +81,12 @@ class Display:
     def time(self, iso: str | None) -> str:
         return display_time(iso, self.tz) if iso else "-"
 
-    def record(self, record: Mapping[str, Any]) -> str:
-        return self.paint(text_line(record, self.tz), _LEVEL_COLOURS.get(str(record.get("level"))))
+    def record(self, record: Mapping[str, Any], match: bool = False) -> str:
+        """A record as ``jobtrail logs`` prints it; a search's ``match`` is bold on a tty."""
+        colour = _LEVEL_COLOURS.get(str(record.get("level")))
+        if match:
+            colour = _BOLD + (colour or "")
+        return self.paint(text_line(record, self.tz), colour)
 
     def status(self, status: str, width: int = 0) -> str:
         return self.paint(status.ljust(width), _STATUS_COLOURS.get(status))
@@ -140,18 +147,44 @@ class Display:
                 fields.append((label, str(job[key])))
         if job.get("logs_expired"):
             fields.append(("log", "deleted by retention"))
+        if job.get("rerun_of"):
+            fields.append(("rerun of", str(job["rerun_of"])))
+        if job.get("reruns"):
+            fields.append(("reruns", ", ".join(job["reruns"])))
         lines = [f"{job['job_id']}  {self.status(job['status'])}"]
         lines += [f"  {name:<9} {value}" for name, value in fields]
         failure = job.get("failure") or {}
         if failure:
             lines.append("  failure")
-            for key, value in failure.items():
-                text = value if isinstance(value, str) else json.dumps(value)
+            for key, text in failure_entries(failure):
                 lines.append(f"    {key + ':':<9} " + text.replace("\n", "\n" + " " * 14))
         shown = [self.record(record) for record in records]
         if shown:
             lines += ["", f"newest {len(shown)} line(s) of its log:", *shown]
         return lines
+
+
+def failure_entries(failure: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A failure digest as ``(key, text)``: a Python failure's ``causes`` one per line down
+    to the root cause (``← …``, with how many were left out between), its ``frame`` as
+    ``file:line in function``, a playbook's failed ``hosts`` as a list; the rest as is."""
+    entries = []
+    for key, value in failure.items():
+        if key == "causes_cut":
+            continue
+        if key == "causes" and isinstance(value, list):
+            chain = [f"← {cause.get('type')}: {cause.get('message')}" for cause in value]
+            if failure.get("causes_cut") and chain:
+                chain.insert(len(chain) - 1, f"← … {failure['causes_cut']} more")
+            text = "\n".join(chain) or "-"
+        elif key == "frame" and isinstance(value, dict):
+            text = f"{value.get('file')}:{value.get('line')} in {value.get('function')}"
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            text = ", ".join(value)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+        entries.append((key, text))
+    return entries
 
 
 def stderr_logging() -> None:

@@ -7,7 +7,8 @@ import importlib.metadata
 import os
 from typing import TypeAlias
 
-from jobtrail.cli import cleanup, jobs, logs, serve, worker
+from jobtrail.cli import cleanup, jobs, logs, report, serve, worker
+from jobtrail.cli import mcp as mcp_verb
 from jobtrail.client import DEFAULT_URL
 from jobtrail.models import JobStatus
 from jobtrail.service.config import START_METHODS, default_home, default_start_method
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_client_verbs(sub)
+    mcp_verb.add_verb(sub)
     work = sub.add_parser("worker", help="run jobs from a redis backend (distributed mode)")
     worker.add_arguments(work)
     work.set_defaults(func=worker.cmd_worker)
@@ -145,12 +147,55 @@ def _add_client_verbs(sub: Verbs) -> None:
     )
     show.set_defaults(func=jobs.cmd_show)
 
-    log = client_verb("logs", "print a job's log")
+    log = client_verb("logs", "print a job's log, or search all of it (--grep)")
     log.add_argument("job_id")
-    log.add_argument("--tail", type=int, default=100)
+    log.add_argument("--tail", type=int, help=f"the newest N records (default {logs.DEFAULT_TAIL})")
     log.add_argument("--level", default="DEBUG", type=str.upper)
+    log.add_argument("--after", type=int, metavar="SEQ", help="only records after this seq")
+    log.add_argument(
+        "--field",
+        action="append",
+        metavar="KEY:VALUE",
+        help="only records whose fields hold KEY=VALUE (repeatable: all must hold)",
+    )
     log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    grep = log.add_argument_group("search the whole kept log (the server searches it)")
+    grep.add_argument("--grep", metavar="TEXT", help="print the records whose message holds TEXT")
+    grep.add_argument("--regex", action="store_true", help="TEXT is a regular expression")
+    grep.add_argument("--ignore-case", "-i", action="store_true")
+    grep.add_argument(
+        "--context", "-C", type=int, default=2, metavar="N", help="records around each match"
+    )
+    grep.add_argument("--max", type=int, default=100, metavar="N", help="matches to print")
     log.set_defaults(func=logs.cmd_logs)
+
+    summary = client_verb("summary", "a job's whole log at a glance: levels, errors, repeats")
+    summary.add_argument("job_id")
+    summary.set_defaults(func=report.cmd_summary)
+
+    hosts = client_verb("hosts", "a playbook's PLAY RECAP: per host ok, changed, failed, ...")
+    hosts.add_argument("job_id")
+    hosts.set_defaults(func=report.cmd_hosts)
+
+    tasks = client_verb("tasks", "a playbook's tasks per host, with status and duration")
+    tasks.add_argument("job_id")
+    tasks.add_argument("--running", action="store_true", help="only the hosts being acted on now")
+    tasks.add_argument("--slowest", type=int, metavar="N", help="the N slowest, slowest first")
+    tasks.set_defaults(func=report.cmd_tasks)
+
+    rerun = client_verb("rerun", "queue a job again: same type and params, key=value overrides")
+    rerun.add_argument("job_id")
+    rerun.add_argument("params", nargs="*", metavar="key=value")
+    rerun.add_argument(
+        "--failed-hosts",
+        action="store_true",
+        help="a playbook: only on the hosts that failed or were unreachable",
+    )
+    rerun.add_argument(
+        "--wait", action="store_true", help="wait for the new job to end; exit with its status"
+    )
+    rerun.add_argument("--follow", "-f", action="store_true", help="print its log as it runs")
+    rerun.set_defaults(func=jobs.cmd_rerun)
 
     cancel = client_verb("cancel", "cancel a pending or running job")
     cancel.add_argument("job_id")

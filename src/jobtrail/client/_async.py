@@ -13,6 +13,7 @@ import httpx
 from jobtrail.client import _calls as calls
 from jobtrail.client._errors import InvalidRequest, WaitTimeout, raise_for_status, unreachable
 from jobtrail.client._models import Gap, Health, Job, JobType, LogPage, LogRecord
+from jobtrail.client._reports import HostRow, SearchResult, Summary, TaskRow
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -64,6 +65,29 @@ class AsyncClient:
     async def logs(self, job_id: str, **filters: Unpack[calls.LogFilters]) -> LogPage:
         return await self._send(calls.logs(job_id, **filters))
 
+    async def search(
+        self, job_id: str, q: str, **options: Unpack[calls.SearchOptions]
+    ) -> SearchResult:
+        return await self._send(calls.search(job_id, q, **options))
+
+    async def summary(self, job_id: str) -> Summary:
+        return await self._send(calls.summary(job_id))
+
+    async def hosts(self, job_id: str) -> list[HostRow]:
+        return await self._send(calls.hosts(job_id))
+
+    async def tasks(self, job_id: str, status: str | None = None) -> list[TaskRow]:
+        return await self._send(calls.tasks(job_id, status))
+
+    async def rerun(
+        self,
+        job_id: str,
+        *,
+        failed_hosts_only: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> Job:
+        return await self._send(calls.rerun(job_id, failed_hosts_only, params))
+
     async def cancel(self, job_id: str) -> Job:
         return await self._send(calls.cancel(job_id))
 
@@ -78,9 +102,13 @@ class AsyncClient:
             await asyncio.sleep(calls.WAIT_INTERVAL)
 
     async def follow(
-        self, job_id: str, after: int = 0, level: str = "DEBUG"
+        self,
+        job_id: str,
+        after: int = 0,
+        level: str = "DEBUG",
+        fields: Mapping[str, calls.FieldValue] | None = None,
     ) -> AsyncIterator[LogRecord | Gap]:
-        state = calls.FollowState(self.url, job_id, after, level)
+        state = calls.FollowState(self.url, job_id, after, level, fields)
         while True:
             params, headers = state.connect()
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote
@@ -33,13 +33,15 @@ from jobtrail.client._errors import (
     raise_for_status,
 )
 from jobtrail.client._models import Gap, Health, Job, JobType, LogPage, LogRecord
+from jobtrail.client._reports import HostRow, SearchResult, Summary, TaskRow
 from jobtrail.client._sse import SSEParser
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
 
 T = TypeVar("T")
-Params = Mapping[str, str | int]
+Params = Mapping[str, str | int | Sequence[str]]
+FieldValue = str | int | float | bool  # a record's field, compared as its JSON text
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 WAIT_INTERVAL = 0.3  # wait() polls the job this often: a few requests a second at most
@@ -64,16 +66,33 @@ class Call(Generic[T]):
         return self.read(response.json())
 
 
-class LogFilters(TypedDict, total=False):
-    """What a log read may ask for; the server's defaults apply to what is left out."""
+class RecordFilters(TypedDict, total=False):
+    """Which records a log read, a search or a follow considers; the server's defaults apply
+    to what is left out or None."""
 
-    tail: int  # the newest N matching records (1-10000; the server's default is 100)
-    level: str  # a minimum severity, any case: DEBUG INFO WARNING ERROR CRITICAL
-    after: int  # only records with a larger seq, oldest first (pass a page's last_seq)
-    since: str  # only records at or after this ISO 8601 time
-    host: str  # Ansible records: exact matches on their fields
-    task: str
-    event: str
+    level: str | None  # a minimum severity, any case: DEBUG INFO WARNING ERROR CRITICAL
+    after: int | None  # only records with a larger seq, oldest first (pass a page's last_seq)
+    since: str | None  # only records at or after this ISO 8601 time
+    host: str | None  # Ansible records: exact matches on their fields
+    task: str | None
+    event: str | None
+    fields: Mapping[str, FieldValue] | None  # records whose `fields` hold all of these (field=K:V)
+
+
+class LogFilters(RecordFilters, total=False):
+    """What a log read may ask for."""
+
+    tail: int | None  # the newest N matching records (1-10000; the server's default is 100)
+
+
+class SearchOptions(RecordFilters, total=False):
+    """How search() matches, and the filters it applies first (``after``: a page's
+    ``next_after``)."""
+
+    regex: bool | None  # q is a regular expression (default: a plain substring)
+    ignore_case: bool | None
+    context: int | None  # records before and after each match, from the unfiltered log (0-20; 2)
+    max: int | None  # matches in this page (1-1000; 100); total_matches counts them all
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
@@ -87,6 +106,27 @@ def _job(job_id: str) -> str:
 def _given(**values: str | int | None) -> dict[str, str | int]:
     """Only the parameters the caller set: the server's defaults apply to the rest."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def field_filters(fields: Mapping[str, FieldValue] | None) -> list[str]:
+    """``field=KEY:VALUE`` values: text as it is, other scalars as their JSON (``true``)."""
+    return [
+        f"{key}:{value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in (fields or {}).items()
+    ]
+
+
+def _filters(options: Mapping[str, Any]) -> dict[str, str | int | Sequence[str]]:
+    """A log read's query: booleans as the API spells them, fields as repeated ``field``."""
+    params: dict[str, str | int | Sequence[str]] = {}
+    for name, value in options.items():
+        if name == "fields":
+            params["field"] = field_filters(value)
+        elif isinstance(value, bool):
+            params[name] = "true" if value else "false"
+        elif value is not None:
+            params[name] = value
+    return params
 
 
 def submit(job_type: str, params: Mapping[str, Any] | None) -> Call[Job]:
@@ -104,8 +144,37 @@ def list_jobs(status: str | None, job_type: str | None, limit: int | None) -> Ca
 
 
 def logs(job_id: str, **filters: Unpack[LogFilters]) -> Call[LogPage]:
-    params = {**_given(**filters), "format": "json"}  # records, so they come typed
+    params = {**_filters(filters), "format": "json"}  # records, so they come typed
     return Call("GET", _job(job_id) + "/logs", LogPage.from_json, params)
+
+
+def search(job_id: str, q: str, **options: Unpack[SearchOptions]) -> Call[SearchResult]:
+    params = {"q": q, **_filters(options)}
+    return Call("GET", _job(job_id) + "/logs/search", SearchResult.from_json, params)
+
+
+def summary(job_id: str) -> Call[Summary]:
+    return Call("GET", _job(job_id) + "/summary", Summary.from_json)
+
+
+def hosts(job_id: str) -> Call[list[HostRow]]:
+    return Call(
+        "GET", _job(job_id) + "/hosts", lambda data: [HostRow.from_json(h) for h in data["hosts"]]
+    )
+
+
+def tasks(job_id: str, status: str | None) -> Call[list[TaskRow]]:
+    return Call(
+        "GET",
+        _job(job_id) + "/tasks",
+        lambda data: [TaskRow.from_json(t) for t in data["tasks"]],
+        _given(status=status),
+    )
+
+
+def rerun(job_id: str, failed_hosts_only: bool, params: Mapping[str, Any] | None) -> Call[Job]:
+    body = {"failed_hosts_only": failed_hosts_only, "params": dict(params or {})}
+    return Call("POST", _job(job_id) + "/rerun", Job.from_json, body=body, invalid=InvalidParams)
 
 
 def cancel(job_id: str) -> Call[Job]:
@@ -138,8 +207,16 @@ class FollowState:
 
     EARLY_CLOSE = "the server closed the stream before the job ended"
 
-    def __init__(self, url: str, job_id: str, after: int, level: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        job_id: str,
+        after: int,
+        level: str,
+        fields: Mapping[str, FieldValue] | None = None,
+    ) -> None:
         self.url, self.job_id, self.level = url, job_id, level
+        self.fields = field_filters(fields)
         self.path = _job(job_id) + "/logs/stream"
         self.cursor = after
         self.ended = False
@@ -148,11 +225,13 @@ class FollowState:
         self._failing_since: float | None = None
         self._delay = _FIRST_DELAY
 
-    def connect(self) -> tuple[dict[str, str], dict[str, str]]:
+    def connect(self) -> tuple[dict[str, str | list[str]], dict[str, str]]:
         """The query and headers of the next connection."""
         self._start = self.cursor
         self._parser = SSEParser()  # nothing half-read carries over from the last one
-        params = {"after": str(self.cursor), "level": self.level}
+        params: dict[str, str | list[str]] = {"after": str(self.cursor), "level": self.level}
+        if self.fields:
+            params["field"] = self.fields
         return params, {"Last-Event-ID": str(self.cursor)}
 
     def feed(self, line: str) -> LogRecord | Gap | None:

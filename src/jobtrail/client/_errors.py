@@ -14,7 +14,8 @@
                ├── JobFinished      409: the job already ended, so it cannot be cancelled
                ├── LogsExpired      410: retention deleted the job's logs (the job is kept)
                └── InvalidRequest   422 (and 413, 415): a parameter the server cannot use
-                    └── InvalidParams   422 from submit(): unknown job type or wrong params
+                    └── InvalidParams   422 from submit() or rerun(): unknown job type or
+                                        wrong (or missing secret) params
 
 Each ``RequestFailed`` keeps the HTTP status and the server's message, which says what to
 fix ("invalid params for 'deploy': replicas: ..."); ``str(exc)`` is that message.
@@ -85,7 +86,8 @@ class InvalidRequest(RequestFailed):
 
 
 class InvalidParams(InvalidRequest):
-    """422 from submit(): the job type is not registered, or the params do not fit it."""
+    """422 from submit() or rerun(): the job type is not registered, the params do not fit
+    it, or a rerun cannot be made as asked (secret params to give again, no failed host)."""
 
 
 _BY_STATUS: dict[int, type[RequestFailed]] = {

@@ -25,7 +25,7 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _maybe_time(value: str | None) -> datetime | None:
+def maybe_time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
@@ -82,6 +82,9 @@ class Job:
     failure: JSON | None
     recent_logs: tuple[LogRecord, ...]  # newest first; only get_job() fills it
     cancel_requested: bool
+    duration_s: float | None  # ended - started, or so far while it runs; None while pending
+    rerun_of: str | None  # the job this one reran
+    reruns: tuple[str, ...]  # the jobs that reran this one, oldest first
     raw: JSON = field(repr=False, compare=False)
 
     @classmethod
@@ -96,8 +99,8 @@ class Job:
             result=data.get("result"),
             error=data.get("error"),
             created_at=parse_time(data["created_at"]),
-            started_at=_maybe_time(data.get("started_at")),
-            completed_at=_maybe_time(data.get("completed_at")),
+            started_at=maybe_time(data.get("started_at")),
+            completed_at=maybe_time(data.get("completed_at")),
             log_file=data.get("log_file"),
             logs_expired=bool(data.get("logs_expired")),
             records_dropped=int(data.get("records_dropped") or 0),
@@ -105,6 +108,9 @@ class Job:
             failure=data.get("failure"),
             recent_logs=tuple(LogRecord.from_json(r) for r in data.get("recent_logs") or ()),
             cancel_requested=bool(data.get("cancel_requested")),
+            duration_s=None if data.get("duration_s") is None else float(data["duration_s"]),
+            rerun_of=data.get("rerun_of"),
+            reruns=tuple(data.get("reruns") or ()),
             raw=data,
         )
 

@@ -12,6 +12,7 @@ import httpx
 from jobtrail.client import _calls as calls
 from jobtrail.client._errors import InvalidRequest, WaitTimeout, raise_for_status, unreachable
 from jobtrail.client._models import Gap, Health, Job, JobType, LogPage, LogRecord
+from jobtrail.client._reports import HostRow, SearchResult, Summary, TaskRow
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -70,8 +71,40 @@ class Client:
 
     def logs(self, job_id: str, **filters: Unpack[calls.LogFilters]) -> LogPage:
         """Records of the job's log, oldest first: the newest ``tail`` matching ones (100
-        unless given), or those after the seq ``after``; ``level`` is a minimum severity."""
+        unless given), or those after the seq ``after``; ``level`` is a minimum severity;
+        ``fields={"attempt": 3}`` keeps records whose fields hold all of those."""
         return self._send(calls.logs(job_id, **filters))
+
+    def search(self, job_id: str, q: str, **options: Unpack[calls.SearchOptions]) -> SearchResult:
+        """The records of the whole kept log whose message holds ``q`` (a substring, or a
+        pattern with ``regex=True``), oldest first, each with ``context`` records around it.
+        ``InvalidRequest`` quotes the server's error for a pattern it cannot use."""
+        return self._send(calls.search(job_id, q, **options))
+
+    def summary(self, job_id: str) -> Summary:
+        """The whole log at a glance: levels, first and last error, repeated shapes, span."""
+        return self._send(calls.summary(job_id))
+
+    def hosts(self, job_id: str) -> list[HostRow]:
+        """A playbook's PLAY RECAP, one row per host (failed runs too)."""
+        return self._send(calls.hosts(job_id))
+
+    def tasks(self, job_id: str, status: str | None = None) -> list[TaskRow]:
+        """A playbook's tasks, one row per task and host; ``status="running"`` gives the
+        hosts being acted on now."""
+        return self._send(calls.tasks(job_id, status))
+
+    def rerun(
+        self,
+        job_id: str,
+        *,
+        failed_hosts_only: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Queue the job again, same type and params with ``params`` laid over them (secret
+        ones the server never stored must be given again); ``failed_hosts_only`` limits a
+        playbook to the hosts that failed or were unreachable. The new job has ``rerun_of``."""
+        return self._send(calls.rerun(job_id, failed_hosts_only, params))
 
     def cancel(self, job_id: str) -> Job:
         """A pending job comes back ``cancelled``; a running one ``running`` with
@@ -90,13 +123,17 @@ class Client:
             time.sleep(calls.WAIT_INTERVAL)
 
     def follow(
-        self, job_id: str, after: int = 0, level: str = "DEBUG"
+        self,
+        job_id: str,
+        after: int = 0,
+        level: str = "DEBUG",
+        fields: Mapping[str, calls.FieldValue] | None = None,
     ) -> Iterator[LogRecord | Gap]:
         """The job's records from the seq ``after`` on, as they are written, until the job
         ends; a ``Gap`` says rotation removed records before they could be read. A dropped
         connection is resumed where it stopped, retrying for up to 30 s; ``ServerStopping``
-        if the server stops first."""
-        state = calls.FollowState(self.url, job_id, after, level)
+        if the server stops first. ``fields`` filters as ``logs`` does."""
+        state = calls.FollowState(self.url, job_id, after, level, fields)
         while True:
             params, headers = state.connect()
             try:

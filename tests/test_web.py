@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, free_port, live_server
 from support.live import server_config as make_config
 from support.requirements import missing
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.timeout(120)
 
 CHROMIUM = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).parent / "screenshots"
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+RECAP = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
 try:
     from playwright.sync_api import (
@@ -119,13 +122,13 @@ def test_a_running_jobs_lines_appear_live_and_the_level_filter_works(
     assert levels == {"WARNING", "ERROR"}, levels
     shot(page, "job-level-warning")
 
-    page.fill("#search", "tick 1")
-    expect(page.locator("#log-info")).to_contain_text("match")
-    shown = page.eval_on_selector_all(
-        "#log .line", "rows => rows.filter(r => !r.hidden).map(r => r.textContent)"
-    )
-    assert shown and all("tick 1" in text for text in shown)
+    page.fill("#search", "tick 1")  # the server searches the whole log, at this level too
+    expect(page.locator("#search-info")).to_have_text(re.compile(r"^\d+ match"))
+    page.press("#search", "Enter")
+    expect(page.locator("#search-info")).to_have_text(re.compile(r"^1 of \d+$"))
+    expect(page.locator("#log .line.current .msg")).to_have_text(re.compile("^tick 1"))
     page.fill("#search", "")
+    expect(page.locator("#search-info")).to_have_text("")
 
     page.click("#pause")
     expect(page.locator("#pause")).to_have_text("Resume")
@@ -484,3 +487,266 @@ def test_the_playbook_is_required_and_offered_from_the_servers_playbooks(
     expect(page.locator("#submit-error")).to_contain_text("playbook")
     expect(page.locator("#submit-error")).to_contain_text("demo.yml")  # the 422 lists them
     shot(page, "submit-playbook-missing")
+
+
+# -- issue 14: search, fields, durations, root causes, playbook tables, cancel and rerun ---------
+def opened_job(page: Page, old_id: str) -> str:
+    """The id of the job the page went to from `old_id`'s page (a rerun)."""
+    page.wait_for_url(
+        lambda url: (
+            re.search(r"#/jobs/[a-z_]+-[0-9a-f]{12}$", url) is not None
+            and not url.endswith(f"/{old_id}")
+        )
+    )
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_search_counts_matches_in_the_whole_log_and_jumps_to_one_not_loaded(
+    live: Live, page: Page
+) -> None:
+    job = live.submit("levels", count=6000)
+    job_id = job["job_id"]
+    live.wait(job_id, timeout=60)
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    expect(page.locator("#log .line", has_text="info 5999")).to_be_visible()
+    lines = page.locator("#log .line")
+    assert lines.count() == 2000 and int(lines.first.get_attribute("data-seq") or 0) > 4000
+    info = page.locator("#search-info")
+
+    # "info 12", "info 120".."info 129", "info 1200".."info 1299": none of them is loaded
+    page.fill("#search", "info 12")
+    expect(info).to_have_text("111 matches")
+    page.press("#search", "Enter")
+    expect(info).to_have_text("1 of 111")
+    current = page.locator("#log .line.current")
+    expect(current.locator(".msg")).to_have_text("info 12")
+    expect(current.locator(".msg mark")).to_have_text("info 12")
+    expect(current).to_be_in_viewport()
+    assert lines.count() <= 2000 and lines.first.get_attribute("data-seq") == "1", "its context"
+    expect(page.locator("#newest")).to_be_visible()  # the view stopped following
+    shot(page, "search-jump")
+    page.click("#search-next")
+    expect(info).to_have_text("2 of 111")
+    expect(current.locator(".msg")).to_have_text("info 120")
+    assert page.locator("#log .line.match").count() == 111, "every loaded match is marked"
+    page.click("#search-prev")
+    expect(info).to_have_text("1 of 111")
+    download = page.locator("#download").get_attribute("href") or ""
+    assert download == f"/api/jobs/{job_id}/logs/download?q=info+12"
+
+    page.fill("#search", "INFO 12")
+    expect(info).to_have_text("no matches")
+    page.check("#search-case")
+    expect(info).to_have_text("111 matches")
+    page.uncheck("#search-case")
+    page.check("#search-regex")
+    page.fill("#search", r"^info 12\d$")
+    expect(info).to_have_text("10 matches")
+    page.press("#search", "Enter")
+    expect(current.locator(".msg")).to_have_text("info 120")
+
+    page.fill("#search", "info (")  # the 422's own words, as the API gives them
+    detail = live.http.get(
+        f"/api/jobs/{job_id}/logs/search", params={"q": "info (", "regex": "true"}
+    )
+    assert detail.status_code == 422
+    expect(info).to_have_text(detail.json()["detail"])
+    expect(info).to_have_class(re.compile(r"\berror\b"))
+    shot(page, "search-bad-regex")
+
+    page.fill("#search", "")
+    page.click("#newest")
+    expect(page.locator("#log .line", has_text="info 5999")).to_be_visible()
+    expect(page.locator("#newest")).to_be_hidden()
+    assert page.locator("#log .line.match").count() == 0
+
+
+def test_fields_show_as_chips_and_a_click_on_one_filters_the_log(live: Live, page: Page) -> None:
+    job = live.submit("fielded", count=9)
+    job_id = job["job_id"]
+    live.wait(job_id)
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    line = page.locator("#log .line", has_text="try 0")
+    expect(line.locator(".msg")).to_have_text("try 0")  # the chips come after the message
+    expect(line.locator(".chip")).to_have_text(["attempt=1", "user=u0", "ok=false"])
+    cut = page.locator("#log .line", has_text="many").locator(".chip.cut")
+    expect(cut).to_have_text(re.compile(r"^\d+ more fields cut$"))
+    expect(page.locator("#log .line", has_text="plain, no fields").locator(".chip")).to_have_count(
+        0
+    )
+    shot(page, "fields-chips")
+
+    page.locator("#log .line", has_text="try 2").locator(".chip", has_text="attempt=3").click()
+    expect(page.locator("#field-filters .chip")).to_have_text(["attempt=3 ✕"])
+    messages = page.locator("#log .line .msg")
+    # attempt 3 as a number, and "3" as a string: field=attempt:3 compares their text
+    expect(messages).to_have_text(["try 2", "try 5", "try 8", "a long value"])
+    download = page.locator("#download").get_attribute("href")
+    assert download == f"/api/jobs/{job_id}/logs/download?field=attempt%3A3"
+    page.locator("#log .line", has_text="try 5").locator(".chip", has_text="user=u1").click()
+    expect(messages).to_have_text(["try 5"])  # both must hold
+    shot(page, "fields-filtered")
+    page.locator("#field-filters .chip", has_text="attempt=3").click()
+    expect(page.locator("#field-filters .chip")).to_have_text(["user=u1 ✕"])
+    expect(messages).to_have_text(["try 1", "try 3", "try 5", "try 7"])
+    page.locator("#field-filters .chip").click()
+    expect(messages.filter(has_text="try")).to_have_count(9)
+    assert page.locator("#download").get_attribute("href") == f"/api/jobs/{job_id}/logs/download"
+
+
+def test_jobs_show_their_duration_in_the_list_and_the_header(live: Live, page: Page) -> None:
+    job = live.submit("sleep", seconds=1.2, steps=2)
+    done = live.wait(job["job_id"])
+    assert done["duration_s"] >= 1.2
+    page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#job-duration")).to_have_text(f"{done['duration_s']:.1f} s")
+    page.goto(f"{live.url}/#/")
+    row = page.locator(f"#jobs-body tr[data-job-id='{job['job_id']}'] td.duration")
+    expect(row).to_have_text(f"{done['duration_s']:.1f} s")
+
+
+def test_the_root_cause_of_a_failed_python_job_is_in_the_digest(live: Live, page: Page) -> None:
+    job = live.submit("root_cause", how="from")
+    done = live.wait(job["job_id"])
+    assert done["status"] == "failed" and done["failure"]["kind"] == "exception"
+    page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("#failure")).to_be_visible()
+    expect(page.locator("#failure-error")).to_have_text(done["error"])
+    root = (
+        "ConnectionError: could not connect to postgres://db.internal:5432/inv: connection refused"
+    )
+    field = page.locator("#failure-fields dd")
+    expect(field.and_(page.locator("[data-key=root-cause]"))).to_have_text(root)
+    chain = page.locator("#failure-fields [data-key=causes] li")
+    expect(chain).to_have_text(["RuntimeError: inventory unavailable", root])
+    frame = done["failure"]["frame"]
+    assert frame["file"].endswith("jobs_fixture.py") and frame["function"] == "_connect"
+    where = f"{frame['file']}:{frame['line']} in _connect"
+    expect(field.and_(page.locator("[data-key=frame]"))).to_have_text(where)
+    shot(page, "job-root-cause")
+
+
+def test_cancel_and_rerun_buttons_open_the_new_job(live: Live, page: Page, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    try:
+        job = live.submit("ticker", path=str(gate), interval=0.05)
+        job_id = job["job_id"]
+        page.goto(f"{live.url}/#/jobs/{job_id}")
+        expect(page.locator("#log .line", has_text="tick 2").first).to_be_visible()
+        expect(page.locator("#rerun")).to_be_hidden()
+        cancel = page.locator("#cancel")
+        expect(cancel).to_be_enabled()
+        cancel.click()
+        expect(page.locator("#job-status")).to_have_text("cancelled")
+        expect(cancel).to_be_hidden()
+        assert live.job(job_id)["status"] == "cancelled"
+
+        page.click("#rerun")
+        new_id = opened_job(page, job_id)
+        meta = page.locator("#job-meta")
+        expect(meta.locator("dt:text-is('rerun of') + dd a")).to_have_text(job_id)
+        expect(page.locator("#job-status")).to_have_text("running")
+        again = live.job(new_id)
+        assert again["rerun_of"] == job_id and again["params"] == job["params"]
+        assert live.job(job_id)["reruns"] == [new_id]
+        shot(page, "job-rerun")
+        page.click(f"#job-meta a:text-is('{job_id}')")  # back to the first: it lists its rerun
+        expect(meta.locator("dt:text-is('reruns') + dd a")).to_have_text(new_id)
+    finally:
+        gate.touch()
+
+
+def test_a_running_jobs_cancel_button_is_disabled_while_it_stops(
+    live: Live, page: Page, tmp_path: Path
+) -> None:
+    job = live.submit("slow_to_stop", path=str(tmp_path / "never"), cleanup=2.0)
+    job_id = job["job_id"]
+    live.wait(job_id, statuses=("running",))
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    expect(page.locator("#log .line", has_text="waiting for").first).to_be_visible()
+    page.click("#cancel")
+    expect(page.locator("#job-status")).to_have_text("cancelling…")
+    expect(page.locator("#cancel")).to_be_disabled()
+    expect(page.locator("#cancel")).to_have_text("Cancelling…")
+    expect(page.locator("#job-status")).to_have_text("cancelled", timeout=15_000)
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#rerun")).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def playbooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """A server whose playbooks are tests/playbooks (as tests/test_ansible.py's)."""
+    saved = os.environ.get(PLAYBOOKS_ENV)
+    try:
+        config = make_config(tmp_path_factory.mktemp("home"), playbooks=PLAYBOOKS)
+        with live_server(config) as running:
+            yield running
+    finally:  # the service exports the dir to os.environ: don't leak it into other modules
+        if saved is None:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        else:
+            os.environ[PLAYBOOKS_ENV] = saved
+
+
+def test_a_playbooks_host_recap_and_slowest_tasks_show_and_its_failed_hosts_rerun(
+    playbooks: Live, page: Page
+) -> None:
+    inventory = "localhost,no-such-host.invalid,"
+    job = playbooks.submit("ansible_playbook", playbook="unreachable.yml", inventory=inventory)
+    job_id = job["job_id"]
+    done = playbooks.wait(job_id, timeout=90)
+    assert done["status"] == "failed"
+    hosts = playbooks.http.get(f"/api/jobs/{job_id}/hosts").json()["hosts"]
+    tasks = playbooks.http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+    page.goto(f"{playbooks.url}/#/jobs/{job_id}")
+    expect(page.locator("#playbook")).to_be_visible()
+    recap = page.locator("#hosts-body tr")
+    expect(recap).to_have_count(len(hosts))
+    for host in hosts:  # the PLAY RECAP's numbers, as the API has them
+        row = page.locator(f"#hosts-body tr[data-host='{host['host']}']")
+        cells = [row.locator(f"td[data-key={key}]") for key in RECAP]
+        for cell, key in zip(cells, RECAP, strict=True):
+            expect(cell).to_have_text(str(host[key]))
+    bad = page.locator("#hosts-body tr.bad")
+    expect(bad).to_have_count(1)  # the unreachable host is the one highlighted
+    expect(bad.locator("td.host")).to_have_text("no-such-host.invalid")
+    expect(bad.locator("td[data-key=unreachable]")).to_have_text("1")
+    expect(page.locator("#hosts-body tr[data-host=localhost] td[data-key=ok]")).to_have_text("1")
+
+    slowest = sorted(
+        (t for t in tasks if t["duration_s"] is not None), key=lambda t: -t["duration_s"]
+    )[:10]
+    rows = page.locator("#tasks-body tr")
+    expect(rows).to_have_count(len(slowest))
+    expect(rows.locator("td.host")).to_have_text([t["host"] for t in slowest])
+    expect(rows.first.locator("td.task")).to_have_text("Ping it")
+    expect(page.locator("#running-now")).to_be_hidden()
+    shot(page, "playbook-recap")
+
+    page.click("#rerun-failed")
+    new_id = opened_job(page, job_id)
+    again = playbooks.job(new_id)
+    assert again["rerun_of"] == job_id
+    assert again["params"]["limit"] == "no-such-host.invalid"
+    assert again["params"]["inventory"] == inventory
+    expect(page.locator("#job-meta")).to_contain_text("no-such-host.invalid")
+    playbooks.wait(new_id, timeout=90)
+
+
+def test_a_running_playbook_shows_the_hosts_it_is_acting_on_now(
+    playbooks: Live, page: Page
+) -> None:
+    job = playbooks.submit("ansible_playbook", playbook="slow.yml", inventory="localhost,")
+    job_id = job["job_id"]
+    try:
+        page.goto(f"{playbooks.url}/#/jobs/{job_id}")
+        now = page.locator("#running-list li")
+        expect(now).to_have_text(["Slow play: Sleep for a long time on localhost"], timeout=60_000)
+        expect(page.locator("#tasks-body tr td.task")).to_have_text(["Started"])
+        shot(page, "playbook-running")
+        page.click("#cancel")
+        expect(page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)
+        expect(page.locator("#running-now")).to_be_hidden()
+    finally:
+        playbooks.http.post(f"/api/jobs/{job_id}/cancel")

@@ -77,6 +77,21 @@
     }
   }
 
+  // a 4xx's detail: jobtrail's own sentence, or FastAPI's list of what failed validation
+  function detailText(body, status) {
+    const detail = body && body.detail;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail) && detail.length) {
+      return detail
+        .map((d) => {
+          const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "query" && p !== "body").join(".") : "";
+          return where ? `${where}: ${d.msg}` : String(d.msg);
+        })
+        .join("; ");
+    }
+    return `HTTP ${status}`;
+  }
+
   async function apiJSON(path, options) {
     const response = await api(path, options);
     let body = null;
@@ -86,8 +101,7 @@
       body = null;
     }
     if (!response.ok) {
-      const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
-      const err = new Error(detail);
+      const err = new Error(detailText(body, response.status));
       err.status = response.status;
       throw err;
     }
@@ -177,6 +191,7 @@
       cell(progressBar(job.progress));
       cell(job.current_step || "");
       cell(age(job.created_at)).title = localTime(job.created_at);
+      cell(formatDuration(job.duration_s)).className = "duration";
       return tr;
     });
     $("jobs-body").replaceChildren(...rows);
@@ -343,15 +358,35 @@
     };
   }
 
-  // -- one job and its live log ---------------------------------------------------------------
-  let cancelRequested = false; // the shown job's last cancel_requested: status events may omit it
+  // -- one job: its head, failure digest, playbook tables, actions and live log --------------------
+  const HALF_WINDOW = 1000; // lines loaded either side of a search match that is not on show
+  const SEARCH_PAGE = 500; // matches asked for at a time (their seqs only: context=0)
+  const PLAYBOOK_POLL = 1500; // ms between looks at a running playbook's hosts and tasks
+  const SLOWEST = 10;
+  const RECAP = ["ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"];
+  const EXCEPTION_KEYS = new Set(["kind", "type", "message", "causes", "frame"]);
 
-  function updateStatus(state) {
-    if (typeof state.cancel_requested === "boolean") cancelRequested = state.cancel_requested;
-    statusBadge({ status: state.status, cancel_requested: cancelRequested }, $("job-status"));
-    $("job-progress").value = Number(state.progress) || 0;
-    $("job-percent").textContent = `${Math.round(Number(state.progress) || 0)}%`;
-    if (state.current_step !== undefined) $("job-step").textContent = state.current_step || "";
+  const causeText = (c) => (c && typeof c === "object" ? [c.type, c.message].filter(Boolean).join(": ") : show(c));
+
+  // the exception and its causes, outermost first, down to the root; the exception itself is
+  // not repeated when `causes` starts with it
+  function exceptionChain(failure) {
+    const chain = [];
+    if (failure.type || failure.message) chain.push({ type: failure.type, message: failure.message });
+    for (const cause of Array.isArray(failure.causes) ? failure.causes : []) {
+      const last = chain[chain.length - 1];
+      if (last && cause && last.type === cause.type && last.message === cause.message) continue;
+      chain.push(cause);
+    }
+    return chain;
+  }
+
+  function frameText(frame) {
+    if (!frame || typeof frame !== "object") return "";
+    let text = String(frame.file || "?");
+    if (frame.line !== null && frame.line !== undefined) text += `:${frame.line}`;
+    if (frame.function) text += ` in ${frame.function}`;
+    return text;
   }
 
   function showFailure(job) {
@@ -364,20 +399,53 @@
     const fields = $("failure-fields");
     fields.replaceChildren();
     const failure = job.failure && typeof job.failure === "object" ? job.failure : {};
+    const add = (key, label, content) => {
+      const dd = el("dd");
+      dd.dataset.key = key;
+      if (content instanceof Node) dd.append(content);
+      else dd.textContent = content;
+      fields.append(el("dt", null, label), dd);
+    };
+    let skip = new Set();
+    if (failure.kind === "exception") {
+      // a Python exception: the root cause first, then the chain that led to it and where
+      const chain = exceptionChain(failure);
+      if (chain.length) add("root-cause", "root cause", causeText(chain[chain.length - 1]));
+      if (chain.length > 1) {
+        const list = el("ol", "causes");
+        for (const cause of chain) list.append(el("li", null, causeText(cause)));
+        add("causes", "chain", list);
+      }
+      if (failure.frame) add("frame", "where", frameText(failure.frame));
+      skip = EXCEPTION_KEYS;
+    }
     const keys = [
       ...FAILURE_ORDER.filter((k) => k in failure),
       ...Object.keys(failure).filter((k) => !FAILURE_ORDER.includes(k)),
     ];
     for (const key of keys) {
       const value = failure[key];
-      if (value === null || value === undefined || value === "") continue;
-      const dd = el("dd");
-      dd.dataset.key = key;
-      if (key === "stderr" || key === "stdout" || typeof value === "object") dd.append(el("pre", null, show(value)));
-      else dd.textContent = show(value);
-      fields.append(el("dt", null, key), dd);
+      if (skip.has(key) || value === null || value === undefined || value === "") continue;
+      if (key === "hosts" && Array.isArray(value)) {
+        add(key, key, value.map(String).join(", "));
+      } else if (key === "stderr" || key === "stdout" || typeof value === "object") {
+        add(key, key, el("pre", null, show(value)));
+      } else {
+        add(key, key, show(value));
+      }
     }
     box.hidden = false;
+  }
+
+  function jobLinks(ids) {
+    const dd = el("dd");
+    ids.forEach((id, i) => {
+      if (i) dd.append(", ");
+      const link = el("a", null, id);
+      link.href = `#/jobs/${encodeURIComponent(id)}`;
+      dd.append(link);
+    });
+    return dd;
   }
 
   function renderMeta(job) {
@@ -392,9 +460,56 @@
     add("created", job.created_at && localTime(job.created_at));
     add("started", job.started_at && localTime(job.started_at));
     add("ended", job.completed_at && localTime(job.completed_at));
+    if (job.rerun_of) meta.append(el("dt", null, "rerun of"), jobLinks([job.rerun_of]));
+    if (Array.isArray(job.reruns) && job.reruns.length) meta.append(el("dt", null, "reruns"), jobLinks(job.reruns));
     if (job.status === "completed") add("result", job.result);
     if (job.records_dropped) add("records dropped", job.records_dropped);
     add("log note", job.log_note);
+  }
+
+  // the text of a field's value as `field=KEY:VALUE` compares it: a string as it is, any other
+  // JSON scalar as its JSON text
+  const fieldText = (value) => (typeof value === "string" ? value : JSON.stringify(value));
+
+  function fieldChips(fields) {
+    if (!fields || typeof fields !== "object") return null;
+    const box = el("span", "fields");
+    for (const [key, value] of Object.entries(fields)) {
+      if (key === "…") {
+        box.append(el("span", "chip cut", value)); // "N more fields cut"
+        continue;
+      }
+      const text = fieldText(value);
+      const chip = el("button", "chip", `${key}=${text}`);
+      chip.type = "button";
+      chip.dataset.key = key;
+      chip.dataset.value = text;
+      chip.title = `show only the lines with ${key}=${text}`;
+      box.append(chip);
+    }
+    return box.childElementCount ? box : null;
+  }
+
+  const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  // what to mark inside a matching line; the server decides which lines match, so a pattern the
+  // browser's RegExp reads differently from RE2 only loses the marks, never a match
+  function markPattern(q, regex, ignoreCase) {
+    try {
+      return new RegExp(regex ? q : escapeRegExp(q), ignoreCase ? "gi" : "g");
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function formatDuration(seconds) {
+    const s = Number(seconds);
+    if (seconds === null || seconds === undefined || !Number.isFinite(s) || s < 0) return "";
+    if (s < 1) return `${Math.round(s * 1000)} ms`;
+    if (s < 59.95) return `${s.toFixed(1)} s`;
+    const pad = (n) => String(Math.floor(n)).padStart(2, "0");
+    if (s < 3600) return `${Math.floor(s / 60)} min ${pad(s % 60)} s`;
+    return `${Math.floor(s / 3600)} h ${pad((s % 3600) / 60)} min`;
   }
 
   function showJob(jobId) {
@@ -406,6 +521,8 @@
     const listeners = new AbortController();
     const on = (id, type, fn) => $(id).addEventListener(type, fn, { signal: listeners.signal });
 
+    let job = null; // the last job JSON
+    const state = { status: "", cancel_requested: false }; // status events may omit the flag
     let source = null;
     let ended = false;
     let closed = false;
@@ -416,42 +533,284 @@
     let pausedDropped = 0;
     let flushTimer = null;
     let keep = WINDOW; // lines kept; grows with "load older"
-    let total = 0;
-    let search = "";
     let retryTimer = null;
     let stopping = ""; // the server said it is stopping: kept on show while the page reconnects
+    let fields = []; // [key, value] filters, from clicked field chips
+    let detached = false; // showing the lines around a search match instead of following
+    let missed = 0; // live lines that arrived while detached
+    let durationBase = null;
+    let durationAt = 0;
+    let playbookTimer = null;
+    let looking = false;
+    let lookAgain = false;
+    let playbookTicks = 0;
+    let badHosts = []; // failed or unreachable in the host recap
+    let searchTimer = null;
+    let searchToken = 0;
+    let stepping = false;
+    const noSearch = () => ({ key: "", q: "", total: 0, seqs: [], set: new Set(), more: false, nextAfter: null, index: -1, pattern: null });
+    let found = noSearch();
 
     $("job-title").textContent = jobId;
     $("job-status").textContent = "";
-    cancelRequested = false;
     $("job-step").textContent = "";
     $("job-percent").textContent = "";
+    $("job-duration").textContent = "";
     $("job-meta").replaceChildren();
     $("failure").hidden = true;
     $("job-problem").hidden = true;
+    $("action-error").hidden = true;
+    for (const id of ["cancel", "rerun", "rerun-failed"]) $(id).hidden = true;
+    $("playbook").hidden = true;
+    $("running-now").hidden = true;
+    $("hosts-body").replaceChildren();
+    $("tasks-body").replaceChildren();
     $("search").value = "";
+    $("search-info").textContent = "";
+    $("search-prev").disabled = true;
+    $("search-next").disabled = true;
+    $("field-filters").replaceChildren();
     $("pause").textContent = "Pause";
+    $("pause").disabled = false;
     $("older").disabled = false;
+    $("newest").hidden = true;
     logEl.replaceChildren();
-    $("download").href = `${base}/logs/download`;
     $("download").setAttribute("download", `${jobId}.log`);
 
     const problem = (text) => {
       $("job-problem").textContent = text;
       $("job-problem").hidden = false;
     };
+    const actionError = (text) => {
+      $("action-error").textContent = text;
+      $("action-error").hidden = !text;
+    };
+    const active = () => state.status === "pending" || state.status === "running";
 
-    const matches = (row) => !search || row.textContent.toLowerCase().includes(search);
+    // -- status, duration and the buttons -------------------------------------------------------
+    function showDuration() {
+      let seconds = durationBase;
+      if (seconds !== null && state.status === "running") seconds += (performance.now() - durationAt) / 1000;
+      $("job-duration").textContent = formatDuration(seconds);
+    }
+    const durationTimer = setInterval(showDuration, 1000);
+
+    function updateStatus(update) {
+      const changed = Boolean(update.status) && update.status !== state.status;
+      if (update.status) state.status = update.status;
+      if (typeof update.cancel_requested === "boolean") state.cancel_requested = update.cancel_requested;
+      statusBadge(state, $("job-status"));
+      $("job-progress").value = Number(update.progress) || 0;
+      $("job-percent").textContent = `${Math.round(Number(update.progress) || 0)}%`;
+      if (update.current_step !== undefined) $("job-step").textContent = update.current_step || "";
+      if ("duration_s" in update) {
+        durationBase = typeof update.duration_s === "number" ? update.duration_s : null;
+        durationAt = performance.now();
+      }
+      showDuration();
+      updateActions();
+      // pending -> running: the job JSON has the start (and a playbook's tables begin)
+      if (changed && job && job.status !== state.status && !("duration_s" in update)) refreshJob();
+    }
+
+    function failedHosts() {
+      const failure = job && job.failure && typeof job.failure === "object" ? job.failure : {};
+      const named = Array.isArray(failure.hosts) ? failure.hosts : failure.host ? [failure.host] : [];
+      return [...new Set([...named.map(String), ...badHosts])];
+    }
+
+    function updateActions() {
+      const cancel = $("cancel");
+      cancel.hidden = !active();
+      cancel.disabled = state.cancel_requested === true;
+      cancel.textContent = state.cancel_requested ? "Cancelling…" : "Cancel";
+      $("rerun").hidden = job === null || active();
+      const playbook = job !== null && job.job_type === "ansible_playbook";
+      $("rerun-failed").hidden = !(playbook && state.status === "failed" && failedHosts().length);
+      $("rerun-failed").title = `rerun with limit ${failedHosts().join(",")}`;
+    }
+
+    on("cancel", "click", async () => {
+      actionError("");
+      $("cancel").disabled = true;
+      try {
+        updateStatus(await apiJSON(`${base}/cancel`, { method: "POST" }));
+      } catch (err) {
+        actionError(`cannot cancel: ${err.message}`);
+        refreshJob();
+      }
+    });
+
+    async function rerun(body, button) {
+      actionError("");
+      button.disabled = true;
+      try {
+        const next = await apiJSON(`${base}/rerun`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        location.hash = `#/jobs/${encodeURIComponent(next.job_id)}`;
+      } catch (err) {
+        actionError(`cannot rerun: ${err.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    }
+    on("rerun", "click", () => rerun({}, $("rerun")));
+    on("rerun-failed", "click", () => rerun({ failed_hosts_only: true }, $("rerun-failed")));
+
+    // -- a playbook's host recap, slowest tasks and what it is doing now --------------------------
+    function renderHosts(rows) {
+      badHosts = [];
+      $("hosts-body").replaceChildren(
+        ...rows.map((h) => {
+          const tr = el("tr");
+          tr.dataset.host = String(h.host);
+          if (Number(h.failed) > 0 || Number(h.unreachable) > 0) {
+            tr.className = "bad";
+            badHosts.push(String(h.host));
+          }
+          tr.append(el("td", "host", h.host));
+          for (const key of RECAP) {
+            const n = Number(h[key]) || 0;
+            const td = el("td", n ? `n k-${key}` : "n zero", n);
+            td.dataset.key = key;
+            tr.append(td);
+          }
+          return tr;
+        }),
+      );
+      $("hosts-empty").hidden = rows.length > 0;
+    }
+
+    function renderSlowest(rows) {
+      const done = rows.filter((t) => typeof t.duration_s === "number");
+      done.sort((a, b) => b.duration_s - a.duration_s);
+      $("tasks-body").replaceChildren(
+        ...done.slice(0, SLOWEST).map((t) => {
+          const tr = el("tr");
+          const task = el("td", "task", t.task);
+          task.title = `${t.play}: ${t.task}`;
+          tr.append(task, el("td", "host", t.host), el("td", `task-status ts-${t.status}`, t.status), el("td", "n", formatDuration(t.duration_s)));
+          return tr;
+        }),
+      );
+      $("tasks-empty").hidden = done.length > 0;
+    }
+
+    function renderRunning(rows) {
+      const byTask = new Map();
+      for (const t of rows) {
+        const key = `${t.play}: ${t.task}`;
+        if (!byTask.has(key)) byTask.set(key, { hosts: [], since: Infinity });
+        const entry = byTask.get(key);
+        entry.hosts.push(String(t.host));
+        const started = parseTime(t.started);
+        if (started && !Number.isNaN(started.getTime())) entry.since = Math.min(entry.since, started.getTime());
+      }
+      $("running-list").replaceChildren(
+        ...[...byTask].map(([task, { hosts, since }]) => {
+          const li = el("li");
+          li.append(el("span", "task", task), " on ", el("span", "hosts", hosts.join(", ")));
+          if (Number.isFinite(since)) li.title = `for ${formatDuration(Math.max(0, Date.now() - since) / 1000)}`;
+          return li;
+        }),
+      );
+      $("running-now").hidden = byTask.size === 0;
+    }
+
+    async function lookAtPlaybook() {
+      clearTimeout(playbookTimer);
+      playbookTimer = null;
+      if (looking) {
+        lookAgain = true;
+        return;
+      }
+      looking = true;
+      const running = active();
+      try {
+        const full = !running || playbookTicks % 4 === 0; // all rows: now and then while it runs
+        const [hosts, tasks, now] = await Promise.all([
+          apiJSON(`${base}/hosts`),
+          full ? apiJSON(`${base}/tasks`) : null,
+          running ? apiJSON(`${base}/tasks?status=running`) : null,
+        ]);
+        if (closed) return;
+        renderHosts(Array.isArray(hosts.hosts) ? hosts.hosts : []);
+        if (tasks) renderSlowest(Array.isArray(tasks.tasks) ? tasks.tasks : []);
+        renderRunning(now && Array.isArray(now.tasks) ? now.tasks : []);
+        $("playbook").hidden = false;
+        updateActions();
+      } catch (err) {
+        if (!closed && err.status !== 404) problem(`cannot read the playbook's hosts and tasks: ${err.message}`);
+      } finally {
+        looking = false;
+      }
+      playbookTicks += 1;
+      if (closed) return;
+      if (lookAgain) {
+        lookAgain = false;
+        lookAtPlaybook();
+      } else if (active()) {
+        playbookTimer = setTimeout(lookAtPlaybook, PLAYBOOK_POLL);
+      }
+    }
+
+    // -- the log view -----------------------------------------------------------------------
+    // the filters the view, its older pages, a search and the stream share
+    function filterParams() {
+      const params = new URLSearchParams({ level: $("level").value });
+      for (const [key, value] of fields) params.append("field", `${key}:${value}`);
+      return params;
+    }
+
+    function updateDownload() {
+      const params = new URLSearchParams();
+      if ($("level").value !== "DEBUG") params.set("level", $("level").value);
+      for (const [key, value] of fields) params.append("field", `${key}:${value}`);
+      if (found.q) {
+        params.set("q", found.q);
+        if (found.regex) params.set("regex", "true");
+        if (found.ignoreCase) params.set("ignore_case", "true");
+      }
+      const query = params.toString();
+      $("download").href = `${base}/logs/download${query ? `?${query}` : ""}`;
+      $("download").textContent = query ? "Download the lines that match" : "Download whole log";
+    }
 
     function info() {
-      let text = `${logEl.childElementCount} lines`;
-      if (search) {
-        let shown = 0;
-        for (const row of logEl.children) if (!row.hidden) shown += 1;
-        text = `${shown} of ${logEl.childElementCount} lines match`;
-      }
+      const n = logEl.childElementCount;
+      let text = `${n} ${n === 1 ? "line" : "lines"}`;
+      if (detached) text += ` around a match, not following${missed ? `: ${missed} new since` : ""}`;
       if (paused) text += ` · paused, ${pausedItems.length + pausedDropped} new`;
       $("log-info").textContent = text;
+    }
+
+    const lineAt = (seq) => logEl.querySelector(`.line[data-level][data-seq="${Number(seq)}"]`);
+
+    function markMatch(node) {
+      node.classList.add("match");
+      const msg = node.querySelector(".msg");
+      if (!msg || !found.pattern) return;
+      const text = msg.textContent;
+      const parts = [];
+      let last = 0;
+      for (const m of text.matchAll(found.pattern)) {
+        if (!m[0]) continue;
+        parts.push(text.slice(last, m.index), el("mark", null, m[0]));
+        last = m.index + m[0].length;
+        if (parts.length > 200) break;
+      }
+      if (parts.length) msg.replaceChildren(...parts, text.slice(last));
+    }
+
+    function clearMarks() {
+      for (const node of logEl.querySelectorAll(".line.match")) {
+        node.classList.remove("match", "current");
+        const msg = node.querySelector(".msg");
+        if (msg) msg.textContent = msg.textContent;
+      }
     }
 
     function row(item) {
@@ -468,15 +827,14 @@
         node.dataset.level = String(r.level);
         let text = String(r.message === undefined ? "" : r.message);
         if (r.exc_text) text += `\n${r.exc_text}`;
-        node.append(
-          el("span", "ts", shortTime(r.timestamp)),
-          el("span", "lvl", r.level),
-          el("span", "logger", r.logger),
-          el("span", "msg", text),
-        );
+        const body = el("span", "body");
+        body.append(el("span", "msg", text));
+        const chips = fieldChips(r.fields);
+        if (chips) body.append(chips);
+        node.append(el("span", "ts", shortTime(r.timestamp)), el("span", "lvl", r.level), el("span", "logger", r.logger), body);
         node.title = `seq ${r.seq} · ${localTime(r.timestamp)} · ${r.timestamp}`;
+        if (found.set.has(Number(r.seq))) markMatch(node);
       }
-      if (!matches(node)) node.hidden = true;
       return node;
     }
 
@@ -486,7 +844,7 @@
 
     function flush() {
       flushTimer = null;
-      if (closed || paused) return;
+      if (closed || paused || detached) return;
       let items = pending;
       pending = [];
       if (!items.length) return;
@@ -502,7 +860,11 @@
     }
 
     function queue(item) {
-      total += 1;
+      if (detached) {
+        missed += 1;
+        if (missed % 100 === 1) info();
+        return;
+      }
       if (paused) {
         pausedItems.push(item);
         if (pausedItems.length > WINDOW) {
@@ -525,7 +887,7 @@
     function openStream() {
       closeSource();
       if (closed || ended) return;
-      const params = new URLSearchParams({ level: $("level").value });
+      const params = filterParams();
       if (lastSeq > 0) params.set("after", String(lastSeq));
       else params.set("tail", String(WINDOW));
       const es = new EventSource(`${base}/logs/stream?${params}`);
@@ -594,11 +956,14 @@
 
     async function refreshJob() {
       try {
-        const job = await apiJSON(base);
-        updateStatus(job);
-        renderMeta(job);
-        showFailure(job);
-        return job;
+        const fresh = await apiJSON(base);
+        if (closed) return fresh;
+        job = fresh;
+        updateStatus(fresh);
+        renderMeta(fresh);
+        showFailure(fresh);
+        if (fresh.job_type === "ansible_playbook") lookAtPlaybook();
+        return fresh;
       } catch (err) {
         problem(err.status === 404 ? `No job with id ${jobId}.` : err.message);
         return null;
@@ -606,16 +971,22 @@
     }
 
     function restart() {
-      // a new level: the window is rebuilt from the newest lines that match it
+      // new filters, or back from a match: the window is rebuilt from the newest lines
       closeSource();
       pending = [];
+      paused = false;
       pausedItems = [];
       pausedDropped = 0;
+      detached = false;
+      missed = 0;
       lastSeq = 0;
       keep = WINDOW;
       ended = false;
       logEl.replaceChildren();
+      $("pause").textContent = "Pause";
+      $("pause").disabled = false;
       $("older").disabled = false;
+      $("newest").hidden = true;
       info();
       openStream();
     }
@@ -627,39 +998,41 @@
         $("older").disabled = true;
         return;
       }
-      const level = $("level").value;
       $("older").disabled = true;
       try {
         let span = OLDER_PAGE;
-        let found = [];
+        let older = [];
         for (;;) {
           const lo = Math.max(0, boundary - 1 - span);
           let after = lo;
-          found = [];
+          older = [];
           for (;;) {
-            const q = new URLSearchParams({ after: String(after), tail: String(OLDER_PAGE), level, format: "json" });
+            const q = filterParams();
+            q.set("after", String(after));
+            q.set("tail", String(OLDER_PAGE));
+            q.set("format", "json");
             const page = await apiJSON(`${base}/logs?${q}`);
             const inside = page.logs.filter((r) => r.seq < boundary);
-            found.push(...inside);
+            older.push(...inside);
             if (!page.more || inside.length < page.logs.length || page.last_seq === null) break;
             after = page.last_seq;
           }
-          if (found.length || lo === 0) break;
+          if (older.length || lo === 0) break;
           boundary = lo + 1; // nothing matched in that range: look further back
           span *= 4;
         }
-        if (!found.length) {
+        if (!older.length) {
           logEl.prepend(row({ note: "… no older lines" }));
           return;
         }
-        found = found.slice(Math.max(0, found.length - OLDER_PAGE));
-        keep = Math.min(MAX_LINES, keep + found.length);
+        older = older.slice(Math.max(0, older.length - OLDER_PAGE));
+        keep = Math.min(MAX_LINES, keep + older.length);
         const before = logEl.scrollHeight;
         const fragment = document.createDocumentFragment();
-        for (const record of found) fragment.append(row({ record }));
+        for (const record of older) fragment.append(row({ record }));
         logEl.prepend(fragment);
         logEl.scrollTop += logEl.scrollHeight - before;
-        $("older").disabled = Number(found[0].seq) <= 1 || keep >= MAX_LINES;
+        $("older").disabled = Number(older[0].seq) <= 1 || keep >= MAX_LINES;
         info();
       } catch (err) {
         problem(`cannot load older lines: ${err.message}`);
@@ -667,17 +1040,199 @@
       }
     }
 
-    let searchTimer = null;
+    // stop following and show the lines around `seq` (the live lines are counted meanwhile)
+    async function loadAround(seq) {
+      const params = filterParams();
+      params.set("after", String(Math.max(0, seq - 1 - HALF_WINDOW)));
+      params.set("tail", String(2 * HALF_WINDOW));
+      params.set("format", "json");
+      const page = await apiJSON(`${base}/logs?${params}`);
+      if (closed) return;
+      detached = true;
+      missed = 0;
+      pending = [];
+      paused = false;
+      pausedItems = [];
+      pausedDropped = 0;
+      $("pause").textContent = "Pause";
+      $("pause").disabled = true;
+      $("newest").hidden = false;
+      const fragment = document.createDocumentFragment();
+      for (const record of page.logs) fragment.append(row({ record }));
+      logEl.replaceChildren(fragment);
+      keep = Math.max(WINDOW, logEl.childElementCount);
+      $("older").disabled = !page.logs.length || Number(page.logs[0].seq) <= 1;
+      info();
+    }
+
+    // -- search the whole log, on the server --------------------------------------------------
+    const searchKey = () => JSON.stringify([$("search").value, $("search-regex").checked, $("search-case").checked]);
+
+    function searchInfo(error) {
+      const box = $("search-info");
+      box.classList.toggle("error", Boolean(error));
+      if (error) box.textContent = error;
+      else if (!found.q) box.textContent = "";
+      else if (!found.total) box.textContent = "no matches";
+      else if (found.index < 0) box.textContent = `${found.total} ${found.total === 1 ? "match" : "matches"}`;
+      else box.textContent = `${found.index + 1} of ${found.total}`;
+      $("search-prev").disabled = found.index <= 0;
+      $("search-next").disabled = !found.total || found.index + 1 >= found.total;
+    }
+
+    function addMatches(matches) {
+      for (const match of matches) {
+        const seq = Number(match.seq);
+        if (found.set.has(seq)) continue;
+        found.seqs.push(seq);
+        found.set.add(seq);
+        const node = lineAt(seq);
+        if (node) markMatch(node);
+      }
+    }
+
+    async function runSearch() {
+      clearTimeout(searchTimer);
+      const token = ++searchToken;
+      const key = searchKey();
+      const q = $("search").value;
+      const regex = $("search-regex").checked;
+      const ignoreCase = $("search-case").checked;
+      clearMarks();
+      found = noSearch();
+      updateDownload();
+      if (!q) {
+        searchInfo();
+        return;
+      }
+      const params = filterParams();
+      params.set("q", q);
+      params.set("regex", String(regex));
+      params.set("ignore_case", String(ignoreCase));
+      params.set("context", "0");
+      params.set("max", String(SEARCH_PAGE));
+      $("search-info").textContent = "searching…";
+      let body;
+      try {
+        body = await apiJSON(`${base}/logs/search?${params}`);
+      } catch (err) {
+        if (token === searchToken && !closed) searchInfo(err.message); // a bad regex: the 422 says why
+        return;
+      }
+      if (token !== searchToken || closed) return;
+      found = {
+        key, q, regex, ignoreCase, params,
+        total: Number(body.total_matches) || 0,
+        seqs: [], set: new Set(),
+        more: body.more === true, nextAfter: body.next_after,
+        index: -1,
+        pattern: markPattern(q, regex, ignoreCase),
+      };
+      addMatches(body.matches || []);
+      searchInfo();
+      updateDownload();
+    }
+
+    async function step(delta) {
+      if (stepping || !found.q) return;
+      stepping = true;
+      const token = searchToken;
+      try {
+        const i = found.index + delta;
+        if (i < 0) return;
+        if (i >= found.seqs.length) {
+          if (!found.more || found.nextAfter === null || found.nextAfter === undefined) return;
+          const params = new URLSearchParams(found.params);
+          params.set("after", String(found.nextAfter));
+          const body = await apiJSON(`${base}/logs/search?${params}`);
+          if (token !== searchToken || closed) return;
+          found.more = body.more === true;
+          found.nextAfter = body.next_after;
+          addMatches(body.matches || []);
+          if (i >= found.seqs.length) return;
+        }
+        const seq = found.seqs[i];
+        let node = lineAt(seq);
+        if (!node) {
+          await loadAround(seq);
+          if (token !== searchToken || closed) return;
+          node = lineAt(seq);
+        }
+        found.index = i;
+        for (const old of logEl.querySelectorAll(".line.current")) old.classList.remove("current");
+        if (node) {
+          node.classList.add("current");
+          node.scrollIntoView({ block: "center" });
+        }
+        searchInfo();
+      } catch (err) {
+        if (token === searchToken && !closed) searchInfo(`cannot show that match: ${err.message}`);
+      } finally {
+        stepping = false;
+      }
+    }
+
+    // Enter: the next match (Shift+Enter: the previous), searching first if the box changed
+    async function go(delta) {
+      if (searchKey() !== found.key) await runSearch();
+      await step(delta);
+    }
+
     on("search", "input", () => {
       clearTimeout(searchTimer);
-      searchTimer = setTimeout(() => {
-        search = $("search").value.trim().toLowerCase();
-        for (const node of logEl.children) node.hidden = !matches(node);
-        info();
-      }, 120);
+      searchTimer = setTimeout(runSearch, 300);
     });
-    on("level", "change", restart);
+    on("search", "keydown", (ev) => {
+      if (ev.key !== "Enter") return;
+      ev.preventDefault();
+      go(ev.shiftKey ? -1 : 1);
+    });
+    on("search-form", "submit", (ev) => {
+      ev.preventDefault();
+      go(1);
+    });
+    on("search-prev", "click", () => go(-1));
+    on("search-regex", "change", runSearch);
+    on("search-case", "change", runSearch);
+
+    // -- field filters: a click on a chip keeps only the lines with that field's value -------------
+    function renderFieldFilters() {
+      $("field-filters").replaceChildren(
+        ...fields.map(([key, value], i) => {
+          const chip = el("button", "chip filter", `${key}=${value} ✕`);
+          chip.type = "button";
+          chip.dataset.key = key;
+          chip.dataset.value = value;
+          chip.title = "remove this filter";
+          chip.addEventListener("click", () => {
+            fields.splice(i, 1);
+            refilter();
+          });
+          return chip;
+        }),
+      );
+    }
+
+    function refilter() {
+      renderFieldFilters();
+      restart();
+      runSearch();
+    }
+
+    on("log", "click", (ev) => {
+      const chip = ev.target instanceof Element ? ev.target.closest("button.chip[data-key]") : null;
+      if (!chip) return;
+      const { key, value } = chip.dataset;
+      if (!fields.some(([k, v]) => k === key && v === value)) fields.push([key, value]);
+      refilter();
+    });
+
+    on("level", "change", () => {
+      restart();
+      runSearch();
+    });
     on("older", "click", loadOlder);
+    on("newest", "click", restart);
     on("pause", "click", () => {
       paused = !paused;
       $("pause").textContent = paused ? "Resume" : "Pause";
@@ -692,9 +1247,10 @@
       info();
     });
 
-    refreshJob().then((job) => {
-      if (closed || job === null) return;
-      if (job.logs_expired) {
+    updateDownload();
+    refreshJob().then((first) => {
+      if (closed || first === null) return;
+      if (first.logs_expired) {
         problem("The logs of this job were deleted by retention.");
         return;
       }
@@ -706,6 +1262,8 @@
       closeSource();
       clearTimeout(flushTimer);
       clearTimeout(searchTimer);
+      clearTimeout(playbookTimer);
+      clearInterval(durationTimer);
       listeners.abort();
     };
   }

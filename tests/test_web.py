@@ -20,6 +20,7 @@ import pytest
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, free_port, live_server
 from support.live import server_config as make_config
+from support.redis_server import redis_server, workers
 from support.requirements import missing
 from support.waits import epoch, wait_until
 
@@ -501,6 +502,11 @@ def opened_job(page: Page, old_id: str) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+def small_search_pages(route: Route) -> None:
+    """The page's search requests, asking the real server for 7 matches at a time."""
+    route.continue_(url=re.sub(r"([?&])max=\d+", r"\g<1>max=7", route.request.url))
+
+
 def test_search_counts_matches_in_the_whole_log_and_jumps_to_one_not_loaded(
     live: Live, page: Page
 ) -> None:
@@ -553,6 +559,19 @@ def test_search_counts_matches_in_the_whole_log_and_jumps_to_one_not_loaded(
     expect(info).to_have_text(detail.json()["detail"])
     expect(info).to_have_class(re.compile(r"\berror\b"))
     shot(page, "search-bad-regex")
+
+    # past the first page of matches: the page asks for the next one (pages of 7 here)
+    page.route(re.compile(r"/logs/search\?"), small_search_pages)
+    page.uncheck("#search-regex")
+    page.fill("#search", "info 1")  # info 1, info 10..19, info 100..199, info 1000..1999
+    expect(info).to_have_text("1111 matches")
+    for n in range(1, 10):
+        page.press("#search", "Enter")
+        expect(info).to_have_text(f"{n} of 1111")
+    expect(current.locator(".msg")).to_have_text("info 17")
+    page.press("#search", "Shift+Enter")
+    expect(info).to_have_text("8 of 1111")
+    expect(current.locator(".msg")).to_have_text("info 16")
 
     page.fill("#search", "")
     page.click("#newest")
@@ -750,3 +769,40 @@ def test_a_running_playbook_shows_the_hosts_it_is_acting_on_now(
         expect(page.locator("#running-now")).to_be_hidden()
     finally:
         playbooks.http.post(f"/api/jobs/{job_id}/cancel")
+
+
+def test_in_distributed_mode_the_page_searches_filters_by_a_field_and_reruns(
+    tmp_path: Path, page: Page
+) -> None:
+    with (
+        redis_server(tmp_path / "redis") as rs,
+        workers(rs.url, count=2),
+        live_server(make_config(tmp_path / "home", backend=rs.url)) as live,
+    ):
+        job = live.submit("fielded", count=9)
+        job_id = job["job_id"]
+        live.wait(job_id)
+        page.goto(f"{live.url}/#/jobs/{job_id}")
+        expect(page.locator("#job-status")).to_have_text("completed")
+        page.fill("#search", "try")
+        expect(page.locator("#search-info")).to_have_text("9 matches")
+        page.locator("#log .line", has_text="try 2").locator(".chip", has_text="attempt=3").click()
+        messages = page.locator("#log .line .msg")
+        expect(messages).to_have_text(["try 2", "try 5", "try 8", "a long value"])
+        expect(page.locator("#search-info")).to_have_text("3 matches")  # within the filter
+        page.press("#search", "Enter")
+        expect(page.locator("#log .line.current .msg")).to_have_text("try 2")
+        expect(page.locator("#job-duration")).not_to_have_text("")
+        shot(page, "distributed-search-fields")
+
+        failed = live.submit("root_cause", how="from")
+        live.wait(failed["job_id"])
+        page.goto(f"{live.url}/#/jobs/{failed['job_id']}")
+        expect(page.locator("#failure-fields [data-key=root-cause]")).to_have_text(
+            re.compile("^ConnectionError: could not connect to ")
+        )
+        page.click("#rerun")
+        new_id = opened_job(page, failed["job_id"])
+        expect(page.locator("#job-status")).to_have_text("failed")
+        assert live.job(new_id)["rerun_of"] == failed["job_id"]
+        assert live.job(failed["job_id"])["reruns"] == [new_id]

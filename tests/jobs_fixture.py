@@ -266,3 +266,110 @@ def root_cause(how: str, url: str = "postgres://db.internal:5432/inv", password:
 def _connect(url: str, password: str) -> None:
     where = url.replace("://", f"://bob:{password}@") if password else url
     raise ConnectionError(f"could not connect to {where}: connection refused")  # root_cause: raise
+
+
+class _Opaque:
+    """An object with neither a JSON form nor a picklable state: kept as its repr."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "<Opaque holding a lock>"
+
+
+@job("fielded")
+def fielded(count: int = 9, token: str = "") -> int:
+    """Logs `count` records with ``extra=`` fields (attempt cycles 1, 2, 3; an ERROR every
+    third), then one record each with an object, a long value, too many fields, a secret."""
+    for i in range(count):
+        attempt = i % 3 + 1
+        level = logging.ERROR if attempt == 3 else logging.INFO
+        log.log(level, "try %d", i, extra={"attempt": attempt, "user": f"u{i % 2}", "ok": i > 0})
+    log.info("plain, no fields")
+    log.info("an object", extra={"thing": _Opaque(), "ratio": 0.5, "nothing": None})
+    log.info("a long value", extra={"blob": "y" * 5000, "attempt": "3"})
+    log.info("many", extra={f"k{n:02d}": n for n in range(40)})
+    log.info("secret", extra={"api_token": "t0p-s3cret-value", "note": f"sent {token} along"})
+    return count
+
+
+@job("structlogged")
+def structlogged() -> str:
+    """Logs through structlog's standard-library integration, both ways: its key/values as
+    ``extra`` (``render_to_log_kwargs``), and its event dict for a ``ProcessorFormatter``
+    on a handler of the job's own, whose output it returns."""
+    import io
+
+    import structlog
+
+    kwargs_log = structlog.wrap_logger(
+        logging.getLogger("slog.kwargs"),
+        processors=[structlog.stdlib.render_to_log_kwargs],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    kwargs_log.bind(request_id="r-1").info("order placed", order=42, total=9.5)
+    own = io.StringIO()
+    handler = logging.StreamHandler(own)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processor=structlog.processors.KeyValueRenderer())
+    )
+    formatter_logger = logging.getLogger("slog.formatter")
+    formatter_logger.addHandler(handler)
+    try:
+        event_log = structlog.wrap_logger(
+            formatter_logger,
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        ).bind(request_id="r-2")
+        event_log.warning("order shipped", order=43)
+        try:
+            raise ValueError("no such carrier")
+        except ValueError:
+            event_log.exception("shipping failed", order=44)
+    finally:
+        formatter_logger.removeHandler(handler)
+    return own.getvalue()
+
+
+@job("search_corpus")
+def search_corpus(count: int = 200, every: int = 10, pad: int = 0) -> int:
+    """Records for search: every `every`-th an ERROR holding a needle, hosts web1/web2 (a
+    top-level key, as Ansible's), field `attempt` = i % 3, then a multi-line one, a traceback
+    and a run of x's (for a pattern that backtracks forever in Python's re)."""
+    filler = " " + "z" * pad if pad else ""
+    for i in range(1, count + 1):
+        hit = i % every == 0
+        log.log(
+            logging.ERROR if hit else logging.INFO,
+            "record %d: %s%s",
+            i,
+            'Needle found "quoted" café' if hit else "hay",
+            filler,
+            extra={"jobtrail_fields": {"host": "web1" if i % 2 else "web2"}, "attempt": i % 3},
+        )
+    log.warning("first line\nsecond line with a NEEDLE in it")
+    try:
+        raise ValueError("the needle is in the traceback")
+    except ValueError:
+        log.exception("it failed")
+    log.info("x" * 40)
+    return count
+
+
+@job("summary_mix")
+def summary_mix(count: int = 100, burst: int = 100, pause: float = 0.0) -> int:
+    """For the log summary: an ERROR first, messages that differ only in their numbers, hex
+    ids, uuids and quoted strings, a CRITICAL, then `count` chatty records (a pause of
+    `pause` s every `burst`) and a last ERROR."""
+    log.error("could not reach db-%d at 10.0.0.%d", 1, 7)
+    for i in range(30):
+        log.info('fetched "item-%d" for request %08x-1234-5678-9abc-%012x', i, i, i * 7919)
+        log.warning("slow response from host 0x%x after %.2f s", 4096 + i, i / 3)
+    log.critical("disk %s is full", "sda1")
+    for i in range(1, count + 1):
+        log.info("chatty %d %s", i, "y" * 100)
+        if pause and i % burst == 0:
+            time.sleep(pause)
+    log.error("could not reach db-%d at 10.0.0.%d", 2, 8)
+    return count

@@ -3,7 +3,11 @@
 A record is one JSON object on one line (JSONL), keys in a fixed order::
 
     {"seq":7,"timestamp":"2026-11-25T12:00:00.123456Z","level":"INFO","logger":"app",
-     "message":"...","thread":"MainThread", ...extra fields such as "exc_text", "host"}
+     "message":"...","thread":"MainThread", ...extra keys such as "exc_text", "host",
+     "fields":{"attempt":3,"user":"ann"}}
+
+``fields`` holds what job code passed with ``extra=`` (``render_fields``: JSON scalars as
+they are, other values as their ``repr``, bounded), encoded compactly like every value.
 
 The worker renders the whole line (so nothing unpicklable ever crosses a process boundary
 and the listener only appends bytes); the store parses lines only when a reader asks.
@@ -16,9 +20,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone, tzinfo
 from typing import Any
+
+from jobtrail.secrets import MASK, looks_secret
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LEVEL_NUMBERS: dict[str, int] = {
@@ -34,7 +40,18 @@ LEVEL_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(LEVELS)}
 MAX_LINE_BYTES = 64 * 1024
 CUT_MARKER = " …[cut: {} more bytes]"
 
+# Bounds of a record's ``fields`` (the ``extra=`` attributes job code passes): a job logging
+# a whole object per record must not turn each line into a megabyte.
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 1024  # one value's text (a key: MAX_FIELD_KEY_BYTES)
+MAX_FIELD_KEY_BYTES = 128
+MAX_FIELDS_BYTES = 8 * 1024  # all of them together
+FIELDS_CUT_KEY = "…"
+FIELDS_CUT = "{} more fields cut"
+_INT_BOUND = 2**63  # larger ints become text: JSON readers lose them, and str() may refuse
+
 _encode_str = json.encoder.encode_basestring
+_encode_value = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -89,6 +106,69 @@ def clean_text(text: str) -> str:
     return text
 
 
+def _cut(text: str, limit: int) -> str:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    kept = raw[:limit].decode("utf-8", "ignore")
+    return kept + CUT_MARKER.format(len(raw) - len(kept.encode("utf-8")))
+
+
+def field_value(value: Any, redact: Callable[[str], str] | None = None) -> Any:
+    """A field's value as stored: a JSON scalar as it is, anything else as its ``repr``;
+    text is cleaned, then ``redact``-ed (before the cut, so no half secret survives it), then
+    cut to MAX_FIELD_BYTES. So any object a job passes can be kept, unpicklable ones too."""
+    kind = type(value)
+    if value is None or kind is bool:
+        return value
+    if kind is int:
+        return value if -_INT_BOUND < value < _INT_BOUND else f"<int of {value.bit_length()} bits>"
+    if kind is float:
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    if kind is not str:
+        try:
+            value = repr(value)
+        except Exception as exc:  # any user __repr__
+            value = f"<{kind.__name__} object: repr failed: {exc!r}>"
+    value = clean_text(value)
+    if redact is not None:
+        value = redact(value)
+    return _cut(value, MAX_FIELD_BYTES) if len(value) > MAX_FIELD_BYTES // 4 else value
+
+
+def field_text(value: Any) -> str:
+    """The text a ``field=KEY:VALUE`` filter compares with: a string as it is, any other
+    scalar as its JSON (``3``, ``true``, ``null``), so ``attempt:3`` matches 3 and "3"."""
+    return value if isinstance(value, str) else _encode_value(value)
+
+
+def render_fields(
+    items: Iterable[tuple[Any, Any]], redact: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """A record's ``fields``: at most MAX_FIELDS, MAX_FIELDS_BYTES in all, then one marker
+    key ``"…": "N more fields cut"``. ``redact`` masks secrets in every text value; a value
+    under a secret-looking key is masked whole (``extra={"password": "hunter2"}``)."""
+    fields: dict[str, Any] = {}
+    size = cut = 0
+    for key, raw in items:
+        name = key if type(key) is str else str(key)
+        if len(name) > MAX_FIELD_KEY_BYTES // 4:
+            name = _cut(name, MAX_FIELD_KEY_BYTES)
+        name = clean_text(name)
+        value = field_value(raw, redact)
+        if value not in (None, "") and looks_secret(name):  # as ``mask_secrets`` does params
+            value = MASK  # the key says it is a secret, whatever its value looks like
+        grown = size + len(name) + len(_encode_value(value)) + 4
+        if len(fields) >= MAX_FIELDS or grown > MAX_FIELDS_BYTES:
+            cut += 1
+            continue
+        fields[name] = value
+        size = grown
+    if cut:
+        fields[FIELDS_CUT_KEY] = FIELDS_CUT.format(cut)
+    return fields
+
+
 class TimestampFormatter:
     """ISO 8601 UTC timestamps; the per-second prefix is cached because records come in bursts."""
 
@@ -123,8 +203,8 @@ def encode_record(
         for key, value in extra.items():
             if isinstance(value, str):
                 line += f",{_encode_str(key)}:{_encode_str(value)}"
-            else:
-                line += f",{_encode_str(key)}:{json.dumps(value, default=str)}"
+            else:  # compact, as field filters' byte checks expect (``"k":3``)
+                line += f",{_encode_str(key)}:{_encode_value(value)}"
     return line + "}\n"
 
 

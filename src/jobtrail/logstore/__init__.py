@@ -11,11 +11,12 @@ hook for other per-job tables.
 
 from jobtrail.logstore.digest import Summary
 from jobtrail.logstore.folds import FoldFactory, RecordFold
-from jobtrail.logstore.queries import LinePage, LogPage, Record
+from jobtrail.logstore.queries import FieldMatch, LinePage, LogPage, Record
 from jobtrail.logstore.store import JobLogStore, LogStats
 from jobtrail.logstore.summary import SummaryKeeper
 
 __all__ = [
+    "FieldMatch",
     "FoldFactory",
     "JobLogStore",
     "LinePage",

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from jobtrail.logstore.files import ALL_LEVELS, JOB_ID_RE, job_dir, open_dir
 from jobtrail.logstore.queries import (
+    FieldMatch,
     LinePage,
     LogPage,
     Record,
@@ -268,10 +269,11 @@ class JobLogStore:
         after: int | None = None,
         since: str | None = None,
         match: Mapping[str, str] | None = None,
+        fields: FieldMatch | None = None,
     ) -> LogPage:
         """Newest ``tail`` matching records, or with ``after``/``since`` the oldest ``tail``
         after that point; records are oldest first either way."""
-        flt = query_filter(tail, min_level, after, since, match)
+        flt = query_filter(tail, min_level, after, since, match, fields)
         with self._reading(job_id) as reader:
             if reader is None:
                 return LogPage([], None, after, 0, 1, False)

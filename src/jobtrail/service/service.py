@@ -21,6 +21,7 @@ from typing import Any
 from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
 from jobtrail.logstore import (
+    FieldMatch,
     JobLogStore,
     LinePage,
     LogPage,
@@ -231,9 +232,16 @@ class JobService:
         after: int | None = None,
         since: str | None = None,
         match: Mapping[str, str] | None = None,
+        fields: FieldMatch | None = None,
     ) -> LogPage:
         return self.store.read(
-            job_id, tail=tail, min_level=min_level, after=after, since=since, match=match
+            job_id,
+            tail=tail,
+            min_level=min_level,
+            after=after,
+            since=since,
+            match=match,
+            fields=fields,
         )
 
     def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:

@@ -1,17 +1,43 @@
-"""A job's log: tail, minimum level, cursors, and Ansible field filters."""
+"""A job's log: tail, minimum level, cursors, Ansible key filters and ``field=`` filters."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from jobtrail.api.deps import Service
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogRecordOut, LogsOut
 from jobtrail.errors import InvalidQuery
+from jobtrail.logstore import FieldMatch
 from jobtrail.records import text_line
 
 router = APIRouter(prefix="/api", tags=["logs"])
+
+MAX_FIELD_FILTERS = 16
+
+
+def field_match(
+    field: Annotated[
+        list[str] | None,
+        Query(
+            max_length=MAX_FIELD_FILTERS,
+            description=(
+                "KEY:VALUE: only records whose fields hold KEY with this value (its text: "
+                'attempt:3 matches 3 and "3"); repeatable, all must hold'
+            ),
+        ),
+    ] = None,
+) -> FieldMatch | None:
+    """The ``field=`` filters of a log route, parsed once; a malformed one is a 422."""
+    try:
+        return FieldMatch.parse(field)
+    except ValueError as exc:
+        raise InvalidQuery(str(exc)) from None
+
+
+Fields = Annotated[FieldMatch | None, Depends(field_match)]
+"""A log route's ``field=`` filters: ``def route(fields: Fields)`` (also for search)."""
 
 
 @router.get(
@@ -36,12 +62,19 @@ def get_logs(
     host: Annotated[str | None, Query(max_length=256)] = None,
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
+    fields: Fields = None,
 ) -> LogsOut:
     service.check_logs(job_id)
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     try:
         page = service.read(
-            job_id, tail=tail, min_level=level.value, after=after, since=since, match=match or None
+            job_id,
+            tail=tail,
+            min_level=level.value,
+            after=after,
+            since=since,
+            match=match or None,
+            fields=fields,
         )
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None

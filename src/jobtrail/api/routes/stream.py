@@ -10,8 +10,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from jobtrail.api.deps import Service
+from jobtrail.api.routes.logs import Fields
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat
 from jobtrail.api.sse import PAGE, RecordFilter, dumps, follow, start_cursor
+from jobtrail.logstore import FieldMatch
 from jobtrail.records import text_line
 from jobtrail.service import JobService
 
@@ -45,13 +47,14 @@ def stream_logs(
     host: Annotated[str | None, Query(max_length=256)] = None,
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
+    fields: Fields = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
     """Follow the job's log as Server-Sent Events until it ends (a finished job: replay)."""
     # a def route (FastAPI's threadpool): the checks and the start read may block
     job = service.check_logs(job_id)  # 404 / 410 before anything is streamed
-    fields = (("host", host), ("task", task), ("event", event))
-    query = RecordFilter(level.value, tuple((k, v) for k, v in fields if v is not None))
+    keys = (("host", host), ("task", task), ("event", event))
+    query = RecordFilter(level.value, tuple((k, v) for k, v in keys if v is not None), fields)
     cursor = start_cursor(service, job_id, last_event_id, after, tail, query)
     return StreamingResponse(
         follow(request, service, job, cursor, query),
@@ -67,6 +70,7 @@ def stream_logs(
         200: {"content": {"text/plain": {}, "application/x-ndjson": {}}},
         404: {"model": ErrorOut},
         410: {"model": ErrorOut},
+        422: {"model": ErrorOut},
     },
 )
 def download_logs(
@@ -76,24 +80,25 @@ def download_logs(
         LogFormat, Query(description="text lines, or one JSON record per line (jsonl or json)")
     ] = LogFormat.text,
     level: Annotated[LevelName, Query()] = Level.DEBUG,
+    fields: Fields = None,
 ) -> StreamingResponse:
     """The whole log as it is now, oldest first: text lines, or the JSONL records."""
     service.check_logs(job_id)
     suffix = "jsonl" if format.records else "log"
     return StreamingResponse(
-        _download(service, job_id, format.records, level),
+        _download(service, job_id, format.records, level, fields),
         media_type="application/x-ndjson" if format.records else "text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{job_id}.{suffix}"'},
     )
 
 
 async def _download(
-    service: JobService, job_id: str, jsonl: bool, level: Level
+    service: JobService, job_id: str, jsonl: bool, level: Level, fields: FieldMatch | None
 ) -> AsyncIterator[bytes]:
     """The log page by page, each page read in a thread."""
     cursor = 0
     while True:
-        if jsonl and level is Level.DEBUG:  # the stored lines are the records' JSON already
+        if jsonl and level is Level.DEBUG and fields is None:  # the stored lines are the JSON
             raw = await asyncio.to_thread(service.read_lines, job_id, after=cursor, limit=PAGE)
             if raw.lines:
                 yield b"\n".join(raw.lines) + b"\n"
@@ -102,7 +107,7 @@ async def _download(
                 return
             continue
         page = await asyncio.to_thread(
-            service.read, job_id, tail=PAGE, after=cursor, min_level=level.value
+            service.read, job_id, tail=PAGE, after=cursor, min_level=level.value, fields=fields
         )
         if jsonl:
             if page.records:

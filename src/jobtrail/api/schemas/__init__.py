@@ -65,10 +65,27 @@ class SubmitJob(BaseModel):
     )
 
 
-class LogRecordOut(BaseModel):
-    """One captured record; Ansible records and tracebacks carry extra keys."""
+FIELDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "integer", "number", "boolean", "null"]},
+    "description": (
+        "What job code passed with extra= (only on records that have some): JSON scalars as "
+        "they are, other values as their repr, cut; at most 32, with the key "
+        '"…": "N more fields cut" when more were passed.'
+    ),
+}
 
-    model_config = ConfigDict(extra="allow")
+
+def _fields_schema(schema: dict[str, Any]) -> None:
+    # a key of its own only where a record has fields, so not a declared (always sent) field
+    schema.setdefault("properties", {})["fields"] = FIELDS_SCHEMA
+
+
+class LogRecordOut(BaseModel):
+    """One captured record; Ansible records and tracebacks carry extra keys, records
+    logged with ``extra=`` their ``fields``."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_fields_schema)
     seq: int
     timestamp: str
     level: str

@@ -68,7 +68,11 @@ def start_cursor(
         return after
     if tail is not None:
         page = service.read(
-            job_id, tail=tail, min_level=query.level, match=dict(query.match) or None
+            job_id,
+            tail=tail,
+            min_level=query.level,
+            match=dict(query.match) or None,
+            fields=query.fields,
         )
         if page.records:
             return int(page.records[0]["seq"]) - 1
@@ -100,6 +104,7 @@ async def from_files(
                 min_level=query.level,
                 after=cursor,
                 match=match,
+                fields=query.fields,
             )
             more, latest, truncated = page.more, page.latest_seq, page.truncated_before
             out = [record_frame(r) for r in page.records]

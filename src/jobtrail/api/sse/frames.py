@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import accumulate, islice
 from typing import Any
 
-from jobtrail.logstore import LinePage
+from jobtrail.logstore import FieldMatch, LinePage
 from jobtrail.models import Job
 from jobtrail.records import LEVELS, decode_record
 
@@ -63,17 +63,21 @@ def shutdown_data(job: Job) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RecordFilter:
-    """What one follower asked for: a minimum level and exact Ansible field matches."""
+    """What one follower asked for: a minimum level, exact Ansible key matches and
+    ``field=`` filters."""
 
     level: str = "DEBUG"
     match: tuple[tuple[str, str], ...] = ()
+    fields: FieldMatch | None = None
 
     @property
     def filtered(self) -> bool:
-        return self.level != LEVELS[0] or bool(self.match)
+        return self.level != LEVELS[0] or bool(self.match) or self.fields is not None
 
     def accepts(self, record: Mapping[str, Any]) -> bool:
         if _RANK.get(str(record.get("level")), -1) < _RANK[self.level]:
+            return False
+        if self.fields is not None and not self.fields.accepts(record):
             return False
         return all(str(record.get(k)) == v for k, v in self.match)
 

@@ -224,7 +224,7 @@ def test_event_filters_combine_with_level_and_tail(
     job_id = run("parity.yml")["job_id"]
     ok = messages(ans, job_id, host="localhost", event="ok")
     assert len(ok) == 10 and all((r["host"], r["event"]) == ("localhost", "ok") for r in ok)
-    loop = messages(ans, job_id, task="Loop over items")
+    loop = messages(ans, job_id, task="Loop over items", level="INFO")
     assert [r["event"] for r in loop] == ["task_start", "ok", "ok", "ok"]
     assert [r["message"].splitlines()[0] for r in loop[1:]] == [
         f"ok: [localhost] => (item={item}) => {{" for item in ("alpha", "beta", "gamma")
@@ -335,7 +335,9 @@ def test_no_log_and_secret_extra_vars_are_masked(
     assert job["params"]["extra_vars"]["db_password"] == "********"
     debug = messages(ans, job["job_id"], task="Careless debug", event="ok")[0]["message"]
     assert '"msg": "connecting with ******** as bob"' in debug, "non-secret values stay readable"
-    (quiet,) = messages(ans, job["job_id"], task="Use the password quietly", host="localhost")
+    (quiet,) = messages(
+        ans, job["job_id"], task="Use the password quietly", host="localhost", level="INFO"
+    )
     assert quiet["message"] == "changed: [localhost]", "no_log shows only what the terminal shows"
     assert quiet["event"] == "changed"
 
@@ -382,8 +384,8 @@ def test_bad_params_are_refused_before_queuing(
 
 
 BOOKS_HERE = (
-    "failing.yml, groups.yml, missing_role.yml, parity.yml, secrets.yml, slow.yml, "
-    "syntax_error.yml, unreachable.yml"
+    "failing.yml, gated.yml, groups.yml, missing_role.yml, parity.yml, results.yml, "
+    "secrets.yml, slow.yml, syntax_error.yml, unreachable.yml"
 )
 
 

@@ -34,7 +34,7 @@ from jobtrail.messages import Outcome
 from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import get_job_type
 from jobtrail.secrets import MASK, mask_secrets, secret_values
-from jobtrail.service import retention
+from jobtrail.service import playbook, retention
 from jobtrail.service.config import ServerConfig
 from jobtrail.service.home import open_home
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
@@ -264,6 +264,21 @@ class JobService:
         if job.status.terminal:
             found.records_dropped = int(job.extra.get("dropped", 0))
         return found
+
+    # -- a playbook's results as data (service/playbook.py) ---------------------------------
+    def hosts(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        """Per host what PLAY RECAP prints (the counts so far while the playbook runs)."""
+        return playbook.tables(self.check_logs(job_id), self.store).hosts() or []
+
+    def tasks(self, job_id: str, status: str | None = None) -> playbook.TaskRows:
+        """One row per task and host, oldest first; ``status="running"``: the hosts being
+        acted on now."""
+        job = self.check_logs(job_id)
+        return playbook.task_rows(job, playbook.tables(job, self.store), status)
+
+    def failed_hosts(self, job_id: str) -> builtins.list[str]:
+        """The hosts a playbook job failed or could not reach, sorted ([] for another job)."""
+        return playbook.failed_hosts(self.get(job_id), self.store)
 
     # -- retention ----------------------------------------------------------------------------
     def expire_logs(

@@ -4,6 +4,7 @@
 printed outside any task and the recap; ``failure_digest`` turns them into::
 
     Task "X" failed on host: why (rc=N) [and 2 more failures]
+    Task "X" failed on web1, web3 (2 hosts): why (rc=N)
     Syntax error in playbook site.yml: … (rc=4)
     Playbook site.yml failed: ansible-playbook ended with status timeout (rc=None)
 
@@ -127,13 +128,16 @@ def _task_digest(run: Run, playbook: str, rc: int | None) -> tuple[str, dict[str
         reason = _oneline(res["censored"])
     else:
         reason = msg or _oneline(res.get("stdout") or "") or "no error message"
+    where = (first.kind, first.play, first.task)
+    alike = [f for f in fatal or run.failures if (f.kind, f.play, f.task) == where]
+    on = _named_hosts(sorted({str(f.host) for f in alike}))
     if first.kind == "unreachable":
-        error = f'Host {first.host} unreachable in task "{first.task}": {reason}'
+        error = f'Host {on} unreachable in task "{first.task}": {reason}'
     else:
-        error = f'Task "{first.task}" failed on {first.host}: {reason}'
+        error = f'Task "{first.task}" failed on {on}: {reason}'
     if task_rc is not None:
         error += f" (rc={task_rc})"
-    others = len(fatal or run.failures) - 1
+    others = len(fatal or run.failures) - len(alike)
     if others > 0:
         error += f" [and {others} more failure{'s' if others > 1 else ''}]"
     failure: dict[str, Any] = {
@@ -142,12 +146,32 @@ def _task_digest(run: Run, playbook: str, rc: int | None) -> tuple[str, dict[str
         "play": first.play,
         "task": first.task,
         "host": first.host,
+        "hosts": failed_hosts(run),
         "message": reason,
         "rc": task_rc,
         "stderr": str(stderr_raw) or None,
         "ansible_rc": rc,
     }
-    return run.mask(error), _mask_dict(run.mask, failure)
+    masked = _mask_dict(run.mask, failure)
+    masked["hosts"] = [run.mask(host) for host in failure["hosts"]]
+    return run.mask(error), masked
+
+
+def failed_hosts(run: Run) -> list[str]:
+    """Every host that failed or was unreachable, sorted: from the recap once there is one
+    (a failure a rescue handled is not counted there), else from the failures seen."""
+    if run.stats:
+        return sorted(h for h, row in run.stats.items() if row["failed"] or row["unreachable"])
+    return sorted({str(f.host) for f in run.failures if f.host is not None})
+
+
+def _named_hosts(hosts: list[str], shown: int = 5) -> str:
+    """``web1``, ``web1, web3 (2 hosts)``, ``web1, …, web5 and 7 more (12 hosts)``."""
+    if len(hosts) == 1:
+        return hosts[0]
+    names = ", ".join(hosts[:shown])
+    more = f" and {len(hosts) - shown} more" if len(hosts) > shown else ""
+    return f"{names}{more} ({len(hosts)} hosts)"
 
 
 def _oneline(text: Any, keep_lines: int = 3, limit: int = 300) -> str:

@@ -15,6 +15,16 @@ line order is kept. Levels:
 * ok, changed, skipped, headers and the recap → INFO: skipped is INFO (not DEBUG) so that
   ``level=INFO`` shows exactly what a terminal shows;
 * ``[ERROR]`` lines Ansible prints outside any task (syntax errors, missing roles) → ERROR.
+
+Results as data (``tables.py`` folds them into the hosts and tasks tables): a host's result
+of a task carries ``status`` (ok, changed, failed, skipped, unreachable, ignored) and the
+runner's ``started``, ``ended`` and ``duration_s``; the recap record carries ``stats`` (per
+host, as PLAY RECAP prints it). Two events print nothing on a terminal, so they get a DEBUG
+record of their own (``level=INFO`` still shows exactly the terminal's lines): a host
+starting a task (``host_start``, worded as Ansible's ``show_per_host_start`` option prints
+it), which is how a running job says which hosts are being acted on now; and a result with
+no output (a loop's overall result, or ``display_ok_hosts``/``display_skipped_hosts`` off:
+``host_done``).
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ from jobtrail.jobtypes.ansible.digest import (
 from jobtrail.secrets import Masker
 
 Scalar = str | int | float | bool
+# The events that end one host's run of a task (items of a loop come before their task's).
+_RESULTS = frozenset(
+    {"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"}
+)
 # How ansible-core starts an error printed outside any task: "[ERROR]: …" since 2.19,
 # "ERROR! …" before (2.17 is the newest that runs on Python 3.10).
 _ERROR_PREFIXES = ("[ERROR]:", "[ERROR]", "ERROR! ")
@@ -105,7 +119,7 @@ class Entry:
 
     level: int
     text: str
-    fields: dict[str, Scalar]
+    fields: dict[str, Any]  # scalars, but for the recap's ``stats``
 
 
 _EVENT_NAMES = {
@@ -116,6 +130,7 @@ _EVENT_NAMES = {
     "playbook_on_no_hosts_matched": "no_hosts_matched",
     "playbook_on_no_hosts_remaining": "no_hosts_remaining",
     "runner_retry": "retry",
+    "runner_on_start": "host_start",
     "deprecated": "warning",
     "system_warning": "warning",
 }
@@ -143,7 +158,7 @@ def _level_for(name: str, data: Mapping[str, Any]) -> int:
         return logging.WARNING
     if name == "error":
         return logging.ERROR
-    if name == "debug":
+    if name in ("debug", "host_start", "host_done"):
         return logging.DEBUG
     return logging.INFO
 
@@ -161,6 +176,7 @@ class EventTranslator:
         self.item_failures: dict[tuple[str | None, str | None], dict[str, Any]] = {}
         self.errors: list[str] = []  # [ERROR] text printed outside any task
         self.stats: dict[str, dict[str, int]] = {}
+        self._in_handler = False
         self._verbose_level = logging.INFO
         self._verbose_warning: list[bool] = [False, False]  # in a warning, in its Origin
 
@@ -182,6 +198,10 @@ class EventTranslator:
         self._verbose_level = logging.INFO
         fields = self._fields(name, data, res)
         level = _level_for(name, data)
+        if name == "host_start":
+            task, host = fields.get("task", ""), fields.get("host", "")
+            what = "RUNNING HANDLER" if self._in_handler else "TASK"
+            return [Entry(level, f"[started {what}: {task} on {host}]", fields)]
         entries = []
         for warning, chunk in split_warnings(stdout):
             if name == "ok" and chunk.startswith("changed:"):  # no_log results hide "changed"
@@ -192,7 +212,43 @@ class EventTranslator:
                 )
             else:
                 entries.append(Entry(level, self.mask(chunk), dict(fields)))
+        if kind in _RESULTS:
+            self._add_result(entries, fields, data, res)
+        elif kind == "playbook_on_stats":
+            for entry in entries:
+                entry.fields["stats"] = {host: dict(row) for host, row in self.stats.items()}
         return entries
+
+    def _add_result(
+        self,
+        entries: list[Entry],
+        fields: dict[str, Scalar],
+        data: Mapping[str, Any],
+        res: Mapping[str, Any],
+    ) -> None:
+        """Put the host's result of the task on its (last) output record, or on a DEBUG
+        record of its own when the terminal shows nothing for it. An ignored failure that
+        changed something says so (``changed``): the recap counts it as changed too."""
+        event = str(fields["event"])
+        result: dict[str, Scalar] = {"status": "ignored" if fields.get("ignored") else event}
+        if res.get("changed") is True and result["status"] == "ignored":
+            result["changed"] = True
+        for key, name in (("start", "started"), ("end", "ended")):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                result[name] = value[:-6] + "Z" if value.endswith("+00:00") else value
+        duration = data.get("duration")
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+            result["duration_s"] = round(float(duration), 6)
+        for entry in reversed(entries):
+            if entry.fields.get("event") != "warning":
+                entry.fields.update(result)
+                return
+        task, host = fields.get("task", ""), fields.get("host", "")
+        what = "RUNNING HANDLER" if self._in_handler else "TASK"
+        text = f"[finished {what}: {task} on {host}: {result['status']}]"
+        done = {**fields, "event": "host_done", **result}
+        entries.append(Entry(logging.DEBUG, text, done))
 
     def _fields(
         self, name: str, data: Mapping[str, Any], res: Mapping[str, Any]
@@ -253,6 +309,7 @@ class EventTranslator:
             self.progress.play_started()
         elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.task = str(data.get("task") or data.get("name") or "")
+            self._in_handler = kind == "playbook_on_handler_task_start"
             self.progress.task_started()
         elif kind == "runner_item_on_failed":
             self.item_failures[(data.get("host"), data.get("task"))] = res
@@ -273,6 +330,8 @@ class EventTranslator:
         """The recap per host: ok, changed, failed, unreachable, skipped, rescued, ignored."""
         names = {"failures": "failed", "dark": "unreachable"}
         keys = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+        for host in data.get("processed") or {}:  # a host with nothing to count is in the recap
+            self.stats.setdefault(self.mask(str(host)), {names.get(k, k): 0 for k in keys})
         for key in keys:
             per_host = data.get(key)
             if isinstance(per_host, dict):

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -117,6 +118,15 @@ def test_a_rerun_has_the_same_type_and_params_and_both_jobs_point_at_each_other(
     assert again["rerun_of"] == first["job_id"]
     assert both.job(old["job_id"])["reruns"] == [first["job_id"], second["job_id"]]
     both.wait(again["job_id"])
+
+
+def test_reruns_made_at_once_are_all_listed(both: Live) -> None:
+    old = both.wait(both.submit("sleep", seconds=0.01, steps=1)["job_id"])
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        made = list(pool.map(lambda _: rerun_ok(both, old["job_id"])["job_id"], range(6)))
+    assert sorted(both.job(old["job_id"])["reruns"]) == sorted(made), "none lost to a race"
+    for job_id in made:
+        both.wait(job_id)
 
 
 def test_params_override_the_old_ones_key_by_key_and_are_checked(both: Live) -> None:

@@ -539,6 +539,8 @@ def test_search_counts_matches_in_the_whole_log_and_jumps_to_one_not_loaded(
     expect(info).to_have_text("1 of 111")
     download = page.locator("#download").get_attribute("href") or ""
     assert download == f"/api/jobs/{job_id}/logs/download?q=info+12"
+    matching = live.http.get(download).text.splitlines()
+    assert len(matching) == 111 and all("info 12" in line for line in matching)
 
     page.fill("#search", "INFO 12")
     expect(info).to_have_text("no matches")
@@ -580,6 +582,32 @@ def test_search_counts_matches_in_the_whole_log_and_jumps_to_one_not_loaded(
     assert page.locator("#log .line.match").count() == 0
 
 
+def test_next_finds_the_matches_a_running_job_wrote_after_the_search(
+    live: Live, page: Page, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    try:
+        job = live.submit("ticker", path=str(gate), interval=0.02)
+        page.goto(f"{live.url}/#/jobs/{job['job_id']}")
+        expect(page.locator("#log .line", has_text="tick 3").first).to_be_visible()
+        info = page.locator("#search-info")
+        page.check("#search-regex")
+        page.fill("#search", "^tick [0-9]*3$")  # tick 3, 13, 23, ...: the n-th is tick 10n-7
+        expect(info).to_have_text(re.compile(r"^\d+ match"))
+        total = int((info.text_content() or "").split()[0])
+        for n in range(1, total + 1):
+            page.press("#search", "Enter")
+            expect(info).to_have_text(f"{n} of {total}")
+        newer = f"tick {10 * (total + 1) - 7}"
+        expect(page.locator("#log .line .msg", has_text=re.compile(f"^{newer}$"))).to_be_visible()
+        expect(page.locator("#search-next")).to_be_enabled()
+        page.click("#search-next")
+        expect(info).to_have_text(re.compile(f"^{total + 1} of \\d+$"))
+        expect(page.locator("#log .line.current .msg")).to_have_text(newer)
+    finally:
+        gate.touch()
+
+
 def test_fields_show_as_chips_and_a_click_on_one_filters_the_log(live: Live, page: Page) -> None:
     job = live.submit("fielded", count=9)
     job_id = job["job_id"]
@@ -600,8 +628,9 @@ def test_fields_show_as_chips_and_a_click_on_one_filters_the_log(live: Live, pag
     messages = page.locator("#log .line .msg")
     # attempt 3 as a number, and "3" as a string: field=attempt:3 compares their text
     expect(messages).to_have_text(["try 2", "try 5", "try 8", "a long value"])
-    download = page.locator("#download").get_attribute("href")
+    download = page.locator("#download").get_attribute("href") or ""
     assert download == f"/api/jobs/{job_id}/logs/download?field=attempt%3A3"
+    assert len(live.http.get(download).text.splitlines()) == 4
     page.locator("#log .line", has_text="try 5").locator(".chip", has_text="user=u1").click()
     expect(messages).to_have_text(["try 5"])  # both must hold
     shot(page, "fields-filtered")

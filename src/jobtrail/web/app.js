@@ -785,6 +785,7 @@
       if (detached) text += ` around a match, not following${missed ? `: ${missed} new since` : ""}`;
       if (paused) text += ` · paused, ${pausedItems.length + pausedDropped} new`;
       $("log-info").textContent = text;
+      if (found.q) searchButtons();
     }
 
     const lineAt = (seq) => logEl.querySelector(`.line[data-level][data-seq="${Number(seq)}"]`);
@@ -1076,8 +1077,14 @@
       else if (!found.total) box.textContent = "no matches";
       else if (found.index < 0) box.textContent = `${found.total} ${found.total === 1 ? "match" : "matches"}`;
       else box.textContent = `${found.index + 1} of ${found.total}`;
+      searchButtons();
+    }
+
+    function searchButtons() {
       $("search-prev").disabled = found.index <= 0;
-      $("search-next").disabled = !found.total || found.index + 1 >= found.total;
+      // a running job may have written more matches since: Next looks for them
+      const newer = active() && lastSeq > found.latest;
+      $("search-next").disabled = !found.q || (!newer && (!found.total || found.index + 1 >= found.total));
     }
 
     function addMatches(matches) {
@@ -1124,7 +1131,7 @@
         key, q, regex, ignoreCase, params,
         total: Number(body.total_matches) || 0,
         seqs: [], set: new Set(),
-        more: body.more === true, nextAfter: body.next_after,
+        more: body.more === true, nextAfter: body.next_after, latest: Number(body.latest_seq) || 0,
         index: -1,
         pattern: markPattern(q, regex, ignoreCase),
       };
@@ -1141,15 +1148,24 @@
         const i = found.index + delta;
         if (i < 0) return;
         if (i >= found.seqs.length) {
-          if (!found.more || found.nextAfter === null || found.nextAfter === undefined) return;
+          // the next page of matches, or past the last one those written since the search
+          const paging = found.more && found.nextAfter !== null && found.nextAfter !== undefined;
+          if (!paging && !(lastSeq > found.latest)) return;
           const params = new URLSearchParams(found.params);
-          params.set("after", String(found.nextAfter));
+          params.set("after", String(paging ? found.nextAfter : found.latest));
           const body = await apiJSON(`${base}/logs/search?${params}`);
           if (token !== searchToken || closed) return;
+          if (!paging) {
+            found.total += Number(body.total_matches) || 0;
+            found.latest = Math.max(found.latest, Number(body.latest_seq) || 0);
+          }
           found.more = body.more === true;
           found.nextAfter = body.next_after;
           addMatches(body.matches || []);
-          if (i >= found.seqs.length) return;
+          if (i >= found.seqs.length) {
+            searchInfo();
+            return;
+          }
         }
         const seq = found.seqs[i];
         let node = lineAt(seq);

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import Depends, FastAPI
+from starlette.routing import Route
 
 from jobtrail.api.deps import reject_unknown_query
 from jobtrail.api.errors import add_error_handlers
@@ -28,6 +29,8 @@ from jobtrail.api.routes import jobs, logs, pages, stream
 from jobtrail.api.routes.ansible import router as ansible_router
 from jobtrail.api.sse import stop_streams
 from jobtrail.backends import open_service
+from jobtrail.mcp import PATH as MCP_PATH
+from jobtrail.mcp import McpEndpoint
 from jobtrail.service import JobService, ServerConfig
 
 log = logging.getLogger("jobtrail.api")
@@ -53,7 +56,8 @@ def create_app(
         app.state.service = service
         retention = asyncio.create_task(_retention_loop(service))
         try:
-            yield
+            async with mcp.serving(app):  # /mcp's tools call this app, in-process
+                yield
         finally:
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -80,6 +84,8 @@ def create_app(
     token = (server.config if server else config or ServerConfig()).token
     if token:
         app.add_middleware(BearerAuth, token=token)
+    mcp = McpEndpoint(token)
+    app.router.routes.append(Route(MCP_PATH, mcp))  # MCP over streamable HTTP, behind the token
     return app
 
 

@@ -92,6 +92,8 @@ def test_hosts_equal_the_play_recap_of_a_failed_run(live: Live, results: dict[st
     recap = recap_text(live, results["job_id"])
     assert [row["host"] for row in recap] == ["down1", "web1", "web2", "web3", "web4"]
     assert hosts(live, results["job_id"]) == recap
+    summary = live.http.get(f"/api/jobs/{results['job_id']}/summary").json()
+    assert summary["hosts"] == recap, "the summary's host recap is the same table"
     by_host = {row["host"]: row for row in recap}
     assert by_host["web1"]["ignored"] == 1 and by_host["web2"]["rescued"] == 1
     assert by_host["web3"]["failed"] == by_host["web4"]["failed"] == 1
@@ -318,3 +320,30 @@ def test_the_tasks_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows[0]["task"] == "held" and rows[0]["status"] == "running"
     assert rows[-1]["task"] == "T149"
     assert folded.hosts() == [{"host": "h1", **counts(ok=150)}], "counts cover dropped rows"
+
+
+def test_the_tables_survive_a_restart(tmp_path: Path) -> None:
+    """Saved with the summary next to the log, read back by the next server on the home."""
+    gate = tmp_path / "open"
+    gate.touch()
+    config = server_config(tmp_path / "home", playbooks=PLAYBOOKS)
+    saved = os.environ.get(PLAYBOOKS_ENV)
+    try:
+        with live_server(config) as first:
+            job = first.submit(
+                "ansible_playbook",
+                playbook="gated.yml",
+                inventory="aliases.yml",
+                limit="web1,web2",
+                extra_vars={"gate": str(gate)},
+            )
+            assert first.wait(job["job_id"], timeout=90)["status"] == "completed"
+            before = hosts(first, job["job_id"]), tasks(first, job["job_id"])
+        assert len(before[1]) == 4
+        with live_server(config) as second:
+            assert (hosts(second, job["job_id"]), tasks(second, job["job_id"])) == before
+    finally:
+        if saved is None:
+            os.environ.pop(PLAYBOOKS_ENV, None)
+        else:
+            os.environ[PLAYBOOKS_ENV] = saved

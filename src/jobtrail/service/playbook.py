@@ -1,5 +1,6 @@
 """A playbook job's hosts and tasks tables, for ``JobService.hosts``, ``tasks`` and
-``failed_hosts`` (the tables themselves are ``jobtypes.ansible.tables``)."""
+``failed_hosts``: the summary keeper folds them as the log is written (the folds "hosts"
+and "tasks" of ``jobtypes.ansible.tables``), so they answer at once on any log."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Any
 
 from jobtrail.errors import InvalidQuery
 from jobtrail.jobtypes.ansible.job import JOB_TYPE
-from jobtrail.jobtypes.ansible.tables import PlaybookTables
-from jobtrail.logstore import JobLogStore
+from jobtrail.jobtypes.ansible.tables import hosts_fold, tasks_fold
+from jobtrail.logstore import SummaryKeeper
 from jobtrail.models import Job
-
-PAGE = 10_000  # records per read while folding a log
 
 
 @dataclass(frozen=True)
@@ -23,38 +22,40 @@ class TaskRows:
     dropped: int = 0
 
 
-def tables(job: Job, store: JobLogStore) -> PlaybookTables:
-    """The job's tables, folded from its log; InvalidQuery for a job that is no playbook."""
+def add_folds(keeper: SummaryKeeper) -> None:
+    keeper.add_fold("hosts", hosts_fold)
+    keeper.add_fold("tasks", tasks_fold)
+
+
+def check(job: Job) -> Job:
     if job.job_type != JOB_TYPE:
         raise InvalidQuery(
             f"job {job.job_id!r} is a {job.job_type!r} job, not an {JOB_TYPE!r} one: "
             "it has no hosts or tasks"
         )
-    folded = PlaybookTables()
-    after = 0
-    while True:
-        page = store.read(job.job_id, tail=PAGE, after=after, match={"logger": "ansible"})
-        for record in page.records:
-            folded.add(record)
-        if not page.more or page.last_seq is None:
-            return folded
-        after = page.last_seq
+    return job
 
 
-def task_rows(job: Job, folded: PlaybookTables, status: str | None) -> TaskRows:
+def hosts(job: Job, keeper: SummaryKeeper) -> list[dict[str, Any]]:
+    found = keeper.summary(check(job).job_id).folds.get("hosts")
+    return list(found or [])
+
+
+def task_rows(job: Job, keeper: SummaryKeeper, status: str | None) -> TaskRows:
     """The rows, ``status`` ones only if given; a row a stopped run left unfinished reads
     ``interrupted`` (its host was being acted on when the job ended)."""
-    rows = folded.tasks()
+    found = keeper.summary(check(job).job_id).folds.get("tasks") or {}
+    rows: list[dict[str, Any]] = list(found.get("tasks", []))
     if job.status.terminal:
         for row in rows:
             if row["status"] == "running":
                 row["status"] = "interrupted"
     if status is not None:
         rows = [row for row in rows if row["status"] == status]
-    return TaskRows(rows, folded.dropped)
+    return TaskRows(rows, int(found.get("dropped", 0)))
 
 
-def failed_hosts(job: Job, store: JobLogStore) -> list[str]:
+def failed_hosts(job: Job, keeper: SummaryKeeper) -> list[str]:
     """From the failure digest (it outlives the log) when the job has one, else the log."""
     if job.job_type != JOB_TYPE:
         return []
@@ -63,4 +64,4 @@ def failed_hosts(job: Job, store: JobLogStore) -> list[str]:
         return [str(host) for host in failure["hosts"]]
     if job.logs_expired:
         return []
-    return tables(job, store).failed_hosts()
+    return [h["host"] for h in hosts(job, keeper) if h["failed"] or h["unreachable"]]

@@ -69,6 +69,7 @@ class JobService:
             max_segments=config.log_segments,
         )
         self.summaries = SummaryKeeper(self.store)  # folds each job's log as it is written
+        playbook.add_folds(self.summaries)  # a playbook's hosts and tasks tables
         self._ended = threading.Condition()
         self._ends = 0  # job_ended calls so far: wait() sleeps only while it is unchanged
         self._started = False
@@ -268,17 +269,16 @@ class JobService:
     # -- a playbook's results as data (service/playbook.py) ---------------------------------
     def hosts(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """Per host what PLAY RECAP prints (the counts so far while the playbook runs)."""
-        return playbook.tables(self.check_logs(job_id), self.store).hosts() or []
+        return playbook.hosts(self.check_logs(job_id), self.summaries)
 
     def tasks(self, job_id: str, status: str | None = None) -> playbook.TaskRows:
         """One row per task and host, oldest first; ``status="running"``: the hosts being
         acted on now."""
-        job = self.check_logs(job_id)
-        return playbook.task_rows(job, playbook.tables(job, self.store), status)
+        return playbook.task_rows(self.check_logs(job_id), self.summaries, status)
 
     def failed_hosts(self, job_id: str) -> builtins.list[str]:
         """The hosts a playbook job failed or could not reach, sorted ([] for another job)."""
-        return playbook.failed_hosts(self.get(job_id), self.store)
+        return playbook.failed_hosts(self.get(job_id), self.summaries)
 
     # -- retention ----------------------------------------------------------------------------
     def expire_logs(

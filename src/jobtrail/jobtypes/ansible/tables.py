@@ -47,8 +47,9 @@ Row = dict[str, Any]
 class PlaybookTables:
     """The hosts and tasks of one playbook job, folded record by record."""
 
-    def __init__(self, saved: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, saved: Mapping[str, Any] | None = None, *, rows: bool = True) -> None:
         saved = saved or {}
+        self.keep_rows = rows  # False: the hosts table only (no rows kept, saved or shown)
         self.seen = bool(saved.get("seen"))
         self.rows: list[Row] = [dict(row) for row in saved.get("rows", [])]
         self.counts: dict[str, dict[str, int]] = {
@@ -62,9 +63,10 @@ class PlaybookTables:
         }
         # host -> its latest unignored failure in the current play, until the host goes on
         self._failed: dict[str, Row] = {}
-        for index in saved.get("failed", []):
-            if 0 <= index < len(self.rows):
-                self._failed[self.rows[index]["host"]] = self.rows[index]
+        for host, play, index in saved.get("failed", []):
+            kept = index is not None and 0 <= index < len(self.rows)
+            row = self.rows[index] if kept else {"play": play, "host": host, "status": "failed"}
+            self._failed[host] = row
 
     # -- folding ------------------------------------------------------------------------------
     def add(self, record: Mapping[str, Any]) -> None:
@@ -146,6 +148,8 @@ class PlaybookTables:
             row[name] += by
 
     def _append(self, row: Row) -> None:
+        if not self.keep_rows:
+            return
         self.rows.append(row)
         if len(self.rows) > MAX_ROWS:  # drop the oldest tenth of finished rows at once
             cut = MAX_ROWS // 10
@@ -182,7 +186,7 @@ class PlaybookTables:
             "counts": self.counts,
             "recap": self.recap,
             "dropped": self.dropped,
-            "failed": [index[id(row)] for row in self._failed.values() if id(row) in index],
+            "failed": [[h, row["play"], index.get(id(row))] for h, row in self._failed.items()],
         }
 
 
@@ -198,7 +202,7 @@ class PlaybookFold:
 
     def __init__(self, view: str, saved: Mapping[str, Any] | None = None) -> None:
         self.view = view
-        self.tables = PlaybookTables(saved)
+        self.tables = PlaybookTables(saved, rows=view != "hosts")
 
     def add(self, record: Mapping[str, Any]) -> None:
         self.tables.add(record)
@@ -210,3 +214,13 @@ class PlaybookFold:
         if self.view == "hosts":
             return self.tables.hosts()
         return {"tasks": self.tables.tasks(), "dropped": self.tables.dropped}
+
+
+def hosts_fold(saved: Mapping[str, Any] | None) -> PlaybookFold:
+    """The summary keeper's fold "hosts" (the summary's ``hosts``): no rows kept."""
+    return PlaybookFold("hosts", saved)
+
+
+def tasks_fold(saved: Mapping[str, Any] | None) -> PlaybookFold:
+    """The summary keeper's fold "tasks": ``{"tasks": rows, "dropped": n}``."""
+    return PlaybookFold("tasks", saved)

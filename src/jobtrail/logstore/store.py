@@ -39,6 +39,7 @@ from jobtrail.logstore.queries import (
     query_filter,
 )
 from jobtrail.logstore.rings import RingBuffers
+from jobtrail.logstore.search import SearchPage, SearchQuery, find_matches
 from jobtrail.logstore.segments import SegmentReader
 from jobtrail.logstore.watchers import Watchers
 from jobtrail.logstore.writer import SegmentWriter
@@ -293,6 +294,15 @@ class JobLogStore:
             seqs, lines, more = find_lines(reader, after, limit)
             latest, truncated = self._bounds(job_id, reader)
         return LinePage(seqs, lines, max([latest, *seqs[-1:]]), truncated, more)
+
+    def search(self, job_id: str, query: SearchQuery) -> SearchPage:
+        """Matches of ``query`` in every kept segment, with their context (see ``search``)."""
+        with self._reading(job_id) as reader:
+            if reader is None:
+                return SearchPage([], 0 if query.count_all else None, False, None)
+            page = find_matches(reader, query)
+            page.latest_seq, page.truncated_before = self._bounds(job_id, reader)
+        return page
 
     def stats(self, job_id: str) -> LogStats:
         with self._lock:

@@ -27,8 +27,10 @@ from jobtrail.logstore import (
     LogPage,
     LogStats,
     Record,
+    SearchPage,
     Summary,
     SummaryKeeper,
+    search_query,
 )
 from jobtrail.messages import Outcome
 from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
@@ -254,6 +256,22 @@ class JobService:
 
     def stats(self, job_id: str) -> LogStats:
         return self.store.stats(job_id)
+
+    # -- search: the text of every kept segment (logstore/search.py) --------------------------
+    def search(
+        self,
+        job_id: str,
+        q: str,
+        *,
+        match: Mapping[str, str] | None = None,
+        fields: FieldMatch | None = None,
+        **options: Any,
+    ) -> SearchPage:
+        """Records whose message or traceback holds ``q`` (options: ``regex``,
+        ``ignore_case``, ``context``, ``max_matches``, ``min_level``, ``after``, ``since``,
+        ``count_all``: see ``search_query``); ValueError says what to fix."""
+        query = search_query(q, match=match, fields=fields, **options)
+        return self.store.search(job_id, query)
 
     # -- the log summary --------------------------------------------------------------------
     def summary(self, job_id: str) -> Summary:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -13,7 +13,8 @@ from jobtrail.api.deps import Service
 from jobtrail.api.routes.logs import Fields
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat
 from jobtrail.api.sse import PAGE, RecordFilter, dumps, follow, start_cursor
-from jobtrail.logstore import FieldMatch
+from jobtrail.errors import InvalidQuery
+from jobtrail.logstore import FieldMatch, Record
 from jobtrail.records import text_line
 from jobtrail.service import JobService
 
@@ -80,45 +81,101 @@ def download_logs(
         LogFormat, Query(description="text lines, or one JSON record per line (jsonl or json)")
     ] = LogFormat.text,
     level: Annotated[LevelName, Query()] = Level.DEBUG,
+    since: Annotated[
+        str | None, Query(max_length=64, description="Only records at or after this ISO time")
+    ] = None,
+    host: Annotated[str | None, Query(max_length=256)] = None,
+    task: Annotated[str | None, Query(max_length=1024)] = None,
+    event: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=1000, description="Only records holding it (as /search)"),
+    ] = None,
+    regex: Annotated[bool, Query(description="q is an RE2 regex (as /search)")] = False,
+    ignore_case: Annotated[bool, Query(description="q matches letters in either case")] = False,
     fields: Fields = None,
 ) -> StreamingResponse:
-    """The whole log as it is now, oldest first: text lines, or the JSONL records."""
+    """The whole log as it is now, oldest first: text lines, or the JSONL records; only the
+    records every filter given lets through (``q`` as ``/logs/search`` finds them)."""
     service.check_logs(job_id)
+    keys = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
+    pages = first = None
+    if q is not None or since or keys or fields or level is not Level.DEBUG or not format.records:
+        pages = _pager(service, job_id, level, since, keys or None, fields, q, regex, ignore_case)
+        try:
+            first = pages(0)  # here, so a bad regex or time is a 422 before anything is sent
+        except ValueError as exc:
+            raise InvalidQuery(str(exc)) from None
     suffix = "jsonl" if format.records else "log"
     return StreamingResponse(
-        _download(service, job_id, format.records, level, fields),
+        _download(service, job_id, format.records, pages, first),
         media_type="application/x-ndjson" if format.records else "text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{job_id}.{suffix}"'},
     )
 
 
+Page = tuple[list[Record], int, bool]  # records oldest first, truncated_before, more
+
+
+def _pager(
+    service: JobService,
+    job_id: str,
+    level: Level,
+    since: str | None,
+    match: dict[str, str] | None,
+    fields: FieldMatch | None,
+    q: str | None,
+    regex: bool,
+    ignore_case: bool,
+) -> Callable[[int], Page]:
+    """The filtered log's page after a seq: a read, or with ``q`` a search (not counting)."""
+
+    def read(after: int) -> Page:
+        page = service.read(
+            job_id, tail=PAGE, after=after, min_level=level.value, since=since, match=match,
+            fields=fields,
+        )  # fmt: skip
+        return page.records, page.truncated_before, page.more
+
+    def search(after: int) -> Page:
+        assert q is not None
+        found = service.search(
+            job_id, q, regex=regex, ignore_case=ignore_case, context=0, max_matches=PAGE,
+            min_level=level.value, after=after, since=since, match=match, fields=fields,
+            count_all=False,
+        )  # fmt: skip
+        return [m.record for m in found.matches], found.truncated_before, found.more
+
+    return read if q is None else search
+
+
 async def _download(
-    service: JobService, job_id: str, jsonl: bool, level: Level, fields: FieldMatch | None
+    service: JobService,
+    job_id: str,
+    jsonl: bool,
+    pages: Callable[[int], Page] | None,
+    page: Page | None,
 ) -> AsyncIterator[bytes]:
-    """The log page by page, each page read in a thread."""
+    """The log page by page, each page read in a thread; without filters (``pages`` None)
+    as the stored lines, which are the records' JSON already."""
     cursor = 0
-    while True:
-        if jsonl and level is Level.DEBUG and fields is None:  # the stored lines are the JSON
-            raw = await asyncio.to_thread(service.read_lines, job_id, after=cursor, limit=PAGE)
-            if raw.lines:
-                yield b"\n".join(raw.lines) + b"\n"
-                cursor = raw.seqs[-1]
-            if not raw.more:
-                return
-            continue
-        page = await asyncio.to_thread(
-            service.read, job_id, tail=PAGE, after=cursor, min_level=level.value, fields=fields
-        )
-        if jsonl:
-            if page.records:
-                yield "".join(dumps(r) + "\n" for r in page.records).encode()
-        else:
-            if cursor == 0 and page.truncated_before > 1:
-                first = page.truncated_before - 1
-                yield f"[records 1-{first} were removed by rotation]\n".encode()
-            if page.records:
-                yield ("\n".join(text_line(r) for r in page.records) + "\n").encode()
-        if page.records:
-            cursor = int(page.records[-1]["seq"])
-        if not page.more:
+    while pages is None:
+        raw = await asyncio.to_thread(service.read_lines, job_id, after=cursor, limit=PAGE)
+        if raw.lines:
+            yield b"\n".join(raw.lines) + b"\n"
+            cursor = raw.seqs[-1]
+        if not raw.more:
             return
+    while page is not None:
+        records, truncated_before, more = page
+        if jsonl:
+            if records:
+                yield "".join(dumps(r) + "\n" for r in records).encode()
+        else:
+            if cursor == 0 and truncated_before > 1:
+                yield f"[records 1-{truncated_before - 1} were removed by rotation]\n".encode()
+            if records:
+                yield ("\n".join(text_line(r) for r in records) + "\n").encode()
+        if records:
+            cursor = int(records[-1]["seq"])
+        page = await asyncio.to_thread(pages, cursor) if more else None

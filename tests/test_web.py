@@ -705,6 +705,34 @@ def test_cancel_and_rerun_buttons_open_the_new_job(live: Live, page: Page, tmp_p
         gate.touch()
 
 
+def test_a_rerun_of_a_job_with_secret_params_asks_for_them(live: Live, page: Page) -> None:
+    job = live.submit("leaky", user="bob", password="hunter2-rerun", api_token="tok-4d2a9e1f")
+    job_id = job["job_id"]
+    assert live.wait(job_id)["params"]["password"] == "********", "never stored"
+    page.goto(f"{live.url}/#/jobs/{job_id}")
+    page.click("#rerun")
+    refused = live.http.post(f"/api/jobs/{job_id}/rerun", json={})
+    assert refused.status_code == 422
+    expect(page.locator("#action-error")).to_have_text(f"cannot rerun: {refused.json()['detail']}")
+    inputs = page.locator("#rerun-secret-fields input")
+    expect(inputs).to_have_count(2)
+    assert inputs.evaluate_all("xs => xs.map(x => [x.name, x.type])") == [
+        ["password", "password"],
+        ["api_token", "password"],
+    ]
+    shot(page, "rerun-asks-for-secrets")
+    page.fill("#rerun-secret-fields input[name=password]", "hunter2-again")
+    page.fill("#rerun-secret-fields input[name=api_token]", "tok-77aa00bb")
+    page.click("#rerun-secrets-submit")
+    new_id = opened_job(page, job_id)
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#rerun-secrets")).to_be_hidden()
+    again = live.job(new_id)
+    assert again["rerun_of"] == job_id and again["params"]["user"] == "bob"
+    text = live.http.get(f"/api/jobs/{new_id}/logs/download").text
+    assert "with password ********" in text and "hunter2" not in text
+
+
 def test_a_running_jobs_cancel_button_is_disabled_while_it_stops(
     live: Live, page: Page, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@
   const OLDER_PAGE = 2000;
   const STATUSES = new Set(["pending", "running", "completed", "failed", "cancelled"]);
   const LEVELS = new Set(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]);
+  const MASK = "********"; // what the server shows for a secret value (it never stores them)
   const SECRET = /pass(word|wd|phrase)?|secret|token|api_?key|private_?key|credential|auth/i;
   const JOB_HASH = /^#\/jobs\/([a-z][a-z0-9_]{0,47}-[0-9a-f]{12})$/;
   const FAILURE_ORDER = ["play", "task", "host", "message", "rc", "stderr", "stdout"];
@@ -560,6 +561,8 @@
     $("failure").hidden = true;
     $("job-problem").hidden = true;
     $("action-error").hidden = true;
+    $("rerun-secrets").hidden = true;
+    $("rerun-secret-fields").replaceChildren();
     for (const id of ["cancel", "rerun", "rerun-failed"]) $(id).hidden = true;
     $("playbook").hidden = true;
     $("running-now").hidden = true;
@@ -641,6 +644,8 @@
       }
     });
 
+    let rerunBody = {}; // what the last rerun asked for, sent again with the secrets filled in
+
     async function rerun(body, button) {
       actionError("");
       button.disabled = true;
@@ -653,10 +658,58 @@
         location.hash = `#/jobs/${encodeURIComponent(next.job_id)}`;
       } catch (err) {
         actionError(`cannot rerun: ${err.message}`);
+        if (err.status === 422 && !body.params) askSecrets(body);
       } finally {
         button.disabled = false;
       }
     }
+
+    // the params whose values were masked (never stored): a secret itself gets a password
+    // field; a value with a secret inside it is given again whole, as JSON
+    function askSecrets(body) {
+      const masked = Object.entries((job && job.params) || {}).filter(
+        ([, value]) => value === MASK || JSON.stringify(value).includes(JSON.stringify(MASK)),
+      );
+      if (!masked.length) return;
+      rerunBody = body;
+      $("rerun-secret-fields").replaceChildren(
+        ...masked.map(([key, value]) => {
+          const label = el("label", "param");
+          const input = el("input");
+          input.name = key;
+          input.required = true;
+          if (value === MASK) {
+            input.type = "password";
+          } else {
+            input.type = "text";
+            input.dataset.kind = "json";
+            input.value = JSON.stringify(value);
+          }
+          label.append(el("span", "param-name", key), input);
+          return label;
+        }),
+      );
+      $("rerun-secrets").hidden = false;
+      $("rerun-secret-fields").querySelector("input").focus();
+    }
+
+    on("rerun-secrets", "submit", (ev) => {
+      ev.preventDefault();
+      const params = {};
+      for (const input of $("rerun-secret-fields").querySelectorAll("input")) {
+        if (input.dataset.kind !== "json") {
+          params[input.name] = input.value;
+          continue;
+        }
+        try {
+          params[input.name] = JSON.parse(input.value);
+        } catch (_) {
+          actionError(`${input.name}: not JSON`);
+          return;
+        }
+      }
+      rerun({ ...rerunBody, params }, $("rerun-secrets-submit"));
+    });
     on("rerun", "click", () => rerun({}, $("rerun")));
     on("rerun-failed", "click", () => rerun({ failed_hosts_only: true }, $("rerun-failed")));
 
@@ -1137,6 +1190,8 @@
       };
       addMatches(body.matches || []);
       searchInfo();
+      const kept = Number(body.truncated_before);
+      $("search-info").title = kept > 1 ? `searched the kept log: records before seq ${kept} were removed by rotation` : "";
       updateDownload();
     }
 

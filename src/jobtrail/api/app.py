@@ -27,6 +27,7 @@ from jobtrail.api.errors import add_error_handlers
 from jobtrail.api.middleware import BearerAuth, BodySizeLimit
 from jobtrail.api.routes import jobs, logs, pages, stream
 from jobtrail.api.routes import search as search_routes
+from jobtrail.api.routes import summary as summary_routes
 from jobtrail.api.routes.ansible import router as ansible_router
 from jobtrail.api.sse import stop_streams
 from jobtrail.backends import open_service
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(logs.router)
     app.include_router(stream.router)
     app.include_router(search_routes.router)
+    app.include_router(summary_routes.router)
     app.include_router(ansible_router)
     app.include_router(pages.router)
     add_error_handlers(app)

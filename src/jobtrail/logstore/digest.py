@@ -1,9 +1,10 @@
 """One job's log digest: what ``SummaryKeeper`` folds each run of stored lines into.
 
-Everything here works on a run of stored lines at a time with C-level operations (counts
-of byte patterns, ``map``, ``zip``, ``Counter``): levels are counted by their byte pattern,
-which JSON escaping makes unique to the record's own level key; only the lines that become
-a first or last error, a new shape's example, or a fold's input are decoded.
+Everything here works on a run of stored lines at a time with C-level operations
+(``bytes.translate``, ``map``, ``zip``, ``Counter``): each line's (shape, level) comes from
+``shapes.ShapeCache``, and both the level counts and the shape counts are one ``Counter``
+over those; only the lines that become a first or last error, a new shape's example, or a
+fold's input are decoded.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any
 from jobtrail.logstore.files import parse_iso
 from jobtrail.logstore.folds import RecordFold
 from jobtrail.logstore.queries import Record
-from jobtrail.logstore.shapes import ShapeCache, ShapeTable, shape_text
+from jobtrail.logstore.shapes import Kind, ShapeCache, ShapeTable, shape_text
 from jobtrail.records import LEVELS, decode_record
 
 VERSION = 1
 EXAMPLE_BYTES = 2048  # an example line longer than this is kept with its message cut
-_LEVEL_KEYS = {name: b'Z","level":"%s","logger":' % name.encode() for name in LEVELS}
 _ERRORS = ("ERROR", "CRITICAL")
-_ERROR_KEYS = tuple(_LEVEL_KEYS[name] for name in _ERRORS)
+# JSON escaping makes these bytes unique to a record's own level key
+_ERROR_KEYS = tuple(b'Z","level":"%s","logger":' % name.encode() for name in _ERRORS)
 
 
 @dataclass
@@ -82,16 +83,17 @@ class LogDigest:
         blob = b"\n".join(lines)
         self.records += len(lines)
         self.bytes += len(blob) + 1
-        for name, key in _LEVEL_KEYS.items():
-            self.levels[name] += blob.count(key)
-        if self.first_error is None:
-            self.first_error = self._error(blob, lines, reverse=False)
-        last = self._error(blob, lines, reverse=True)
-        self.last_error = last or self.last_error
+        kinds = shapes.kinds(blob)
+        counts = Counter(kinds)
+        for (_, level), count in counts.items():
+            self.levels[level] = self.levels.get(level, 0) + count
+        if any(level in _ERRORS for _, level in counts):
+            self.first_error = self.first_error or self._error(lines, reverse=False)
+            self.last_error = self._error(lines, reverse=True) or self.last_error
         if self.first_timestamp is None:
             self.first_timestamp = _timestamp(lines[0])
         self.last_timestamp = _timestamp(lines[-1]) or self.last_timestamp
-        self._count_shapes(seqs, lines, shapes)
+        self._count_shapes(seqs, lines, kinds, counts)
         for fold in self.folds.values():
             for line in lines if not fold.needle else [x for x in lines if fold.needle in x]:
                 record = decode_record(line)
@@ -100,10 +102,8 @@ class LogDigest:
         self.summarised_to_seq = seqs[-1]
 
     @staticmethod
-    def _error(blob: bytes, lines: list[bytes], reverse: bool) -> Record | None:
+    def _error(lines: list[bytes], reverse: bool) -> Record | None:
         """The first (or last) ERROR or CRITICAL record of the run, decoded to be sure."""
-        if not any(key in blob for key in _ERROR_KEYS):
-            return None
         for line in reversed(lines) if reverse else lines:
             if any(key in line for key in _ERROR_KEYS):
                 record = decode_record(line)
@@ -111,14 +111,14 @@ class LogDigest:
                     return record
         return None
 
-    def _count_shapes(self, seqs: list[int], lines: list[bytes], cache: ShapeCache) -> None:
-        shapes = cache.shapes(lines)
-        counts = Counter(shapes)
-        last = dict(zip(shapes, seqs, strict=True))
-        first = dict(zip(reversed(shapes), reversed(seqs), strict=True))
-        index = dict(zip(reversed(shapes), range(len(shapes) - 1, -1, -1), strict=True))
-        for shape, count in counts.items():
-            self.table.add(shape, count, first[shape], last[shape], lines[index[shape]])
+    def _count_shapes(
+        self, seqs: list[int], lines: list[bytes], kinds: list[Kind], counts: Counter[Kind]
+    ) -> None:
+        last = dict(zip(kinds, seqs, strict=True))
+        first = dict(zip(reversed(kinds), reversed(seqs), strict=True))
+        index = dict(zip(reversed(kinds), range(len(kinds) - 1, -1, -1), strict=True))
+        for kind, count in counts.items():
+            self.table.add(kind[0], count, first[kind], last[kind], lines[index[kind]])
 
     # -- answers and persistence ----------------------------------------------------------
     def summary(self, top: int, truncated_before: int, dropped: int) -> Summary:

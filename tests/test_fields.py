@@ -160,10 +160,17 @@ def test_render_fields_bounds_keys_and_survives_a_broken_repr() -> None:
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
-    fields = render_fields([("k" * 500, 1), (7, Broken())])
-    long_key, _ = fields
+    class NoEquality:
+        def __eq__(self, other: object) -> bool:
+            raise TypeError("ambiguous")
+
+        __hash__ = object.__hash__
+
+    fields = render_fields([("k" * 500, 1), (7, Broken()), ("secret", NoEquality())])
+    long_key, _, _ = fields
     assert long_key.startswith("k" * 100) and "…[cut: " in long_key
     assert fields["7"].startswith("<Broken object: repr failed: RuntimeError")
+    assert fields["secret"] == MASK
 
 
 def test_field_match_parses_once_and_checks_bytes_then_values() -> None:
@@ -230,6 +237,9 @@ def test_fields_show_in_the_json_log_bounded_and_masked(fielded: tuple[Live, str
     assert len(many) == MAX_FIELDS + 1 and many[FIELDS_CUT_KEY] == "8 more fields cut"
     secret = by_message["secret"]["fields"]
     assert secret == {"api_token": MASK, "note": f"sent {MASK} along"}
+    child = by_message["from a forked child"]
+    assert child["fields"] == {"attempt": 7, "thing": "<Opaque holding a lock>"}
+    assert child["level"] == "WARNING" and child["logger"] == "fixture"
 
 
 def test_field_filter_on_logs_with_level_and_tail(fielded: tuple[Live, str]) -> None:
@@ -257,6 +267,15 @@ def test_field_filter_on_the_stream(fielded: tuple[Live, str]) -> None:
     assert all(r["fields"]["attempt"] == 3 for r in records(events))
     tail = records(all_events(live, job_id, {"field": "user:u1", "tail": 2}))
     assert [r["message"] for r in tail] == ["try 5", "try 7"]
+
+
+def test_field_filter_on_a_live_stream(both: Live) -> None:
+    """Followed from before it starts, so records come from the hub's window as they are
+    written (a filtered follower has each block's records parsed once)."""
+    job = both.submit("fielded", count=3000)
+    events = all_events(both, job["job_id"], {"field": ["attempt:3", "user:u1"]})
+    got = [r["message"] for r in records(events)]
+    assert got == [f"try {i}" for i in range(3000) if i % 3 == 2 and i % 2 == 1]
 
 
 def test_field_filter_on_the_download(fielded: tuple[Live, str]) -> None:

@@ -281,7 +281,8 @@ class _Opaque:
 @job("fielded")
 def fielded(count: int = 9, token: str = "") -> int:
     """Logs `count` records with ``extra=`` fields (attempt cycles 1, 2, 3; an ERROR every
-    third), then one record each with an object, a long value, too many fields, a secret."""
+    third), then one record each with an object, a long value, too many fields, a secret,
+    and one from a forked child."""
     for i in range(count):
         attempt = i % 3 + 1
         level = logging.ERROR if attempt == 3 else logging.INFO
@@ -291,6 +292,14 @@ def fielded(count: int = 9, token: str = "") -> int:
     log.info("a long value", extra={"blob": "y" * 5000, "attempt": "3"})
     log.info("many", extra={f"k{n:02d}": n for n in range(40)})
     log.info("secret", extra={"api_token": "t0p-s3cret-value", "note": f"sent {token} along"})
+    import multiprocessing
+
+    def child() -> None:  # logs through the inherited handler: a tagged line on fd 2
+        log.warning("from a forked child", extra={"attempt": 7, "thing": _Opaque()})
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join()
     return count
 
 

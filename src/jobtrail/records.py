@@ -142,23 +142,44 @@ def field_text(value: Any) -> str:
     return value if isinstance(value, str) else _encode_value(value)
 
 
-def render_fields(
-    items: Iterable[tuple[Any, Any]], redact: Callable[[str], str] | None = None
-) -> dict[str, Any]:
-    """A record's ``fields``: at most MAX_FIELDS, MAX_FIELDS_BYTES in all, then one marker
-    key ``"…": "N more fields cut"``. ``redact`` masks secrets in every text value; a value
-    under a secret-looking key is masked whole (``extra={"password": "hunter2"}``)."""
-    fields: dict[str, Any] = {}
-    size = cut = 0
-    for key, raw in items:
+def _field_name(key: Any) -> tuple[str, bool]:
+    """(the key as stored, whether its value is secret by name); memoised, since a job logs
+    the same few keys over and over."""
+    known = _FIELD_NAMES.get(key)
+    if known is None:
         name = key if type(key) is str else str(key)
         if len(name) > MAX_FIELD_KEY_BYTES // 4:
             name = _cut(name, MAX_FIELD_KEY_BYTES)
         name = clean_text(name)
-        value = field_value(raw, redact)
-        if value not in (None, "") and looks_secret(name):  # as ``mask_secrets`` does params
-            value = MASK  # the key says it is a secret, whatever its value looks like
-        grown = size + len(name) + len(_encode_value(value)) + 4
+        known = (name, looks_secret(name))
+        if len(_FIELD_NAMES) >= _FIELD_NAMES_KEPT:
+            _FIELD_NAMES.clear()
+        if type(key) is str:
+            _FIELD_NAMES[key] = known
+    return known
+
+
+_FIELD_NAMES: dict[Any, tuple[str, bool]] = {}
+_FIELD_NAMES_KEPT = 4096
+
+
+def render_fields(
+    items: Iterable[tuple[Any, Any]], redact: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """A record's ``fields``: at most MAX_FIELDS, about MAX_FIELDS_BYTES in all, then one
+    marker key ``"…": "N more fields cut"``. ``redact`` masks secrets in every text value; a
+    value under a secret-looking key is masked whole (``extra={"password": "hunter2"}``)."""
+    fields: dict[str, Any] = {}
+    size = cut = 0
+    for key, raw in items:
+        name, secret = _field_name(key)
+        if secret and raw is not None and not (type(raw) is str and not raw):  # as params
+            value: Any = MASK  # the key says it is a secret, whatever its value looks like
+        else:
+            value = field_value(raw, redact)
+        # the encoded size, without encoding: text as long as it is (it is escaped already,
+        # but for quotes), any other scalar at most 24 characters
+        grown = size + len(name) + (len(value) if type(value) is str else 24) + 6
         if len(fields) >= MAX_FIELDS or grown > MAX_FIELDS_BYTES:
             cut += 1
             continue

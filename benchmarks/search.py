@@ -10,7 +10,8 @@ segment files, and jobtrail's search through the store (``JobLogStore.search``, 
 p95 and the ratio to grep are printed; both must count the same.
 
 Target: a plain substring within 5x ``grep -F -c``. The regex and ignore_case rows, and a
-regex with no literal to pre-check (every line decoded), are measured and shown without one.
+regex with no literal to pre-check (``[0-9a-f]{12}``: each line holding a match, or an escape
+other than a quote, is decoded), are measured and shown without one.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ QUERIES = [  # (name, q, regex, ignore_case, grep flags, target ratio or None)
     ("substring", "NEEDLE", False, False, "-F", SUBSTRING_LIMIT),
     ("regex", r"NEEDLE-[0-9]+ order", True, False, "-E", None),
     ("ignore_case", "needle", False, True, "-iF", None),
-    ("regex, no literal", r"[0-9]+\.[0-9]ms", True, False, "-E", None),
+    ("regex, no literal", r"[0-9a-f]{12}", True, False, "-E", None),
 ]
 
 

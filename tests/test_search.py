@@ -14,6 +14,7 @@ import pytest
 import re2
 
 from jobtrail.logstore.patterns import compile_pattern, required_literal
+from jobtrail.records import encode_record
 from support.live import Live, live_server, server_config
 from support.redis_server import redis_server, workers
 
@@ -260,3 +261,34 @@ def test_the_byte_test_finds_json_escaped_text() -> None:
             pattern = compile_pattern(q, regex)
             assert pattern.raw.search(line) and pattern.raw.search(ascii_line), (q, regex)
             assert pattern.matches(json.loads(line))
+
+
+TEXT_ATOMS = [*ATOMS, r"\s", '"', r"\\", "\\n", "[^\\n]", "(?s).", r"\W", "x|y", r"\S+", r"\B"]
+
+
+def test_the_byte_test_loses_no_match() -> None:
+    """Random regexes (with a literal or without, either case) and random messages full of
+    what JSON escapes, stored as the worker stores them: every message the regex matches is
+    on a line the byte tests keep (``raw`` finds it, ``refuses`` does not refuse it). Fails
+    with the pattern and message that disagree."""
+    rng = random.Random(15)
+    checked = 0
+    for _ in range(3000):
+        pattern = "".join(
+            rng.choice(TEXT_ATOMS) + rng.choice(QUANTIFIERS) for _ in range(rng.randint(1, 4))
+        )
+        try:
+            compiled = compile_pattern(pattern, regex=True, ignore_case=rng.random() < 0.3)
+        except ValueError:
+            continue
+        for _ in range(20):
+            message = "".join(rng.choice('abxyé"\\\n\t .A{]1_') for _ in range(rng.randint(0, 10)))
+            line = encode_record(1, "2026-11-25T12:00:00.000000Z", "INFO", "app", message, "T")
+            stored = line.rstrip("\n").encode()
+            if compiled.test(message):
+                checked += 1
+                found = compiled.raw is None or compiled.raw.search(stored)
+                assert found and not compiled.refuses(stored), (pattern, message)
+    assert checked > 1000
+    assert compile_pattern("^[0-9]+", regex=True).raw is None  # anchored, no literal
+    assert compile_pattern("[0-9]+", regex=True).raw is not None

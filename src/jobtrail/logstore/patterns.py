@@ -53,9 +53,22 @@ class Pattern:
     ignore_case: bool
     raw: Any  # a compiled RE2 over bytes, or None
     test: Callable[[str], bool]
+    verbatim: Any = None  # a regex without a literal, over bytes: see ``refuses``
 
     def matches(self, record: Record) -> bool:
         return any(isinstance(v := record.get(k), str) and self.test(v) for k in SEARCHED_KEYS)
+
+    def refuses(self, line: bytes) -> bool:
+        """True when a candidate line cannot hold a match, known without decoding it.
+
+        For a regex without a literal, ``raw`` takes every line holding a backslash (see
+        ``anchored``); most hold one only for quotes (``\\"``). With those unescaped and no
+        backslash left, every string of the line reads as it was logged, so the regex not
+        matching the line means it matches none of them."""
+        if self.verbatim is None:
+            return False
+        text = line.replace(b'\\"', b'"')
+        return b"\\" not in text and self.verbatim.search(text) is None
 
 
 def _raw_pattern(literal: str, ignore_case: bool) -> Any:
@@ -80,8 +93,42 @@ def compile_pattern(q: str, regex: bool = False, ignore_case: bool = False) -> P
         reason = exc.args[0].decode("utf-8", "replace") if exc.args else str(exc)
         raise BadPattern(f"regex {q!r} does not compile: {reason} ({ENGINE})") from None
     found = required_literal(q)
-    raw = None if found is None else _raw_pattern(found[0], ignore_case or found[1])
-    return Pattern(q, True, ignore_case, raw, lambda s: bool(compiled.search(s)))
+    raw = verbatim = None
+    if found is not None:
+        raw = _raw_pattern(found[0], ignore_case or found[1])
+    elif not anchored(q):
+        try:
+            raw = re2.compile(b"(?:" + q.encode() + rb")|\\", _options(ignore_case))
+            verbatim = re2.compile(q.encode(), _options(ignore_case))
+        except re2.error:  # an unterminated \Q swallowed the wrapping: decode every line
+            raw = verbatim = None
+    return Pattern(q, True, ignore_case, raw, lambda s: bool(compiled.search(s)), verbatim)
+
+
+def anchored(pattern: str) -> bool:
+    """Whether the regex uses ``^``, ``$``, ``\\A`` or ``\\z`` (outside a class), which match
+    at the edges of a message but not inside the stored line that holds it.
+
+    Without them, a regex that matches a message matches the stored line too, if the message
+    is stored verbatim, which it is unless it holds a character JSON escapes (so the line
+    holds a backslash). ``(?:R)|\\\\`` over the raw bytes then finds every candidate line:
+    ``\\b`` and ``\\B`` hold alike, as the quotes around a stored string are not word
+    characters, just as the edges of a text are not.
+    """
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            i = _skip_class(pattern, i)
+        elif c == "\\":
+            if pattern.startswith(("\\A", "\\z"), i):
+                return True
+            i = _skip_escape(pattern, i)[1]
+        elif c in "^$":
+            return True
+        else:
+            i += 1
+    return False
 
 
 # -- the literal every match of a regex contains ------------------------------------------

@@ -149,7 +149,10 @@ def _scan(reader: SegmentReader, query: SearchQuery) -> Iterator[_Hit]:
             if size is None:  # rotated away: what it held is not kept any more
                 break
             for s, e in _lines(blob, size, query.pattern.raw):
-                record = flt(bytes(view[s:e]))
+                line = bytes(view[s:e])
+                if query.pattern.refuses(line):
+                    continue
+                record = flt(line)
                 if record is not None and query.pattern.matches(record):
                     yield _Hit(record, p, off + s, off + e)
             if len(blob) > SCAN_BYTES:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # the store imports nothing of this module; the keeper is giv
 O_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 SUMMARY_FILE = "summary.json"
 SAVE_EVERY = 1.0  # seconds between saves of a job's digest while it logs (and at its end)
-READ_LINES = 2048  # lines per read: each C-level pass over a run holds the GIL for ~1 ms
+READ_LINES = 1024  # lines per read: fits in cache (larger runs cost more per line), and
+# each C-level pass over a run holds the GIL for well under a millisecond
 MEMORY_JOBS = 64  # digests held in memory (least recently used go; reloaded from file)
 TOP_SHAPES = 20  # shapes the summary shows
 KEEP_SHAPES = 200  # shapes each job's table keeps exact (see shapes.ShapeTable)
@@ -78,7 +79,7 @@ class SummaryKeeper:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._dirty: set[str] = set()
         self._ended: set[str] = set()
-        self._deleted: set[str] = set()
+        self._deleted: OrderedDict[str, None] = OrderedDict()  # newest MEMORY_JOBS deletions
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -104,12 +105,14 @@ class SummaryKeeper:
 
     # -- the store's hook (the listener's thread: must return at once) -----------------
     def _observe(self, job_id: str, what: str) -> None:
+        if what == "append" and job_id in self._dirty:  # queued, the event set: no lock
+            return
         if what == "delete":
             self._forget(job_id)
             return
         with self._lock:
             self._dirty.add(job_id)
-            self._deleted.discard(job_id)
+            self._deleted.pop(job_id, None)
             if what == "close":
                 self._ended.add(job_id)
         if not self._wake.is_set():
@@ -121,7 +124,9 @@ class SummaryKeeper:
             entry = self._entries.pop(job_id, None)
             self._dirty.discard(job_id)
             self._ended.discard(job_id)
-            self._deleted.add(job_id)
+            self._deleted[job_id] = None
+            while len(self._deleted) > MEMORY_JOBS:  # a save can race only the latest
+                self._deleted.popitem(last=False)
         if entry is not None:
             with entry.lock:  # a save in progress finishes before the files go
                 entry.digest, entry.unsaved = None, False

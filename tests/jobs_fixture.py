@@ -382,3 +382,42 @@ def summary_mix(count: int = 100, burst: int = 100, pause: float = 0.0) -> int:
             time.sleep(pause)
     log.error("could not reach db-%d at 10.0.0.%d", 2, 8)
     return count
+
+
+_PRINTER = """import time
+for i in range(30000):
+    print("child", i, flush=True)
+    time.sleep(0.001)
+"""
+
+
+@job("last_words")
+def last_words(
+    records: int = 100, threads: int = 1, child: bool = False, how: str = "sigkill"
+) -> None:
+    """Logs `records` numbered lines (`lw <thread> <n>`, split over `threads` threads, while
+    a child process prints if `child`), then dies at once: `how` is sigkill, os_exit or
+    segfault. Every line logged before the death must be in the job's log."""
+    printer = None
+    if child:
+        printer = subprocess.Popen([sys.executable, "-c", _PRINTER])
+
+    def emit(t: int, count: int) -> None:
+        for n in range(count):
+            log.info("lw %d %d", t, n)
+
+    share = [records // threads + (t < records % threads) for t in range(threads)]
+    workers = [threading.Thread(target=emit, args=(t, share[t])) for t in range(1, threads)]
+    for w in workers:
+        w.start()
+    emit(0, share[0])
+    for w in workers:
+        w.join()
+    del printer  # still printing when the job's process dies
+    if how == "os_exit":
+        os._exit(3)
+    if how == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -2,7 +2,9 @@
 
 The handler (``handler.py``) and the stream readers (``streams.py``) add records from any
 thread; the flusher thread sends them in batches through ``send``: down the worker's pipe
-in a local pool, as an ``XADD`` to the job's stream in an RQ work-horse.
+in a local pool, as an ``XADD`` to the job's stream in an RQ work-horse. With a ``Spool``,
+each line is also written into it before ``add`` returns and released once its batch was
+sent, so a process that dies hard loses none of them (``spool.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from jobtrail.messages import Batch, End, JobMessage, Outcome, Progress
 from jobtrail.records import LEVEL_BITS, TimestampFormatter, encode_record
 from jobtrail.worker.redact import Redactor
+from jobtrail.worker.spool import Spool
 
 Send = Callable[[JobMessage], None]
 
@@ -51,8 +54,10 @@ class RecordBatcher:
         max_pending: int = MAX_PENDING,
         block_seconds: float = BLOCK_SECONDS,
         redact: Redactor | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._send = send
+        self._spool = spool
         self.redact = redact or Redactor()
         self._max_batch = max_batch
         self._interval = interval
@@ -65,7 +70,7 @@ class RecordBatcher:
         self._timestamp = TimestampFormatter()
         self.job_id: str | None = None
         self._seq = 0
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._first_seq = 1
         self._bits: list[int] = []  # level bit of each pending line, for each batch's mask
         self._dropped = 0
@@ -79,7 +84,9 @@ class RecordBatcher:
 
     # -- job boundaries ---------------------------------------------------------------
     def begin_job(self, job_id: str) -> None:
-        with self._lock:
+        with self._send_lock, self._lock:  # no flush in flight: it would release old lines
+            if self._spool is not None:
+                self._spool.begin(job_id)
             self.job_id = job_id
             self._seq = 0
             self._first_seq = 1
@@ -125,14 +132,20 @@ class RecordBatcher:
         with self._lock:
             if self.job_id is None:
                 return
-            if len(self._lines) >= self._max_pending and not self._wait_for_room():
+            spool = self._spool
+            if (
+                len(self._lines) >= self._max_pending
+                or (spool is not None and not spool.has_room())
+            ) and not self._wait_for_room():
                 self._dropped += 1
                 self._dropped_unreported += 1
                 return
             self._seq += 1
-            self._lines.append(
-                encode_record(self._seq, timestamp, level, logger, message, thread, extra)
-            )
+            line = encode_record(self._seq, timestamp, level, logger, message, thread, extra)
+            data = line.encode("utf-8", "replace")
+            if spool is not None:
+                spool.write(self._seq, data)
+            self._lines.append(data)
             self._bits.append(LEVEL_BITS[level])
             if len(self._lines) >= self._max_batch:
                 self._wake.notify()
@@ -141,7 +154,8 @@ class RecordBatcher:
         """Called with the lock held: wait until the flusher made room, or give up."""
         deadline = time.monotonic() + self._block_seconds
         self._wake.notify()
-        while len(self._lines) >= self._max_pending:
+        spool = self._spool
+        while len(self._lines) >= self._max_pending or (spool is not None and not spool.has_room()):
             left = deadline - time.monotonic()
             if left <= 0 or self._closed:
                 return False
@@ -154,7 +168,9 @@ class RecordBatcher:
             self._send_pending()
 
     def _send_pending(self) -> None:
-        """Called with ``_send_lock`` held; sends the pending lines, then any progress."""
+        """Called with ``_send_lock`` held; sends the pending lines, then any progress, and
+        releases the lines from the spool once they were sent."""
+        spool = self._spool
         with self._lock:
             if self._dropped_unreported:
                 self._seq += 1
@@ -162,14 +178,16 @@ class RecordBatcher:
                     f"jobtrail: {self._dropped_unreported} records were dropped because the "
                     "log listener fell behind"
                 )
-                self._lines.append(
-                    encode_record(
-                        self._seq, self._timestamp(time.time()), "WARNING", "jobtrail", note, "-"
-                    )
-                )
+                data = encode_record(
+                    self._seq, self._timestamp(time.time()), "WARNING", "jobtrail", note, "-"
+                ).encode("utf-8", "replace")
+                if spool is not None:  # it fits: the spool's limit leaves room to spare
+                    spool.write(self._seq, data)
+                self._lines.append(data)
                 self._bits.append(LEVEL_BITS["WARNING"])
                 self._dropped_unreported = 0
             lines, self._lines = self._lines, []
+            sent_upto = (spool.head, self._seq) if spool is not None else (0, 0)
             bits, self._bits = self._bits, []
             first_seq, self._first_seq = self._first_seq, self._seq + 1
             progress, self._progress = self._progress, None
@@ -184,8 +202,11 @@ class RecordBatcher:
             mask = 0
             for bit in set(bits[start : start + self._max_batch]):
                 mask |= bit
-            payload = "".join(chunk).encode("utf-8", "replace")
-            self._send(Batch(job_id, first_seq + start, len(chunk), mask, payload))
+            self._send(Batch(job_id, first_seq + start, len(chunk), mask, b"".join(chunk)))
+        if lines and spool is not None:
+            with self._lock:
+                spool.release(*sent_upto)
+                self._drained.notify_all()
         if progress is not None:
             self._send(Progress(job_id, *progress))
 

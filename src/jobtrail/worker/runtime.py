@@ -39,6 +39,7 @@ from jobtrail.worker.batcher import RecordBatcher, Send
 from jobtrail.worker.failure import describe as describe_exception
 from jobtrail.worker.handler import install
 from jobtrail.worker.redact import Redactor
+from jobtrail.worker.spool import Spool
 from jobtrail.worker.streams import StreamCapture
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
@@ -101,6 +102,7 @@ class JobRuntime:
         stopped_by: str,
         host: str | None = None,
         worker: str | None = None,
+        spool: Spool | None = None,
     ) -> None:
         global _batcher
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a terminal is the server's
@@ -114,7 +116,7 @@ class JobRuntime:
                 os.nice(nice)
             except OSError:
                 pass
-        self.batcher = _batcher = RecordBatcher(send, redact=redactor)
+        self.batcher = _batcher = RecordBatcher(send, redact=redactor, spool=spool)
         install(self.batcher, level, clear_inherited=True)
         self.streams = StreamCapture(self.batcher)
         self.streams.start()
@@ -226,9 +228,14 @@ def _watch_server(settings: WorkerSettings) -> None:
 
 
 def worker_main(
-    worker_id: int, control: Connection, channel: Connection, settings: WorkerSettings
+    worker_id: int,
+    control: Connection,
+    channel: Connection,
+    settings: WorkerSettings,
+    spool_path: str | None = None,
 ) -> None:
-    """Entry point of a pool worker; returns when the server sends None or goes away."""
+    """Entry point of a pool worker; returns when the server sends None or goes away.
+    ``spool_path`` is the spool the pool created for it (the pool reads it if it dies)."""
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
     else:  # a forkserver started for an earlier server may have handed down another one
@@ -247,6 +254,7 @@ def worker_main(
         level=settings.capture_level,
         redactor=Redactor(settings.redact_patterns, defaults=settings.redact_defaults),
         stopped_by="the server",
+        spool=Spool(spool_path) if spool_path else None,
     )
     import_job_modules(settings.job_modules)
     channel.send(Ready())

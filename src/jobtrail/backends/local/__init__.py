@@ -106,5 +106,7 @@ def open_backend(
         server_pid=os.getpid(),
         server_started=psutil.Process().create_time(),
     )
-    pool = WorkerPool(config.workers, context, settings, listener, events)
+    pool = WorkerPool(
+        config.workers, context, settings, listener, events, spool_dir=home.path / "spool"
+    )
     return Backend(records, PoolExecution(pool, records, events, home.mark), listener)

@@ -2,7 +2,8 @@
 
 What the worker must not inherit (the server's ``__main__``, unflushed output buffers) is
 kept from it; what helper processes started with it must carry (the home's mark) is given
-to them.
+to them; and its spool (``worker/spool.py``) is created for it here, in the server, which
+outlives it and reads the spool if it dies.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from jobtrail.processes import WORKER_MARK_ENV
+from jobtrail.worker import spool
 
 
 def start_process(
@@ -83,3 +86,26 @@ def _marked_environment(mark: str) -> Iterator[None]:
             os.unsetenv(WORKER_MARK_ENV)
         else:
             os.putenv(WORKER_MARK_ENV, before)
+
+
+class WorkerSpools:
+    """The workers' spools: files in a private folder of the home (0700; files 0600)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+        for leftover in folder.glob("worker-*.spool"):  # a previous server's
+            remove_spool(str(leftover))
+        self._folder = folder
+
+    def create(self, worker_id: int) -> str:
+        path = self._folder / f"worker-{worker_id}.spool"
+        remove_spool(str(path))
+        spool.create(path)
+        return str(path)
+
+
+def remove_spool(path: str | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

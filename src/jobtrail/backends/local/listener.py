@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
 from jobtrail.messages import Batch, End, Message
+from jobtrail.worker.spool import unsent_batches
 
 log = logging.getLogger("jobtrail.listener")
 
@@ -36,7 +37,8 @@ class LogListener:
     ``Started``, ``Progress``, ``End``) in pipe order, i.e. after the batches sent before it
     were appended.
     ``on_drained(worker_id)`` says a worker's pipe reached EOF: it and all its descendants
-    are gone, and everything they sent is written.
+    are gone, and everything they sent is written. ``recover`` then writes the lines its
+    spool still held that never came down the pipe.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class LogListener:
         self._on_message = on_message
         self._on_drained = on_drained
         self._channels: dict[Connection, int] = {}
+        self._last_seq: dict[str, int] = {}  # running job -> seq of its last line written
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -64,6 +67,18 @@ class LogListener:
         with self._lock:
             self._channels[conn] = worker_id
         self._wake()
+
+    def recover(self, job_id: str, lines: list[tuple[int, bytes]]) -> int:
+        """Write the (seq, line) pairs of a dead worker's spool that are newer than what its
+        pipe delivered, in order; called once its pipe is drained. Returns how many."""
+        written = 0
+        for first_seq, chunk in unsent_batches(lines, self._last_seq.pop(job_id, 0)):
+            # level mask 0: the store indexes the batch as holding every level
+            self._sink.append(job_id, b"".join(chunk), first_seq, len(chunk), 0)
+            written += len(chunk)
+        self._sink.close_job(job_id)  # as its End would have
+        self.records += written
+        return written
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is readable now, then stop; records sent later are not written."""
@@ -125,10 +140,12 @@ class LogListener:
                 message.line_count,
                 message.level_mask,
             )
+            self._last_seq[message.job_id] = message.first_seq + message.line_count - 1
             self.batches += 1
             self.records += message.line_count
             return
         if isinstance(message, End):
+            self._last_seq.pop(message.job_id, None)
             self._sink.close_job(message.job_id)
         try:
             self._on_message(worker_id, message)

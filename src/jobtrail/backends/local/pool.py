@@ -10,7 +10,9 @@ dies, failing unrelated jobs; here a dead worker fails only its own job and is r
     listener thread ─► handle_message / worker_drained (the worker's log pipe hit EOF)
 
 A job whose worker died is finalised only once the listener has drained that worker's log
-pipe, so every record the worker sent before it died is written first.
+pipe, so every record the worker sent before it died is written first; then the lines its
+spool (``HOME/spool/worker-N.spool``, created here before the worker starts) still held are
+written after them (``LogListener.recover``), and only then is the job's end recorded.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.backends.local._spawn import start_process
+from jobtrail.backends.local._spawn import WorkerSpools, remove_spool, start_process
 from jobtrail.messages import (
     CANCELLED_ON_REQUEST,
     End,
@@ -53,6 +56,7 @@ from jobtrail.processes import (
 )
 from jobtrail.service.ports import SERVER_STOPPED, BackendEvents
 from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
+from jobtrail.worker.spool import read_unsent
 
 log = logging.getLogger("jobtrail.pool")
 
@@ -64,6 +68,7 @@ class LogSink(Protocol):
     """Where worker pipes go: the listener reads them and hands control messages back."""
 
     def add_channel(self, worker_id: int, conn: Connection) -> None: ...
+    def recover(self, job_id: str, lines: list[tuple[int, bytes]]) -> int: ...
 
 
 @dataclass
@@ -78,6 +83,7 @@ class _Worker:
     cancel: TreeStop | None = None  # its job is being cancelled
     died_at: float | None = None
     drained: bool = False
+    spool: str | None = None  # its spool file, read if it dies during a job
 
 
 class WorkerPool:
@@ -88,8 +94,10 @@ class WorkerPool:
         settings: WorkerSettings,
         sink: LogSink,
         events: BackendEvents,
+        spool_dir: Path | None = None,
     ) -> None:
         self.size = size
+        self._spools = WorkerSpools(spool_dir) if spool_dir is not None else None
         self._ctx = context
         self._settings = settings
         self._sink = sink
@@ -190,6 +198,7 @@ class WorkerPool:
         for worker in workers:
             worker.process.join(1.0)
             worker.control.close()
+            remove_spool(worker.spool)
         with self._lock:
             self._exiting = True
         self._wake()
@@ -257,10 +266,11 @@ class WorkerPool:
         worker_id = self._next_id
         control_r, control_w = self._ctx.Pipe(duplex=False)
         channel_r, channel_w = self._ctx.Pipe(duplex=False)
+        spool_path = self._spools.create(worker_id) if self._spools is not None else None
         process = start_process(
             self._ctx,
             worker_main,
-            (worker_id, control_r, channel_w, self._settings),
+            (worker_id, control_r, channel_w, self._settings, spool_path),
             name=f"jobtrail-worker-{worker_id}",
             helper_mark=f"{self._settings.home_mark}/server",
         )
@@ -268,7 +278,9 @@ class WorkerPool:
         channel_w.close()
         pid = process.pid
         assert pid is not None  # set by start()
-        self._workers[worker_id] = _Worker(worker_id, process, pid, control_w, time.monotonic())
+        self._workers[worker_id] = _Worker(
+            worker_id, process, pid, control_w, time.monotonic(), spool=spool_path
+        )
         self._sink.add_channel(worker_id, channel_r)
 
     def _monitor_loop(self) -> None:
@@ -310,13 +322,27 @@ class WorkerPool:
             if worker.job_id is not None:
                 job_id = worker.job_id
                 worker.job_id = None
+                self._recover_spool(worker, job_id)  # its last words, before its end
                 if worker.cancel is not None:
                     outcome = Outcome.cancelled()
                 else:
                     outcome = Outcome.died(death_reason(worker.process.exitcode))
                 self._events.job_ended(job_id, outcome)
             worker.control.close()
+            remove_spool(worker.spool)
             del self._workers[worker.worker_id]
+
+    def _recover_spool(self, worker: _Worker, job_id: str) -> None:
+        """Write what the dead worker's spool held and its pipe never delivered."""
+        if worker.spool is None:
+            return
+        try:
+            recovered = self._sink.recover(job_id, read_unsent(worker.spool, job_id))
+        except Exception:  # the job's end must be recorded whatever the spool holds
+            log.exception("reading the spool of worker %s failed", worker.worker_id)
+            return
+        if recovered:
+            log.info("job %s: %d line(s) recovered from its worker's spool", job_id, recovered)
 
     def _orphans_of(self, worker: _Worker) -> list[psutil.Process]:
         """Descendants of a dead worker: reparented, so found by the mark they inherited."""

@@ -9,8 +9,10 @@ new one if one dies). Each is a ``JobtrailWorker``: RQ dequeues, forks a work-ho
 * polls the job's cancel key and stops the horse's whole process tree, children first:
   SIGTERM (the job's ``finally`` blocks run), then SIGKILL after 3 s.
 
-When the horse dies (signal, ``os._exit``), RQ's dead-horse hook sends the job's ``end``
-message with the cause in jobtrail's words ("killed by SIGKILL", "exited with code 3").
+When the horse dies (signal, ``os._exit``), RQ's dead-horse hook first sends the lines of
+the horse's spool that its stream lacks (the spool is a file this worker creates for each
+job, in a private temp folder, before RQ forks the horse), then the job's ``end`` message
+with the cause in jobtrail's words ("killed by SIGKILL", "exited with code 3").
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -47,6 +51,7 @@ from jobtrail.processes import (
     processes_marked,
 )
 from jobtrail.registry import import_job_modules
+from jobtrail.worker import spool
 from jobtrail.worker.runtime import PLAYBOOKS_ENV, STOP_SIGNAL, TOKEN_ENV
 
 log = logging.getLogger("jobtrail.worker")
@@ -57,7 +62,7 @@ FINISH_SECONDS = 5.0  # on SIGTERM, how long a running job may take to finish by
 class JobtrailWorker(Worker):
     """An RQ worker that heartbeats, cancels and explains deaths the jobtrail way."""
 
-    def __init__(self, *args: Any, url: str, mark: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, url: str, mark: str, spools: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._jt_url = url
         self._jt_mark = mark
@@ -67,6 +72,7 @@ class JobtrailWorker(Worker):
         self._jt_ended = False
         self._jt_status: int | None = None
         self._jt_lock = threading.Lock()
+        self._jt_spools = spools
         threading.Thread(target=self._jt_watch, name="jobtrail-watch", daemon=True).start()
 
     # -- RQ hooks ---------------------------------------------------------------------------
@@ -76,6 +82,10 @@ class JobtrailWorker(Worker):
             self._jt_job, self._jt_cancel, self._jt_ended = job_id, None, False
             self._jt_status = None
         self._beat(job_id)
+        horse.SPOOL["path"] = path = os.path.join(self._jt_spools, "job.spool")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        spool.create(path)  # the horse RQ forks next writes it
         try:
             super().execute_job(job, queue)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -88,6 +98,8 @@ class JobtrailWorker(Worker):
             if not ended and status not in (None, 0):
                 self._send_end(job_id, status)
             self._quietly(lambda: self._jt_conn.delete(b.heartbeat_key(job_id)))
+            with contextlib.suppress(OSError):
+                os.unlink(horse.SPOOL["path"])
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
         pid, status, rusage = super().wait_for_horse()
@@ -113,6 +125,12 @@ class JobtrailWorker(Worker):
                 return
             self._jt_ended = True
         kill_tree(processes_marked(f"{self._jt_mark}/{job_id}"))
+        try:  # its last words first: the end is the barrier
+            sent = horse.send_unsent(self._jt_conn, job_id, horse.SPOOL["path"])
+            if sent:
+                log.info("job %s: %d line(s) sent from its horse's spool", job_id, sent)
+        except OSError:
+            log.error("could not send the spooled lines of job %s: redis unreachable", job_id)
         code = os.waitstatus_to_exitcode(wait_status)
         if self._quietly(lambda: self._jt_conn.exists(b.cancel_key(job_id))):
             outcome = Outcome.cancelled()
@@ -166,15 +184,20 @@ def _work(url: str, mark: str, index: int) -> None:
     name = f"jobtrail.{socket.gethostname()}.{os.getpid()}.{index}"
     horse.WORKER.update(url=url, mark=mark, name=name)
     conn = b.connect(url)
+    spools = tempfile.mkdtemp(prefix="jobtrail-spool-")  # 0700: its horses' spools
     worker = JobtrailWorker(
         [Queue(b.QUEUE, connection=conn)],
         connection=conn,
         name=name,
         url=url,
         mark=mark,
+        spools=spools,
         job_monitoring_interval=5,
     )
-    worker.work(logging_level="WARNING")
+    try:
+        worker.work(logging_level="WARNING")
+    finally:
+        shutil.rmtree(spools, ignore_errors=True)
 
 
 def run_workers(

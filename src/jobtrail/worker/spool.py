@@ -1,0 +1,215 @@
+"""The spool: every rendered line of a job, in a shared file that outlives the job's process.
+
+The logging call itself writes each numbered line into an mmap'd ring (``Spool.write``, in
+the batcher under its lock) before it returns; the flusher sends lines as before and then
+``release``s them. If the job's process dies hard (SIGKILL, the OOM killer, ``os._exit``,
+a segfault), the process that outlives it — the pool for a local worker, the RQ worker for
+its work-horse, which created the file — reads what was never released (``read_unsent``)
+and delivers the lines its reader does not have yet, before it records the job's end::
+
+    job's process                              survivor (pool / RQ worker)
+    add: seq, render ─► Spool.write ──┐        create(path) before the job's process starts
+    flusher: send batch ─► release ───┤ file   after the death: read_unsent(path, job_id)
+                                      └──────► lines with seq > what the reader has
+
+File layout (little endian)::
+
+    0   magic "JTSPOOL1"
+    8   generation   u32    new for every job: older entries stop being valid
+    12  job id len   u32, then the job id at 16 (up to 64 bytes)
+    80  two release slots (position u64, seq u64, check u32, pad u32): written in turn, so
+        one of them is whole even if the process died while writing the other
+    HEADER_SIZE and on: the ring of entries (length u32, check u32, seq u64, line bytes)
+
+An entry's payload is written before its header, and its check covers the line, its seq
+and the generation, so a torn last write reads as invalid and is not delivered. Entries are
+delivered from the newest whole release slot while each one is whole and numbered one more
+than the last; stale entries from an earlier lap have lower seqs and end the scan.
+A full ring is back-pressure, not loss: ``has_room`` says whether the next line surely fits,
+and the batcher makes the logging call wait for the flusher (as for its pending lines).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+
+MAGIC = b"JTSPOOL1"
+CAPACITY = 8 * 1024 * 1024  # ring bytes: well above 2,048 pending lines of usual size
+MAX_ENTRY = 1024 * 1024  # a line larger than this is spooled as an empty placeholder
+HEADER_SIZE = 4096
+_GEN = struct.Struct("<I")
+_JOB = struct.Struct("<I64s")
+_SLOT = struct.Struct("<QQII")
+_SLOTS_AT = 80
+_ENTRY = struct.Struct("<IIQ")
+_WRAP = 0xFFFFFFFF  # an entry length meaning "the next entry starts at the ring's start"
+_MASK = 0xFFFFFFFF
+
+
+def _check(gen: int, seq: int) -> int:
+    return (gen * 0x9E3779B1 ^ seq) & _MASK
+
+
+def _slot_check(gen: int, position: int, seq: int) -> int:
+    return zlib.crc32(struct.pack("<IQQ", gen, position, seq))
+
+
+def create(path: str | os.PathLike[str], capacity: int = CAPACITY) -> None:
+    """Create an empty spool file, 0600, refusing a symlink or an existing file at ``path``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, HEADER_SIZE + capacity)
+        os.pwrite(fd, MAGIC, 0)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """The writing side, in the job's process. Not thread-safe: the batcher's lock guards it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        if self._map[: len(MAGIC)] != MAGIC:
+            raise ValueError(f"{path} is not a jobtrail spool")
+        self.capacity = size - HEADER_SIZE
+        # Past this many unreleased bytes the next line may not fit (it can waste up to one
+        # entry's size at the ring's end): the batcher waits for the flusher first.
+        self.limit = self.capacity - 2 * (MAX_ENTRY + _ENTRY.size)
+        if self.limit <= 0:
+            raise ValueError(f"spool {path} is too small")
+        self.head = 0  # byte positions, growing forever; the ring offset is pos % capacity
+        self.tail = 0
+        self._gen = 0
+        self._slot = 0
+
+    def begin(self, job_id: str) -> None:
+        """A new job: nothing is unreleased (the last job's lines were all sent)."""
+        self._gen = (_GEN.unpack_from(self._map, 8)[0] + 1) & _MASK
+        _GEN.pack_into(self._map, 8, self._gen)  # first: every older entry is invalid now
+        self.tail = self.head
+        self.release(self.head, 0)
+        raw = job_id.encode()[:64]
+        _JOB.pack_into(self._map, 12, len(raw), raw)
+
+    def has_room(self) -> bool:
+        return self.head - self.tail < self.limit
+
+    def write(self, seq: int, line: bytes) -> None:
+        """Spool one numbered line; the caller made sure ``has_room()``."""
+        if len(line) > MAX_ENTRY:
+            line = b""  # delivered as nothing: the placeholder keeps the seqs consecutive
+        size = _ENTRY.size + len(line)
+        capacity = self.capacity
+        offset = self.head % capacity
+        if size > capacity - offset:  # no entry straddles the end: start over at 0
+            if capacity - offset >= _ENTRY.size:
+                _ENTRY.pack_into(
+                    self._map, HEADER_SIZE + offset, _WRAP, _check(self._gen, seq), seq
+                )
+            self.head += capacity - offset
+            offset = 0
+        at = HEADER_SIZE + offset
+        self._map[at + _ENTRY.size : at + size] = line
+        # The header last: a process killed before this line leaves no valid entry here.
+        _ENTRY.pack_into(self._map, at, len(line), zlib.crc32(line, _check(self._gen, seq)), seq)
+        self.head += size
+
+    def release(self, position: int, seq: int) -> None:
+        """Lines up to ``position`` (the last one numbered ``seq``) reached the reader."""
+        at = _SLOTS_AT + self._slot * _SLOT.size
+        _SLOT.pack_into(self._map, at, position, seq, _slot_check(self._gen, position, seq), 0)
+        self._slot ^= 1
+        self.tail = position
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, bytes]]:
+    """(seq, line) of each whole line ``job_id``'s process spooled and never released.
+
+    Empty when the file is not a spool of this job (its process died before it began the
+    job), or nothing was left. Lines may include some the reader already has (the process
+    died after sending, before releasing): the caller keeps only seqs above its own.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    try:
+        with os.fdopen(fd, "rb") as file:
+            data = file.read()
+    except OSError:
+        return []
+    if len(data) <= HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
+        return []
+    (gen,) = _GEN.unpack_from(data, 8)
+    length, raw = _JOB.unpack_from(data, 12)
+    if raw[: min(length, 64)] != job_id.encode()[:64]:
+        return []
+    slots = []
+    for i in range(2):
+        position, seq, check, _ = _SLOT.unpack_from(data, _SLOTS_AT + i * _SLOT.size)
+        if check == _slot_check(gen, position, seq):
+            slots.append((seq, position))
+    if not slots:
+        return []
+    seq, position = max(slots)
+    capacity = len(data) - HEADER_SIZE
+    ring = memoryview(data)[HEADER_SIZE:]
+    lines: list[tuple[int, bytes]] = []
+    scanned = 0
+    while scanned <= capacity:
+        offset = position % capacity
+        if capacity - offset < _ENTRY.size:
+            position += capacity - offset
+            scanned += capacity - offset
+            continue
+        length, check, entry_seq = _ENTRY.unpack_from(ring, offset)
+        if entry_seq != seq + 1:
+            break
+        if length == _WRAP:
+            if check != _check(gen, entry_seq):
+                break
+            position += capacity - offset
+            scanned += capacity - offset
+            continue
+        end = offset + _ENTRY.size + length
+        if end > capacity:
+            break
+        line = bytes(ring[offset + _ENTRY.size : end])
+        if zlib.crc32(line, _check(gen, entry_seq)) != check:
+            break  # torn: the process died while writing this line
+        seq = entry_seq
+        if line:
+            lines.append((seq, line))
+        position += _ENTRY.size + length
+        scanned += _ENTRY.size + length
+    return lines
+
+
+def unsent_batches(
+    lines: list[tuple[int, bytes]], after: int, size: int = 256
+) -> list[tuple[int, list[bytes]]]:
+    """``read_unsent``'s lines numbered above ``after`` (what the reader has), as batches of
+    consecutive seqs (a placeholder leaves a hole), at most ``size`` lines each:
+    ``(first_seq, lines)``."""
+    batches: list[tuple[int, list[bytes]]] = []
+    for seq, line in lines:
+        if seq <= after:
+            continue
+        if batches:
+            first, run = batches[-1]
+            if first + len(run) == seq and len(run) < size:
+                run.append(line)
+                continue
+        batches.append((seq, [line]))
+    return batches

@@ -1,0 +1,114 @@
+"""Last words: a job's process that dies hard (SIGKILL, ``os._exit``, a segfault) right after
+logging keeps every line it logged, in order, in both modes (worker/spool.py; the pool and
+the RQ worker read the dead process's spool before they record its end)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.live import Live, live_server
+from support.live import server_config as make_config
+from support.redis_server import redis_server, workers
+
+pytestmark = pytest.mark.timeout(600)
+
+DEATHS = {
+    "sigkill": "killed by SIGKILL",
+    "os_exit": "exited with code 3",
+    "segfault": "killed by SIGSEGV",
+}
+
+
+def _bursts(count: int, seed: int) -> list[dict[str, Any]]:
+    """Random burst sizes (1 to 5,000, most small), every 4th from 3 threads, every 5th
+    while a child process prints."""
+    rng = random.Random(seed)
+    return [
+        {
+            "records": int(10 ** rng.uniform(0, 3.7)),
+            "threads": 3 if i % 4 == 0 else 1,
+            "child": i % 5 == 0,
+        }
+        for i in range(count)
+    ]
+
+
+def _check_every_line_kept(live: Live, job_id: str, params: dict[str, Any], how: str) -> None:
+    job = live.job(job_id)
+    assert job["status"] == "failed", job
+    assert DEATHS[how] in job["error"], job["error"]
+    records = live.all_records(job_id)
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(1, len(records) + 1)), f"{job_id}: seqs not gap-free"
+    threads = params.get("threads", 1)
+    per_thread: dict[int, list[int]] = {t: [] for t in range(threads)}
+    for record in records:
+        words = record["message"].split()
+        if len(words) == 3 and words[0] == "lw":
+            per_thread[int(words[1])].append(int(words[2]))
+    total = params["records"]
+    for t in range(threads):
+        want = total // threads + (t < total % threads)
+        assert per_thread[t] == list(range(want)), (
+            f"{job_id} ({params}, {how}): thread {t} kept {len(per_thread[t])} of {want} lines"
+            " (lost or out of order)"
+        )
+
+
+def _run_deaths(live: Live, bursts: list[dict[str, Any]], how: str = "sigkill") -> None:
+    jobs = [(live.submit("last_words", how=how, **params), params) for params in bursts]
+    for job, params in jobs:
+        live.wait(job["job_id"], timeout=120)
+        _check_every_line_kept(live, job["job_id"], params, how)
+
+
+def _serves_on(live: Live) -> None:
+    job = live.submit("sleep", seconds=0, steps=1)
+    assert live.wait(job["job_id"])["status"] == "completed"
+
+
+# -- local mode ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_server(make_config(tmp_path_factory.mktemp("home"))) as running:
+        yield running
+
+
+def test_two_hundred_self_kills_lose_nothing(local: Live) -> None:
+    _run_deaths(local, _bursts(200, seed=16))
+    _serves_on(local)
+    assert local.server.health().workers_alive == 2
+
+
+@pytest.mark.parametrize("how", ["os_exit", "segfault"])
+def test_os_exit_and_a_segfault_lose_nothing(local: Live, how: str) -> None:
+    _run_deaths(local, [{"records": 1}, {"records": 3000, "threads": 3}, {"records": 200}], how)
+    _serves_on(local)
+
+
+def test_the_spool_is_private_and_gone_with_its_worker(local: Live) -> None:
+    folder = local.server.config.home / "spool"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    spools = sorted(folder.iterdir())
+    assert len(spools) == 2, "one per live worker: a dead worker's spool is removed"
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in spools)
+
+
+# -- distributed mode ---------------------------------------------------------------------------
+def test_self_kills_lose_nothing_in_distributed_mode(tmp_path: Path) -> None:
+    """Fewer bursts than in local mode (each horse's death is also an RQ job failure)."""
+    with (
+        redis_server(tmp_path / "redis") as rs,
+        workers(rs.url, count=2),
+        live_server(replace(make_config(tmp_path / "home"), backend=rs.url)) as live,
+    ):
+        _run_deaths(live, _bursts(40, seed=61))
+        for how in ("os_exit", "segfault"):
+            _run_deaths(live, [{"records": 2000, "threads": 3}, {"records": 5}], how)
+        _serves_on(live)

@@ -168,15 +168,15 @@ def test_unknown_and_malformed_ids_are_404(both: Live) -> None:
 def test_rotation_keeps_the_first_error_and_a_new_server_answers_the_same(
     mode: str, tmp_path: Path
 ) -> None:
-    """200 kB segments, 2 kept: the first error's segment is deleted long before the end."""
-    config = make_config(tmp_path / "home", log_max_bytes=200_000, log_segments=2)
+    """400 kB segments, 2 kept: the first error's segment is deleted long before the end."""
+    config = make_config(tmp_path / "home", log_max_bytes=400_000, log_segments=2)
     with contextlib.ExitStack() as stack:
         if mode == "redis":
             rs = stack.enter_context(redis_server(tmp_path / "redis"))
             stack.enter_context(workers(rs.url, count=2))
             config = replace(config, backend=rs.url)
         with live_server(config) as live:
-            job = live.submit("summary_mix", count=8000, burst=200, pause=0.02)
+            job = live.submit("summary_mix", count=12_000, burst=200, pause=0.02)
             job_id = job["job_id"]
             live.wait(job_id, timeout=120)
             before = summary(live, job_id)
@@ -188,8 +188,8 @@ def test_rotation_keeps_the_first_error_and_a_new_server_answers_the_same(
         assert before["first_error"]["seq"] == 1 and before["first_error"]["level"] == "ERROR"
         assert "could not reach db-1" in before["first_error"]["message"]
         assert before["records"] == before["summarised_to_seq"] == latest
-        assert before["levels"]["INFO"] == 8000 + 30 and before["gap"] == 0
-        assert shapes(before)["chatty <n> " + "y" * 100]["count"] == 8000
+        assert before["levels"]["INFO"] == 12_000 + 30 and before["gap"] == 0
+        assert shapes(before)["chatty <n> " + "y" * 100]["count"] == 12_000
         assert saved.stat().st_mode & 0o777 == 0o600
 
         with live_server(config) as again:  # a new server on the same home

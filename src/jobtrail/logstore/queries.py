@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from jobtrail.logstore import raw
 from jobtrail.logstore.files import Entry, parse_iso
 from jobtrail.logstore.segments import SegmentReader
 from jobtrail.records import LEVELS, decode_record, field_text, levels_at_or_above
@@ -27,7 +28,8 @@ _encode_str = json.encoder.encode_basestring  # as the worker encodes keys and s
 
 @dataclass
 class LogPage:
-    """One answer to a log query; ``records`` are oldest first."""
+    """One answer to a log query; ``records`` are oldest first, ``lines`` their JSON as
+    stored (to splice into an answer: see ``raw``)."""
 
     records: list[Record]
     first_seq: int | None
@@ -35,6 +37,7 @@ class LogPage:
     latest_seq: int  # highest seq written so far, 0 if none
     truncated_before: int  # lowest seq still on disk; 1 if rotation has lost nothing
     more: bool = False  # forward reads: matching records exist after last_seq
+    lines: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -117,15 +120,21 @@ class RecordFilter:
         self.patterns = tuple(f'"level":"{name}"'.encode() for name in wanted)
 
     def __call__(self, line: bytes) -> Record | None:
+        found = self.pair(line)
+        return None if found is None else found[1]
+
+    def pair(self, line: bytes) -> tuple[bytes, Record] | None:
+        """(the line as served, its record) if the record passes; decoded by ``raw``."""
         if not line:
             return None
         if self.levels is not None and not any(p in line for p in self.patterns):
             return None
         if self.fields is not None and not self.fields.may_match(line):
             return None
-        record = decode_record(line)
-        if record is None:
+        found = raw.decode(line)
+        if found is None:
             return None
+        record = found[1]
         if self.levels is not None and record.get("level") not in self.levels:
             return None
         if self.after is not None and record["seq"] <= self.after:
@@ -138,7 +147,7 @@ class RecordFilter:
             return None
         if self.fields is not None and not self.fields.accepts(record):
             return None
-        return record
+        return found
 
 
 def _candidates(blob: bytes, flt: RecordFilter) -> list[bytes]:
@@ -195,15 +204,15 @@ def scan_backward(reader: SegmentReader, flt: RecordFilter) -> Iterator[tuple[by
             if blob is None:  # rotated away mid-query: everything older is gone too
                 return
             for line in reversed(_candidates(blob, flt)):
-                record = flt(line)
-                if record is not None:
-                    yield line, record
+                found = flt.pair(line)
+                if found is not None:
+                    yield found
 
 
 def scan_forward(
     reader: SegmentReader, flt: RecordFilter, pos: int, start: int
-) -> Iterator[Record]:
-    """Matching records oldest first from entry ``start`` of segment position ``pos``.
+) -> Iterator[tuple[bytes, Record]]:
+    """Matching (line, record) pairs oldest first from entry ``start`` of segment position ``pos``.
 
     A segment that vanished (rotation) is skipped only before anything was yielded, so a page
     never has a hole in it; the next page, located afresh, continues past the loss.
@@ -220,10 +229,10 @@ def scan_forward(
                     return
                 break
             for line in _candidates(blob, flt):
-                record = flt(line)
-                if record is not None:
+                found = flt.pair(line)
+                if found is not None:
                     yielded = True
-                    yield record
+                    yield found
 
 
 def _batch_lines(
@@ -276,11 +285,13 @@ def query_filter(
     return RecordFilter(min_level, after, since_ts, dict(match) if match else None, fields)
 
 
-def find_records(reader: SegmentReader, flt: RecordFilter, tail: int) -> tuple[list[Record], bool]:
-    """(records oldest first, more after them): the newest ``tail`` matches, or with
-    ``after``/``since`` the oldest ``tail`` after that point."""
+def find_records(
+    reader: SegmentReader, flt: RecordFilter, tail: int
+) -> tuple[list[tuple[bytes, Record]], bool]:
+    """((line, record) pairs oldest first, more after them): the newest ``tail`` matches,
+    or with ``after``/``since`` the oldest ``tail`` after that point."""
     if flt.after is None and flt.since is None:
-        found = [rec for _, rec in islice(scan_backward(reader, flt), tail)]
+        found = list(islice(scan_backward(reader, flt), tail))
         found.reverse()
         return found, False
     pos = (0, 0)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobtrail.logstore import raw
 from jobtrail.logstore.files import ALL_LEVELS, JOB_ID_RE, job_dir, open_dir
 from jobtrail.logstore.queries import (
     FieldMatch,
@@ -227,19 +228,34 @@ class JobLogStore:
 
     def recent(self, job_id: str, n: int = 50) -> list[Record]:
         """Up to ``n`` newest records, newest first, from memory (rebuilt from disk on a miss)."""
-        self._path(job_id)
-        lines = self._rings.lines(job_id)
-        if lines is None:
-            with self._write_lock:  # no append may land between reading and installing
-                lines = self._rebuild_ring(job_id)
         out: list[Record] = []
-        for line in reversed(lines):
+        for line in reversed(self._ring(job_id)):
             if len(out) >= n:
                 break
             record = decode_record(line)
             if record is not None:
                 out.append(record)
         return out
+
+    def recent_heads(self, job_id: str, n: int = 50) -> list[bytes]:
+        """The JSON of the heads (seq, timestamp, level, logger, message) of the ``n`` newest
+        records, newest first: ``recent``'s records cut to those keys, on their bytes."""
+        out: list[bytes] = []
+        for line in reversed(self._ring(job_id)):
+            if len(out) >= n:
+                break
+            shown = raw.head(line)
+            if shown is not None:
+                out.append(shown)
+        return out
+
+    def _ring(self, job_id: str) -> list[bytes]:
+        self._path(job_id)
+        lines = self._rings.lines(job_id)
+        if lines is None:
+            with self._write_lock:  # no append may land between reading and installing
+                lines = self._rebuild_ring(job_id)
+        return lines
 
     def _rebuild_ring(self, job_id: str) -> list[bytes]:
         lines = self._rings.lines(job_id)  # another reader may have rebuilt it meanwhile
@@ -282,8 +298,10 @@ class JobLogStore:
             latest, truncated = self._bounds(job_id, reader)
         if not found:
             return LogPage([], None, after, latest, truncated, more)
-        last: int = found[-1]["seq"]
-        return LogPage(found, found[0]["seq"], last, max(latest, last), truncated, more)
+        lines = [line for line, _ in found]
+        records = [record for _, record in found]
+        last: int = records[-1]["seq"]
+        return LogPage(records, records[0]["seq"], last, max(latest, last), truncated, more, lines)
 
     def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
         """The stored lines after seq ``after``, oldest first, about ``limit`` of them (whole

@@ -226,6 +226,13 @@ class JobService:
     def recent(self, job_id: str, n: int = 50) -> builtins.list[Record]:
         return self.store.recent(job_id, n)
 
+    # -- the same reads as JSON bytes, for answers that splice them (logstore/raw.py) -------
+    def recent_heads(self, job_id: str, n: int = 50) -> builtins.list[bytes]:
+        """The JSON of the ``n`` newest records' heads (seq, timestamp, level, logger,
+        message), newest first, cut from the stored lines; ``read``'s ``LogPage.lines``
+        are its records' stored JSON."""
+        return self.store.recent_heads(job_id, n)
+
     def read(
         self,
         job_id: str,

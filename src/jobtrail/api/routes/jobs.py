@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from jobtrail.api.bodies import job_body
 from jobtrail.api.deps import Service, require_json
 from jobtrail.api.schemas import (
     ErrorOut,
@@ -18,11 +19,13 @@ from jobtrail.api.schemas import (
     job_out,
 )
 from jobtrail.api.schemas.rerun import RerunJob
+from jobtrail.limits import Limits
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 RECENT_LOGS = 50
+JSON = "application/json"
 
 
 async def json_if_any(request: Request) -> None:
@@ -39,7 +42,8 @@ async def json_if_any(request: Request) -> None:
     dependencies=[Depends(require_json)],
 )
 def submit_job(body: SubmitJob, service: Service) -> JobOut:
-    job = service.submit(body.type, body.params)
+    limits = Limits(body.memory_mb, body.timeout_s)
+    job = service.submit(body.type, body.params, limits=limits)
     return job_out(job, service.log_file(job.job_id))
 
 
@@ -57,10 +61,12 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
-def get_job(job_id: str, service: Service) -> JobOut:
+def get_job(job_id: str, service: Service) -> Response:
+    """The job with its newest records (``recent_logs``: their first five keys, newest
+    first). Served from the stored bytes (``api/bodies.py``); ``JobOut`` documents it."""
     job = service.get(job_id)
-    recent = [] if job.logs_expired else service.recent(job_id, RECENT_LOGS)
-    return job_out(job, service.log_file(job_id), recent)
+    recent = [] if job.logs_expired else service.recent_heads(job_id, RECENT_LOGS)
+    return Response(job_body(job, service.log_file(job_id), recent), media_type=JSON)
 
 
 @router.post(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
+from jobtrail.api.bodies import logs_body
 from jobtrail.api.deps import Service
-from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogRecordOut, LogsOut
+from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogsOut
 from jobtrail.errors import InvalidQuery
 from jobtrail.logstore import FieldMatch
 from jobtrail.records import text_line
@@ -63,7 +64,9 @@ def get_logs(
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
     fields: Fields = None,
-) -> LogsOut:
+) -> Response:
+    """Records oldest first: as text lines, or as JSON the stored lines themselves (the
+    body is built from the stored bytes, ``api/bodies.py``; ``LogsOut`` documents it)."""
     service.check_logs(job_id)
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     try:
@@ -78,20 +81,6 @@ def get_logs(
         )
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None
-    entries: list[str] | list[LogRecordOut]
-    if format.records:
-        entries = [LogRecordOut.model_validate(r) for r in page.records]
-    else:
-        entries = [text_line(r) for r in page.records]
-    return LogsOut(
-        job_id=job_id,
-        format=LogFormat.json if format.records else LogFormat.text,
-        total_lines=len(entries),
-        logs=entries,
-        log_file=service.log_file(job_id),
-        first_seq=page.first_seq,
-        last_seq=page.last_seq,
-        latest_seq=page.latest_seq,
-        truncated_before=page.truncated_before,
-        more=page.more,
-    )
+    entries = None if format.records else [text_line(r) for r in page.records]
+    body = logs_body(job_id, page, entries, service.log_file(job_id))
+    return Response(body, media_type="application/json")

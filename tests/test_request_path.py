@@ -1,0 +1,193 @@
+"""The hot routes' bodies, spliced from the stored bytes, equal what the pydantic models gave.
+
+``GET /api/jobs/{id}`` and ``GET /api/jobs/{id}/logs`` no longer build ``JobOut`` and
+``LogsOut``; here each body is compared, key order included, with the models' dump of the
+same service answers (the old route code), for jobs whose records are plain, messy (control
+characters, bad UTF-8, 70 kB lines, tracebacks), fielded and failed. ``logstore.raw`` is
+tested on the lines a worker never writes (torn, NaN, keys in another order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobtrail.api.schemas import JobOut, LogFormat, LogRecordOut, LogsOut, job_out
+from jobtrail.logstore import FieldMatch, JobLogStore, raw
+from jobtrail.records import LEVEL_BITS, text_line
+from support.live import Live
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _ordered(value: Any) -> Any:
+    """JSON as nested (key, value) lists, so equality includes key order."""
+    if isinstance(value, dict):
+        return [(k, _ordered(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_ordered(v) for v in value]
+    return value
+
+
+def _old_job(live: Live, job_id: str) -> dict[str, Any]:
+    service = live.server
+    job = service.get(job_id)
+    recent = [] if job.logs_expired else service.recent(job_id, 50)
+    return job_out(job, service.log_file(job_id), recent).model_dump(mode="json")
+
+
+def _old_logs(live: Live, job_id: str, fmt: str, **query: Any) -> dict[str, Any]:
+    service = live.server
+    page = service.read(job_id, **query)
+    records = fmt != "text"
+    entries: list[Any] = (
+        [LogRecordOut.model_validate(r) for r in page.records]
+        if records
+        else [text_line(r) for r in page.records]
+    )
+    return LogsOut(
+        job_id=job_id,
+        format=LogFormat.json if records else LogFormat.text,
+        total_lines=len(entries),
+        logs=entries,
+        log_file=service.log_file(job_id),
+        first_seq=page.first_seq,
+        last_seq=page.last_seq,
+        latest_seq=page.latest_seq,
+        truncated_before=page.truncated_before,
+        more=page.more,
+    ).model_dump(mode="json")
+
+
+@pytest.fixture(scope="module")
+def jobs(live: Live) -> list[str]:
+    submitted = [
+        live.submit("levels", count=200, errors_every=7),
+        live.submit("messy"),
+        live.submit("output"),
+        live.submit("fielded"),
+        live.submit("fail_digest"),
+        live.submit("crash", kind="raise"),
+    ]
+    ids = [job["job_id"] for job in submitted]
+    for job_id in ids:
+        live.wait(job_id)
+    return ids
+
+
+def test_job_body_equals_the_models(live: Live, jobs: list[str]) -> None:
+    for job_id in jobs:
+        response = live.http.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert _ordered(body) == _ordered(_old_job(live, job_id)), job_id
+        JobOut.model_validate_json(response.content)  # the documented model holds it
+    assert any(len(live.job(j)["recent_logs"]) == 50 for j in jobs)
+
+
+def test_job_body_of_a_running_job(live: Live, tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    running = live.submit("wait_for_file", path=str(gate))["job_id"]
+    live.wait(running, statuses=("running",))
+    body, old = live.job(running), _old_job(live, running)
+    assert body["duration_s"] <= old["duration_s"], "so far: it grows"
+    body["duration_s"] = old["duration_s"]
+    assert _ordered(body) == _ordered(old)
+    gate.write_text("")
+    live.wait(running)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "jsonl"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"tail": 1},
+        {"tail": 10000},
+        {"level": "ERROR"},
+        {"after": 0, "tail": 50},
+        {"after": 150, "tail": 10},
+        {"since": "2000-01-01T00:00:00Z", "tail": 5},
+    ],
+    ids=repr,
+)
+def test_logs_body_equals_the_models(
+    live: Live, jobs: list[str], fmt: str, query: dict[str, Any]
+) -> None:
+    for job_id in jobs:
+        response = live.http.get(f"/api/jobs/{job_id}/logs", params={"format": fmt, **query})
+        assert response.status_code == 200, response.text
+        store_query = {("min_level" if k == "level" else k): v for k, v in query.items()}
+        old = _old_logs(live, job_id, fmt, **store_query)
+        assert _ordered(response.json()) == _ordered(old), (job_id, query)
+        LogsOut.model_validate_json(response.content)
+
+
+def test_logs_body_with_field_filters(live: Live, jobs: list[str]) -> None:
+    fielded = jobs[3]
+    response = live.http.get(
+        f"/api/jobs/{fielded}/logs", params={"format": "json", "field": ["attempt:3"]}
+    )
+    old = _old_logs(live, fielded, "json", fields=FieldMatch.parse(["attempt:3"]))
+    assert _ordered(response.json()) == _ordered(old)
+    assert response.json()["logs"], "the filter matched records"
+
+
+# -- logstore.raw: lines a worker never writes -------------------------------------------------
+HEAD = b'{"seq":3,"timestamp":"2026-11-25T12:00:00.000001Z","level":"INFO","logger":"a","message":'
+
+
+def test_head_is_the_line_cut_before_thread() -> None:
+    line = HEAD + b'"x,\\"thread\\":1","thread":"MainThread","fields":{"a":1}}'
+    assert raw.head(line) == HEAD + b'"x,\\"thread\\":1"}'
+
+
+def test_head_of_lines_in_another_shape() -> None:
+    # no top-level thread, but a nested one: cutting there would break the JSON
+    nested = HEAD + b'"m","fields":{"a":1,"thread":2}}'
+    assert json.loads(raw.head(nested) or b"") == json.loads(HEAD + b'"m"}')
+    reordered = b'{"message":"m","seq":3,"level":"INFO","timestamp":"t","logger":"a","thread":"x"}'
+    assert list(json.loads(raw.head(reordered) or b"")) == [
+        "seq",
+        "timestamp",
+        "level",
+        "logger",
+        "message",
+    ]
+    assert raw.head(HEAD + b'"m","thread":"T"') is None, "torn"
+    assert raw.head(b'{"seq":3,"message":"no timestamp"}') is None
+    assert raw.head(b"not json") is None
+
+
+def test_decode_agrees_with_json_loads() -> None:
+    plain = HEAD + b'"m","thread":"T"}'
+    assert raw.decode(plain) == (plain, json.loads(plain))
+    assert raw.decode(HEAD + b'"m"') is None
+    assert raw.decode(b'{"seq":"3"}') is None
+    assert raw.decode(b"[1]") is None
+    nan = HEAD + b'"m","ratio":NaN}'
+    served, record = raw.decode(nan) or (b"", {})
+    assert math.isnan(record["ratio"])
+    assert json.loads(served)["ratio"] is None, "served as strict JSON"
+
+
+def test_recent_heads_are_recents_records_cut(tmp_path: Path) -> None:
+    store = JobLogStore(tmp_path / "logs")
+    try:
+        lines = [
+            HEAD.replace(b'"seq":3', b'"seq":%d' % i) + b'"m %d","thread":"T","x":1}' % i
+            for i in range(1, 6)
+        ]
+        payload = b"\n".join([*lines[:3], b'{"seq":4,"torn', *lines[4:]]) + b"\n"
+        store.append("j-00000000000a", payload, 1, 5, LEVEL_BITS["INFO"])
+        heads = [json.loads(h) for h in store.recent_heads("j-00000000000a", 3)]
+        keys = ("seq", "timestamp", "level", "logger", "message")
+        old = [{k: r[k] for k in keys} for r in store.recent("j-00000000000a", 3)]
+        assert heads == old and [h["seq"] for h in heads] == [5, 3, 2]
+    finally:
+        store.close()

@@ -19,7 +19,6 @@ from jobtrail.api.schemas import (
     job_out,
 )
 from jobtrail.api.schemas.rerun import RerunJob
-from jobtrail.limits import Limits
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
 
@@ -42,8 +41,7 @@ async def json_if_any(request: Request) -> None:
     dependencies=[Depends(require_json)],
 )
 def submit_job(body: SubmitJob, service: Service) -> JobOut:
-    limits = Limits(body.memory_mb, body.timeout_s)
-    job = service.submit(body.type, body.params, limits=limits)
+    job = service.submit(body.type, body.params)
     return job_out(job, service.log_file(job.job_id))
 
 

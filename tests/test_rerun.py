@@ -2,8 +2,8 @@
 ``duration_s``, in both modes.
 
 The playbook case runs a real playbook through ansible-runner over an inventory of three
-aliases of this machine (``ansible_connection: local``), one of which fails a task: the rerun
-with ``failed_hosts_only`` is limited to that host.
+aliases of this machine (``ansible_connection: local``), two of which fail a task: the rerun
+with ``failed_hosts_only`` is limited to those hosts.
 """
 
 from __future__ import annotations
@@ -180,26 +180,29 @@ def test_what_cannot_be_rerun_says_why(both: Live) -> None:
     both.wait(bare.json()["job_id"])
 
 
-def test_failed_hosts_only_limits_a_playbook_to_the_host_that_failed(both: Live) -> None:
-    params = {"playbook": "rerun.yml", "inventory": "hosts.ini", "extra_vars": {"broken": "web2"}}
+def test_failed_hosts_only_limits_a_playbook_to_the_hosts_that_failed(both: Live) -> None:
+    broken = {"broken": "web1,web3"}
+    params = {"playbook": "rerun.yml", "inventory": "hosts.ini", "extra_vars": broken}
     old = both.wait(both.submit("ansible_playbook", **params)["job_id"], timeout=120)
     assert old["status"] == "failed", old["error"]
-    assert "web2" in old["error"]
+    assert old["failure"]["hosts"] == ["web1", "web3"]
     new = rerun_ok(both, old["job_id"], {"failed_hosts_only": True})
-    assert new["params"]["limit"] == "web2" and new["rerun_of"] == old["job_id"]
+    assert new["params"]["limit"] == "web1,web3" and new["rerun_of"] == old["job_id"]
     assert {k: new["params"][k] for k in params} == params
     still = both.wait(new["job_id"], timeout=120)
-    assert still["status"] == "failed", "web2 is still broken"
-    assert {r.get("host") for r in both.all_records(new["job_id"]) if r.get("host")} == {"web2"}
+    assert still["status"] == "failed", "web1 and web3 are still broken"
+    hosts = {r.get("host") for r in both.all_records(new["job_id"]) if r.get("host")}
+    assert hosts == {"web1", "web3"}
 
     fixed = rerun_ok(
         both, old["job_id"], {"failed_hosts_only": True, "params": {"extra_vars": {"broken": ""}}}
     )
-    assert fixed["params"]["limit"] == "web2"
+    assert fixed["params"]["limit"] == "web1,web3"
     done = both.wait(fixed["job_id"], timeout=120)
     assert done["status"] == "completed", done["error"]
     fine = [r["message"] for r in both.all_records(fixed["job_id"]) if r.get("event") == "ok"]
-    assert any("web2 is fine" in m for m in fine) and not any("web1" in m for m in fine)
+    assert any("web1 is fine" in m for m in fine) and any("web3 is fine" in m for m in fine)
+    assert not any("web2" in m for m in fine)
     assert both.job(old["job_id"])["reruns"] == [new["job_id"], fixed["job_id"]]
     nothing = rerun(both, fixed["job_id"], {"failed_hosts_only": True})
     assert nothing.status_code == 422

@@ -50,16 +50,6 @@ def check_failed_hosts(job: Job, hosts: list[str]) -> list[str]:
     return hosts
 
 
-def hosts_in_failure(job: Job) -> list[str]:
-    """The failed and unreachable hosts the job's failure digest names."""
-    failure = job.extra.get("failure") or {}
-    hosts = failure.get("hosts")
-    if isinstance(hosts, list):
-        return [str(host) for host in hosts]
-    host = failure.get("host")
-    return [str(host)] if host else []
-
-
 def missing_secrets(params: Any, path: str = "") -> list[str]:
     """Where ``MASK`` stands for a value never stored (``password``, ``extra_vars.token``)."""
     if isinstance(params, dict):

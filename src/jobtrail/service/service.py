@@ -40,7 +40,7 @@ from jobtrail.service import playbook, retention
 from jobtrail.service.config import ServerConfig
 from jobtrail.service.home import open_home
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
-from jobtrail.service.rerun import check_failed_hosts, hosts_in_failure, rerun_params
+from jobtrail.service.rerun import check_failed_hosts, rerun_params
 
 log = logging.getLogger("jobtrail.server")
 
@@ -201,7 +201,7 @@ class JobService:
             raise JobNotEnded(job_id, old.status.value)
         hosts = None
         if failed_hosts_only:
-            hosts = check_failed_hosts(old, hosts_in_failure(old))
+            hosts = check_failed_hosts(old, self.failed_hosts(job_id))
         values = rerun_params(old, params or {}, hosts)
         job = self.submit(old.job_type, values, extra={"rerun_of": job_id})
         self.records.link_rerun(job_id, job.job_id)

@@ -5,7 +5,8 @@
 #
 # What it sets up, each only when missing:
 #   - Debian's `chromium` (the browser tests drive it through Playwright: no browser
-#     download) and `redis-server` (the distributed-mode tests start a real one), with apt;
+#     download), `redis-server` (the distributed-mode tests start a real one) and
+#     `prometheus` (test_metrics.py has a real one scrape a server), with apt;
 #   - .venv, with jobtrail and its extras ansible, dev (pytest, tox, playwright…) and
 #     distributed (rq, redis) installed into it, editable.
 # The tests fail, rather than skip, when any of it is missing (JOBTRAIL_TESTS_ALLOW_SKIP=1
@@ -20,6 +21,7 @@ missing=()
 # tests/test_web.py uses /usr/bin/chromium unless JOBTRAIL_CHROMIUM names another
 [[ -n "${JOBTRAIL_CHROMIUM:-}" || -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null || missing+=(prometheus)  # test_metrics.py scrapes with it
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null; then
         echo "tests/run.sh: the tests need ${missing[*]} and there is no apt-get here:" \

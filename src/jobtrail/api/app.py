@@ -25,7 +25,7 @@ from starlette.routing import Route
 from jobtrail.api.deps import reject_unknown_query
 from jobtrail.api.errors import add_error_handlers
 from jobtrail.api.middleware import BearerAuth, BodySizeLimit
-from jobtrail.api.routes import jobs, logs, pages, stream
+from jobtrail.api.routes import jobs, logs, metrics, pages, stream
 from jobtrail.api.routes import search as search_routes
 from jobtrail.api.routes import summary as summary_routes
 from jobtrail.api.routes.ansible import router as ansible_router
@@ -34,6 +34,7 @@ from jobtrail.backends import open_service
 from jobtrail.mcp import PATH as MCP_PATH
 from jobtrail.mcp import McpEndpoint
 from jobtrail.service import JobService, ServerConfig
+from jobtrail.service.metrics import JobMetrics
 
 log = logging.getLogger("jobtrail.api")
 
@@ -41,11 +42,15 @@ RETENTION_EVERY_SECONDS = 3600.0
 
 
 def create_app(
-    config: ServerConfig | None = None, server: JobService | None = None, start_server: bool = False
+    config: ServerConfig | None = None,
+    server: JobService | None = None,
+    start_server: bool = False,
+    metrics_public: bool = False,
 ) -> FastAPI:
     """The app for ``config`` (a service is opened and started in lifespan) or a given
     service, which lifespan also starts and stops with ``start_server`` (the CLI opens it
-    first, so a home in use is an error before uvicorn runs)."""
+    first, so a home in use is an error before uvicorn runs). ``metrics_public``: /metrics
+    answers without the token (for a Prometheus that cannot send one)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +61,7 @@ def create_app(
         if owned:
             await asyncio.to_thread(service.start)
         app.state.service = service
+        app.state.job_metrics = JobMetrics(service)  # /metrics counts the jobs ended from now
         retention = asyncio.create_task(_retention_loop(service))
         try:
             async with mcp.serving(app):  # /mcp's tools call this app, in-process
@@ -83,11 +89,12 @@ def create_app(
     app.include_router(summary_routes.router)
     app.include_router(ansible_router)
     app.include_router(pages.router)
+    app.include_router(metrics.router)
     add_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     token = (server.config if server else config or ServerConfig()).token
     if token:
-        app.add_middleware(BearerAuth, token=token)
+        app.add_middleware(BearerAuth, token=token, public=(metrics.PATH,) * metrics_public)
     mcp = McpEndpoint(token)
     app.router.routes.append(Route(MCP_PATH, mcp))  # MCP over streamable HTTP, behind the token
     return app

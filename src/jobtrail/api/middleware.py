@@ -59,18 +59,20 @@ class BodySizeLimit:
 
 class BearerAuth:
     """With a token set, every request but /api/health needs ``Authorization: Bearer <token>``
-    (or the ``jobtrail_token`` cookie the web page sets); compared in constant time."""
+    (or the ``jobtrail_token`` cookie the web page sets); compared in constant time. Paths
+    in ``public`` (``/metrics`` with ``--metrics-public``) need none either."""
 
     # the page itself holds no job data: it must load to show its token prompt
     OPEN_PATHS = frozenset({"/api/health", "/", "/web/app.js", "/web/app.css", *DOCS_ASSETS})
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, public: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.open_paths = self.OPEN_PATHS | frozenset(public)
         self.expected = f"Bearer {token}".encode()
         self.cookie = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or self._allowed(scope):
+        if scope["type"] != "http" or scope["path"] in self.open_paths or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         response = JSONResponse(

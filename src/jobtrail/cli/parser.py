@@ -82,6 +82,11 @@ def _add_serve(sub: Verbs) -> None:
         "--access-log", action="store_true", help="log every request (costs CPU under load)"
     )
     p.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="serve /metrics without the token (for a Prometheus that cannot send one)",
+    )
+    p.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
         help="require 'Authorization: Bearer TOKEN' on every endpoint but /api/health "

@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service.publish_address(url)
     uv = ApiServer(  # uvicorn's, ending open log streams first when it stops
         uvicorn.Config(
-            create_app(server=service, start_server=True),
+            create_app(server=service, start_server=True, metrics_public=args.metrics_public),
             host=args.host,
             port=args.port,
             log_level="info",

@@ -150,6 +150,11 @@ def _hubs(app: FastAPI) -> dict[str, Hub]:
     return hubs
 
 
+def open_hubs(app: FastAPI) -> list[Hub]:
+    """The hubs of followed jobs now (for ``/metrics``; on the event loop's thread)."""
+    return list(_hubs(app).values())
+
+
 def stopping(app: FastAPI) -> asyncio.Event:
     """Set once the server begins to shut down (``stop_streams``)."""
     event: asyncio.Event | None = getattr(app.state, "streams_stopping", None)

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, n);
 CREATE INDEX IF NOT EXISTS jobs_type ON jobs (job_type, n);
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (completed_at);
 """
 
 _COLUMNS = (
@@ -188,6 +189,16 @@ class JobDB:
     def mark_expired(self, job_id: str) -> None:
         self.update(job_id, logs_expired=1)
 
+    def ended_since(self, since: float, limit: int) -> list[Job]:
+        """Jobs that ended at or after ``since``, oldest end first (the metrics' fold)."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE completed_at >= ? "
+                "ORDER BY completed_at LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        return [_row_to_job(row) for row in rows]
+
     def forget_ended_before(self, before: float) -> None:
         """Nothing to forget: the table has no index of ended jobs beside the rows."""
 
@@ -306,6 +317,9 @@ class LocalJobRecords:
 
     def mark_expired(self, job_id: str) -> None:
         self.db.mark_expired(job_id)
+
+    def ended_since(self, since: float, limit: int) -> list[Job]:
+        return self.db.ended_since(since, limit)
 
     def forget_ended_before(self, before: float) -> None:
         self.db.forget_ended_before(before)

@@ -250,6 +250,11 @@ class RedisJobRecords:
     def expirable(self, before: float) -> list[str]:
         return self.db.expirable(before)
 
+    def ended_since(self, since: float, limit: int) -> list[Job]:
+        """Jobs that ended at or after ``since``, oldest end first (the metrics' fold)."""
+        ids = _ids(self._conn.zrangebyscore(b.ENDED, since, "+inf", start=0, num=limit))
+        return self.db.get_many(ids)
+
     def mark_expired(self, job_id: str) -> None:
         self.db.mark_expired(job_id)
 

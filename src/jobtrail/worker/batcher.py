@@ -134,8 +134,7 @@ class RecordBatcher:
                 return
             spool = self._spool
             if (
-                len(self._lines) >= self._max_pending
-                or (spool is not None and not spool.has_room())
+                len(self._lines) >= self._max_pending or (spool is not None and spool.full)
             ) and not self._wait_for_room():
                 self._dropped += 1
                 self._dropped_unreported += 1
@@ -155,7 +154,7 @@ class RecordBatcher:
         deadline = time.monotonic() + self._block_seconds
         self._wake.notify()
         spool = self._spool
-        while len(self._lines) >= self._max_pending or (spool is not None and not spool.has_room()):
+        while len(self._lines) >= self._max_pending or (spool is not None and spool.full):
             left = deadline - time.monotonic()
             if left <= 0 or self._closed:
                 return False

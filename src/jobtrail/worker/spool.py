@@ -19,14 +19,16 @@ File layout (little endian)::
     12  job id len   u32, then the job id at 16 (up to 64 bytes)
     80  two release slots (position u64, seq u64, check u32, pad u32): written in turn, so
         one of them is whole even if the process died while writing the other
-    HEADER_SIZE and on: the ring of entries (length u32, check u32, seq u64, line bytes)
+    HEADER_SIZE and on: the ring of entries (length u32, seq u64, commit u64, line bytes)
 
-An entry's payload is written before its header, and its check covers the line, its seq
-and the generation, so a torn last write reads as invalid and is not delivered. Entries are
-delivered from the newest whole release slot while each one is whole and numbered one more
-than the last; stale entries from an earlier lap have lower seqs and end the scan.
-A full ring is back-pressure, not loss: ``has_room`` says whether the next line surely fits,
-and the batcher makes the logging call wait for the flusher (as for its pending lines).
+An entry's line is written before its header, and the header's commit word is derived from
+the generation, the seq and the length: a process killed before or while writing the header
+leaves none that matches, so a torn last write is detected and not delivered (a checksum
+over the line would cost more than the rest of the write). Entries are delivered from the
+newest whole release slot while each one is whole and numbered one more than the last;
+stale entries of an earlier lap have lower seqs and end the scan. A full ring is
+back-pressure, not loss: ``full`` says the next line may not fit, and the batcher makes the
+logging call wait for the flusher (as for its pending lines).
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ _GEN = struct.Struct("<I")
 _JOB = struct.Struct("<I64s")
 _SLOT = struct.Struct("<QQII")
 _SLOTS_AT = 80
-_ENTRY = struct.Struct("<IIQ")
+_ENTRY = struct.Struct("<IQQ")
 _WRAP = 0xFFFFFFFF  # an entry length meaning "the next entry starts at the ring's start"
 _MASK = 0xFFFFFFFF
+_HEAD = _ENTRY.size
 
 
-def _check(gen: int, seq: int) -> int:
-    return (gen * 0x9E3779B1 ^ seq) & _MASK
+def _seed(gen: int) -> int:
+    """The commit words' seed of a generation: a generation's entries never match another's."""
+    return zlib.crc32(_GEN.pack(gen)) << 24
 
 
 def _slot_check(gen: int, position: int, seq: int) -> int:
@@ -85,42 +89,47 @@ class Spool:
         self.limit = self.capacity - 2 * (MAX_ENTRY + _ENTRY.size)
         if self.limit <= 0:
             raise ValueError(f"spool {path} is too small")
+        self._view = memoryview(self._map)
+        self._pack = _ENTRY.pack_into
         self.head = 0  # byte positions, growing forever; the ring offset is pos % capacity
         self.tail = 0
+        self.full = False  # the next line may not fit until the flusher releases some
+        self._offset = 0  # head % capacity
         self._gen = 0
+        self._seed = 0
         self._slot = 0
 
     def begin(self, job_id: str) -> None:
         """A new job: nothing is unreleased (the last job's lines were all sent)."""
         self._gen = (_GEN.unpack_from(self._map, 8)[0] + 1) & _MASK
         _GEN.pack_into(self._map, 8, self._gen)  # first: every older entry is invalid now
+        self._seed = _seed(self._gen)
         self.tail = self.head
         self.release(self.head, 0)
         raw = job_id.encode()[:64]
         _JOB.pack_into(self._map, 12, len(raw), raw)
 
-    def has_room(self) -> bool:
-        return self.head - self.tail < self.limit
-
     def write(self, seq: int, line: bytes) -> None:
-        """Spool one numbered line; the caller made sure ``has_room()``."""
-        if len(line) > MAX_ENTRY:
-            line = b""  # delivered as nothing: the placeholder keeps the seqs consecutive
-        size = _ENTRY.size + len(line)
-        capacity = self.capacity
-        offset = self.head % capacity
-        if size > capacity - offset:  # no entry straddles the end: start over at 0
-            if capacity - offset >= _ENTRY.size:
-                _ENTRY.pack_into(
-                    self._map, HEADER_SIZE + offset, _WRAP, _check(self._gen, seq), seq
-                )
-            self.head += capacity - offset
+        """Spool one numbered line; the caller waited while ``full``. On the logging call's
+        path, so kept to two copies and a few sums."""
+        length = len(line)
+        if length > MAX_ENTRY:
+            line, length = b"", 0  # delivered as nothing: the placeholder keeps seqs consecutive
+        size = _HEAD + length
+        offset = self._offset
+        if offset + size > self.capacity:  # no entry straddles the end: start over at 0
+            if self.capacity - offset >= _HEAD:
+                self._pack(self._view, HEADER_SIZE + offset, _WRAP, seq, self._seed ^ seq ^ _WRAP)
+            self.head += self.capacity - offset
             offset = 0
         at = HEADER_SIZE + offset
-        self._map[at + _ENTRY.size : at + size] = line
-        # The header last: a process killed before this line leaves no valid entry here.
-        _ENTRY.pack_into(self._map, at, len(line), zlib.crc32(line, _check(self._gen, seq)), seq)
+        self._view[at + _HEAD : at + size] = line
+        # The header last: a process killed before it is written leaves no valid entry.
+        self._pack(self._view, at, length, seq, self._seed ^ seq ^ length)
+        self._offset = offset + size
         self.head += size
+        if self.head - self.tail >= self.limit:
+            self.full = True
 
     def release(self, position: int, seq: int) -> None:
         """Lines up to ``position`` (the last one numbered ``seq``) reached the reader."""
@@ -128,8 +137,10 @@ class Spool:
         _SLOT.pack_into(self._map, at, position, seq, _slot_check(self._gen, position, seq), 0)
         self._slot ^= 1
         self.tail = position
+        self.full = self.head - position >= self.limit
 
     def close(self) -> None:
+        self._view.release()
         self._map.close()
 
 
@@ -163,6 +174,7 @@ def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, by
     if not slots:
         return []
     seq, position = max(slots)
+    seed = _seed(gen)
     capacity = len(data) - HEADER_SIZE
     ring = memoryview(data)[HEADER_SIZE:]
     lines: list[tuple[int, bytes]] = []
@@ -173,12 +185,10 @@ def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, by
             position += capacity - offset
             scanned += capacity - offset
             continue
-        length, check, entry_seq = _ENTRY.unpack_from(ring, offset)
-        if entry_seq != seq + 1:
-            break
+        length, entry_seq, commit = _ENTRY.unpack_from(ring, offset)
+        if entry_seq != seq + 1 or commit != seed ^ entry_seq ^ length:
+            break  # the end, or torn: the process died while writing this entry
         if length == _WRAP:
-            if check != _check(gen, entry_seq):
-                break
             position += capacity - offset
             scanned += capacity - offset
             continue
@@ -186,8 +196,6 @@ def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, by
         if end > capacity:
             break
         line = bytes(ring[offset + _ENTRY.size : end])
-        if zlib.crc32(line, _check(gen, entry_seq)) != check:
-            break  # torn: the process died while writing this line
         seq = entry_seq
         if line:
             lines.append((seq, line))

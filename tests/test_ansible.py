@@ -384,7 +384,7 @@ def test_bad_params_are_refused_before_queuing(
 
 
 BOOKS_HERE = (
-    "failing.yml, gated.yml, groups.yml, missing_role.yml, parity.yml, results.yml, "
+    "failing.yml, fleet.yml, gated.yml, groups.yml, missing_role.yml, parity.yml, results.yml, "
     "secrets.yml, slow.yml, syntax_error.yml, unreachable.yml"
 )
 

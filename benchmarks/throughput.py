@@ -6,6 +6,11 @@ Lost records (expected - written, plus the job's `records_dropped`) are checked 
 Each concurrency is repeated 3 times on one server with 4 workers; medians and spread shown.
 
 Targets: nothing lost, every job completed.
+
+``--otlp``: the cost of OpenTelemetry log export instead. Rounds alternate a server without
+export and one with ``--otlp-endpoint`` (a receiver in this process that decodes and counts
+what it is sent), 4 floods each run, so both see the same machine; medians, the ratio, and
+how many records reached the receiver.
 """
 
 from __future__ import annotations
@@ -69,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small run for smoke testing")
     parser.add_argument("--records", type=int, default=None, help="records per flood job")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--otlp", action="store_true", help="with vs. without OTLP export")
     args = parser.parse_args(argv)
     records = args.records or (20_000 if args.quick else 200_000)
+    if args.otlp:
+        return otlp_main(records, args.repeat)
     checks = Checks("throughput")
     print(
         f"throughput: flood jobs of {records:,} records, {WORKERS} workers, {args.repeat} runs each"
@@ -129,6 +137,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("(records/s: all jobs' records / time from submit until all were written;")
     print(" emit rec/s: the same records / the slowest job's own emitting time)")
+    return checks.exit_code()
+
+
+def otlp_main(records: int, rounds: int, jobs: int = 4) -> int:
+    from _otlp import otlp_receiver
+
+    checks = Checks("throughput --otlp")
+    print(f"throughput --otlp: {jobs} flood jobs of {records:,} records, {rounds} rounds")
+    rates: dict[str, list[float]] = {"no export": [], "OTLP export": []}
+    received: list[float] = []
+    with otlp_receiver() as (url, counter):
+        for n in range(rounds):
+            for name, extra in (("no export", ()), ("OTLP export", ("--otlp-endpoint", url))):
+                with jobtrail_server(workers=WORKERS, extra_args=extra) as srv:
+                    srv.wait(srv.submit("flood", records=1000))  # warm the workers up
+                    before = counter.records
+                    run = one_run(srv, jobs, records)
+                    time.sleep(1.0)  # the batch processor's last batch
+                    if extra:
+                        received.append((counter.records - before) / (jobs * records))
+                rates[name].append(run["rate"])
+                print(f"  round {n + 1} {name}: {run['rate']:,.0f} records/s", flush=True)
+                checks.check(run["lost"] == 0 and run["dropped"] == 0, f"{name}: lost none")
+    base = statistics.median(rates["no export"])
+    rows: list[list[object]] = [
+        [name, statistics.median(r), min(r), max(r), f"{statistics.median(r) / base:.2f}"]
+        for name, r in rates.items()
+    ]
+    print(table(["server", "median rec/s", "min rec/s", "max rec/s", "ratio"], rows))
+    print(f"records that reached the receiver: median {statistics.median(received):.1%}")
     return checks.exit_code()
 
 

@@ -108,6 +108,12 @@ def _add_serve(sub: Verbs) -> None:
         help="'local' (default: pool, SQLite, files) or redis://HOST:PORT/DB to run jobs on "
         "`jobtrail worker` processes on any host (env JOBTRAIL_BACKEND)",
     )
+    p.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export every record as an OpenTelemetry log to this OTLP/HTTP receiver, such as "
+        "http://collector:4318 (also env OTEL_EXPORTER_OTLP_ENDPOINT; extra 'otel')",
+    )
     p.set_defaults(func=serve.cmd_serve)
 
 

@@ -34,7 +34,7 @@ from jobtrail.client import Client
 from jobtrail.errors import JobModuleError
 from jobtrail.registry import import_job_modules, job_types
 from jobtrail.service import HomeInUse, JobService, ServerConfig
-from jobtrail.service.config import check_backend
+from jobtrail.service.config import check_backend, wants_log_export
 from jobtrail.worker.runtime import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         redact_patterns=tuple(args.redact or ()),
         redact_defaults=not args.no_redact,
         backend=backend,
+        otlp_endpoint=args.otlp_endpoint or None,
     )
 
 
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "run jobs. Set --token (or JOBTRAIL_TOKEN), or pass --insecure if you mean it."
         )
     config = _config(args)
+    _check_log_export(config)
     _import_job_modules(config.job_modules, args.app_dir)
     service = _open_service(config)
     try:
@@ -112,6 +114,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     threading.Thread(target=_announce, args=(uv, ready), name="jobtrail-ready", daemon=True).start()
     uv.run(sockets=[sock])
     return 0
+
+
+def _check_log_export(config: ServerConfig) -> None:
+    """--otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) without the SDK: one line, exit 2."""
+    if wants_log_export(config.otlp_endpoint):
+        try:
+            import jobtrail.service.otel  # noqa: F401
+        except ImportError as exc:
+            raise CLIError(
+                f"OTLP log export needs the extra ({exc}): pip install 'jobtrail[otel]'"
+            ) from None
 
 
 def _import_job_modules(modules: Sequence[str], app_dir: str) -> None:

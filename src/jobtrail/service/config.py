@@ -29,6 +29,16 @@ def default_home() -> Path:
     return Path(os.environ.get("JOBTRAIL_HOME", "~/.jobtrail")).expanduser()
 
 
+# the standard variables that name an OTLP receiver (the exporter reads them and the other
+# OTEL_EXPORTER_OTLP_* ones itself): either turns log export on, as --otlp-endpoint does
+OTLP_ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def wants_log_export(otlp_endpoint: str | None) -> bool:
+    """Export every record to an OTLP receiver (service/otel.py): named here or in the env."""
+    return bool(otlp_endpoint) or any(os.environ.get(name) for name in OTLP_ENDPOINT_ENV)
+
+
 def is_redis_url(backend: str) -> bool:
     return urlparse(backend).scheme in ("redis", "rediss", "unix")
 
@@ -59,3 +69,4 @@ class ServerConfig:
     redact_patterns: tuple[str, ...] = ()
     redact_defaults: bool = True
     backend: str = "local"  # or redis://HOST:PORT/DB: see jobtrail.backends.redis
+    otlp_endpoint: str | None = None  # an OTLP/HTTP receiver for every record: service/otel.py

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
@@ -37,10 +37,13 @@ from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
 from jobtrail.registry import get_job_type
 from jobtrail.secrets import MASK, mask_secrets, secret_values
 from jobtrail.service import playbook, retention
-from jobtrail.service.config import ServerConfig
+from jobtrail.service.config import ServerConfig, wants_log_export
 from jobtrail.service.home import open_home
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
 from jobtrail.service.rerun import check_failed_hosts, rerun_params
+
+if TYPE_CHECKING:  # the otel extra is imported only by a server that exports
+    from jobtrail.service.otel import LogExport
 
 log = logging.getLogger("jobtrail.server")
 
@@ -72,6 +75,11 @@ class JobService:
         )
         self.summaries = SummaryKeeper(self.store)  # folds each job's log as it is written
         playbook.add_folds(self.summaries)  # a playbook's hosts and tasks tables
+        self.log_export: LogExport | None = None  # every record to an OTLP receiver
+        if wants_log_export(config.otlp_endpoint):
+            from jobtrail.service.otel import LogExport
+
+            self.log_export = LogExport(self.store, config.otlp_endpoint)
         self._ended = threading.Condition()
         self._ends = 0  # job_ended calls so far: wait() sleeps only while it is unchanged
         self._started = False
@@ -94,6 +102,8 @@ class JobService:
         run again what it left pending (unless its secrets were lost with it)."""
         pending = self.records.recover(SERVER_STOPPED)
         self.summaries.start()
+        if self.log_export is not None:
+            self.log_export.start()
         self.ingest.start()
         self.execution.start()
         self._started = True
@@ -125,6 +135,8 @@ class JobService:
 
     def _close_files(self) -> None:
         self.summaries.stop()  # after the ingest stopped: folds and saves the last lines
+        if self.log_export is not None:
+            self.log_export.stop()  # sends the last lines, waiting a few seconds at most
         self.store.close()
         self._home.close()
 

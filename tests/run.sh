@@ -21,6 +21,11 @@ missing=()
 # tests/test_web.py uses /usr/bin/chromium unless JOBTRAIL_CHROMIUM names another
 [[ -n "${JOBTRAIL_CHROMIUM:-}" || -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# tests/test_deploy.py: systemd-analyze and systemd-sysusers check deploy/'s unit, tini runs
+# the container file's entrypoint; tests/test_completion.py loads the zsh script into zsh
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v tini >/dev/null || missing+=(tini)
+command -v zsh >/dev/null || missing+=(zsh)
 command -v prometheus >/dev/null || missing+=(prometheus)  # test_metrics.py scrapes with it
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null; then

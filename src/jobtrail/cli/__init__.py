@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -37,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: output into a closed pipe fails here
         return code
     except CLIError as exc:
-        print(f"jobtrail: {exc}", file=sys.stderr)
+        if getattr(args, "log_format", None) == "json":  # serve: stderr holds JSON lines only
+            logging.getLogger("jobtrail.cli").error("%s", exc)
+        else:
+            print(f"jobtrail: {exc}", file=sys.stderr)
         return exc.code
     except RequestFailed as exc:  # the server's own message says what to fix
         print(f"jobtrail: {exc.status_code}: {exc}", file=sys.stderr)

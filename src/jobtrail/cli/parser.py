@@ -7,8 +7,9 @@ import importlib.metadata
 import os
 from typing import TypeAlias
 
-from jobtrail.cli import cleanup, jobs, logs, report, serve, worker
+from jobtrail.cli import cleanup, completion, jobs, logs, report, serve, worker
 from jobtrail.cli import mcp as mcp_verb
+from jobtrail.cli.logformat import LOG_FORMATS
 from jobtrail.client import DEFAULT_URL
 from jobtrail.models import JobStatus
 from jobtrail.service.config import START_METHODS, default_home, default_start_method
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_client_verbs(sub)
     mcp_verb.add_verb(sub)
+    completion.add_verb(sub, parser)
     work = sub.add_parser("worker", help="run jobs from a redis backend (distributed mode)")
     worker.add_arguments(work)
     work.set_defaults(func=worker.cmd_worker)
@@ -85,6 +87,13 @@ def _add_serve(sub: Verbs) -> None:
         "--metrics-public",
         action="store_true",
         help="serve /metrics without the token (for a Prometheus that cannot send one)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="the server's own log lines on stderr: text, or json (one object a line: time, "
+        "level, logger, message) for a log shipper",
     )
     p.add_argument(
         "--token",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import ipaddress
+import logging
 import os
 import shutil
 import signal
@@ -28,8 +29,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jobtrail.cli.exits import START_FAILURE, CLIError, exit_code
+from jobtrail.cli.logformat import server_logging
 from jobtrail.cli.logs import follow
-from jobtrail.cli.output import display, stderr_logging
+from jobtrail.cli.output import display
 from jobtrail.client import Client
 from jobtrail.errors import JobModuleError
 from jobtrail.registry import import_job_modules, job_types
@@ -40,6 +42,7 @@ from jobtrail.worker.runtime import TOKEN_ENV
 if TYPE_CHECKING:
     import uvicorn  # imported when serving: client verbs start faster without it
 
+log = logging.getLogger("jobtrail.serve")
 SHUTDOWN_GRACE_SECONDS = 3  # then uvicorn cancels what is left, such as open log streams
 # what each demo job type needs; the others run with their defaults
 DEMO_PARAMS: dict[str, dict[str, Any]] = {"ansible_playbook": {"playbook": "demo.yml"}}
@@ -74,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from jobtrail.api.app import ApiServer, create_app
 
-    stderr_logging()
+    server_logging(args.log_format)
     os.environ.pop(TOKEN_ENV, None)  # job processes must not inherit it
     # The listener and stream threads share the GIL with the event loop: a request waits for
     # the GIL up to this long (default 5 ms) while they work. At 1 ms, GET /api/jobs/{id} p99
@@ -103,6 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_level="info",
             access_log=args.access_log,
+            # json: uvicorn's loggers propagate to the root's JSON handler
+            log_config=None if args.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,  # open log streams must not hold it
         )
     )
@@ -111,7 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"home {service.home}",
         f"job types: {', '.join(sorted(job_types()))}",
     ]
-    threading.Thread(target=_announce, args=(uv, ready), name="jobtrail-ready", daemon=True).start()
+    as_log = args.log_format == "json"
+    threading.Thread(
+        target=_announce, args=(uv, ready, as_log), name="jobtrail-ready", daemon=True
+    ).start()
     uv.run(sockets=[sock])
     return 0
 
@@ -167,14 +175,19 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _announce(uv: uvicorn.Server, lines: list[str]) -> None:
+def _announce(uv: uvicorn.Server, lines: list[str], as_log: bool) -> None:
     """Print where jobtrail serves once uvicorn is serving (``started`` is set after the
-    app's startup, with the socket listening); nothing if it stops first."""
+    app's startup, with the socket listening); nothing if it stops first. ``as_log``: as
+    log records instead (``--log-format json``: every line the server writes is JSON)."""
     while not uv.started:
         if uv.should_exit:
             return
         time.sleep(0.05)
-    print("\n".join(lines), flush=True)
+    if as_log:
+        for line in lines:
+            log.info("%s", line)
+    else:
+        print("\n".join(lines), flush=True)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,94 @@
+"""Running a command as another user, in a mount namespace of its own: how the deploy
+tests run jobtrail as its service user without systemd or a container engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from support.requirements import missing
+from support.waits import wait_until
+
+
+def need(*programs: str, package: str) -> None:
+    """Fail (or skip) the test, saying how to install it, if a program is not there."""
+    for program in programs:
+        if shutil.which(program) is None:
+            missing(f"{program} is not installed", f"apt-get install {package}")
+    if os.geteuid() != 0:
+        missing("these tests mount namespaces and change users", "run them as root")
+
+
+def free_uid() -> int:
+    """A uid no account has: the service's user, as systemd-sysusers would add it."""
+    uid = 61_000
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+        uid += 1
+
+
+# -- the unit -------------------------------------------------------------------------------
+def hide_root() -> list[str]:
+    """An empty /root, but for the folder that holds this venv's Python when it is there
+    (pyenv): put back read-only, so that another user reaches the interpreter (a real
+    install's venv uses /usr/bin/python3). Staged on a tmpfs of this namespace's own."""
+    python = Path(os.path.realpath(sys.executable))
+    if python.parts[1:2] != ("root",):
+        return ["mount -n -t tmpfs -o mode=0755 tmpfs /root"]
+    keep = shlex.quote(str(Path(*python.parts[:3])))
+    return [
+        "mount -n -t tmpfs tmpfs /var/tmp",
+        "mkdir /var/tmp/keep",
+        f"mount -n --bind -o ro {keep} /var/tmp/keep",
+        "mount -n -t tmpfs -o mode=0755 tmpfs /root",
+        f"mkdir -p {keep}",
+        f"mount -n --move /var/tmp/keep {keep}",
+    ]
+
+
+def as_user(uid: int, state: Path, volume: str) -> list[str]:
+    """The command that follows, run as ``uid`` in a mount namespace where it can reach this
+    venv's Python and finds ``state`` at ``volume``, as a container has its volume."""
+    script = "\n".join(
+        [
+            "set -e",
+            "mount -n --make-rprivate /",
+            f"mount -n -t tmpfs -o mode=0755 tmpfs {Path(volume).parent}",
+            f"mkdir -p {volume}",
+            f"mount -n --bind {shlex.quote(str(state))} {volume}",
+            *hide_root(),
+            f"cd {volume}",  # WORKDIR
+            'exec "$@"',
+        ]
+    )
+    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh", *setpriv]
+
+
+def wait_serving(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    def serving() -> bool:
+        assert process.poll() is None, process.communicate()
+        try:
+            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(serving, timeout, "the server to answer /api/health")
+
+
+def json_lines(stderr: str) -> list[dict[str, str]]:
+    entries = [json.loads(line) for line in stderr.splitlines()]
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= entry.keys(), entry
+    return entries

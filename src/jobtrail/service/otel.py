@@ -53,6 +53,13 @@ from jobtrail.service.config import OTLP_ENDPOINT_ENV as ENDPOINT_ENV
 QUEUE_RECORDS = 2048
 BATCH_RECORDS = 512  # the SDK's default batch: one HTTP request each
 SCHEDULE_MS = 500  # a batch not yet full goes out after this long (a live view's delay)
+# The export's share of one core (its thread's and the exporter's CPU time), past which it
+# drops records (counted as throttled) until it is under again: it converts and encodes in
+# Python, about 100 us a record, holding the GIL the listener needs. Unbounded, four jobs
+# logging at full speed were captured at half the speed (benchmarks/throughput.py --otlp).
+CPU_SHARE = 0.1
+CPU_WINDOW = 5.0  # seconds the share is measured over (then it starts again)
+CHECK_EVERY = 64  # records between looks at the CPU used
 GATHER = 0.1  # a pass waits this long after a wake, so a burst is read in one run
 READ_LINES = 1024  # lines per read of the store (see summary.READ_LINES)
 STOP_MS = 3000  # what a stopping server gives the exporter to send what is queued
@@ -92,6 +99,7 @@ class ExportStats:
     queued: int  # waiting for the exporter or being sent (at most ``capacity`` waiting)
     capacity: int
     dropped: int  # not queued: ``capacity`` records were already waiting
+    throttled: int  # not converted: the export had used its CPU_SHARE of the time
     failed: int  # the exporter gave up on them (receiver down or refusing, after retries)
     skipped: int  # never read: rotation removed them first (or the store could not write)
 
@@ -106,15 +114,18 @@ class _CountingExporter(LogRecordExporter):
         self.handed = 0  # taken off the SDK's queue (being sent, sent or failed)
         self.sent = 0
         self.failed = 0
+        self.cpu = 0.0  # seconds of CPU its calls took (encoding, HTTP) in the SDK's thread
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         with self._lock:
             self.handed += len(batch)
         result = LogRecordExportResult.FAILURE
+        started = time.thread_time()
         try:
             result = self._inner.export(batch)
         finally:
             with self._lock:
+                self.cpu += time.thread_time() - started
                 if result is LogRecordExportResult.SUCCESS:
                     self.sent += len(batch)
                 else:
@@ -189,8 +200,9 @@ class LogExport:
         self._lock = threading.Lock()  # guards the sets below; held for a set operation
         self._dirty: set[str] = set()
         self._exported_to: OrderedDict[str, int] = OrderedDict()  # seq read up to, per job
-        self._emitted = self._dropped = self._skipped = 0
-        self._reported = (0, 0, 0)
+        self._emitted = self._dropped = self._skipped = self._throttled = 0
+        self._reported = (0, 0, 0, 0)
+        self._window = (time.monotonic(), 0.0)  # (when, CPU used by then) of CPU_WINDOW
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -214,6 +226,8 @@ class LogExport:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            # the last pass runs in this thread, whose CPU time the window has not seen
+            self._window = (time.monotonic(), time.thread_time() + self._exporter.cpu)
             self._pass()
         # The public shutdown() waits up to 30 s for a receiver that is down; its batch
         # processor takes the bound (a second call returns at once).
@@ -232,6 +246,7 @@ class LogExport:
             max(0, self._emitted - sent - failed),
             QUEUE_RECORDS,
             self._dropped,
+            self._throttled,
             self._exporter.failed,
             self._skipped,
         )
@@ -281,10 +296,16 @@ class LogExport:
             page = self._store.read_lines(job_id, after=after, limit=READ_LINES)
             if page.seqs and page.seqs[0] > after + 1:  # rotated away (or never stored)
                 self._skipped += page.seqs[0] - after - 1
-            for seq, line in zip(page.seqs, page.lines, strict=True):
+            over = self._over_budget()
+            for n, (seq, line) in enumerate(zip(page.seqs, page.lines, strict=True)):
                 after = seq
+                if n % CHECK_EVERY == CHECK_EVERY - 1:
+                    over = self._over_budget()
+                if over:
+                    self._throttled += 1  # not parsed: costs next to nothing
+                    continue
                 if self._emitted - self._exporter.handed >= QUEUE_RECORDS:
-                    self._dropped += 1  # not parsed: a full queue costs next to nothing
+                    self._dropped += 1
                     continue
                 record = self._record(job_id, job_type, line)
                 if record is not None:
@@ -296,6 +317,15 @@ class LogExport:
                     self._exported_to.move_to_end(job_id)
             if not page.more:
                 return
+
+    def _over_budget(self) -> bool:
+        """Whether the export used more than CPU_SHARE of the time in this CPU_WINDOW."""
+        now, used = time.monotonic(), time.thread_time() + self._exporter.cpu
+        since, used_then = self._window
+        if now - since >= CPU_WINDOW:
+            self._window = (now, used)
+            return False
+        return used - used_then > CPU_SHARE * max(now - since, 0.5)
 
     def _record(self, job_id: str, job_type: str, line: bytes) -> LogRecord | None:
         """One stored line as an OTel log record: the message as the body, the level as
@@ -332,16 +362,19 @@ class LogExport:
     def _report(self) -> None:
         """A log line when records were lost since the last one: the drops are shown."""
         stats = self.stats()
-        now = (stats.dropped, stats.failed, stats.skipped)
+        now = (stats.dropped, stats.throttled, stats.failed, stats.skipped)
         if now != self._reported:
             log.warning(
-                "OTLP export to %s: %d records dropped (queue of %d full), %d failed to send, "
-                "%d rotated away unread, %d exported so far",
+                "OTLP export to %s: %d records dropped (queue of %d full), %d throttled "
+                "(export over %d%% of a core), %d failed to send, %d rotated away unread, "
+                "%d exported so far",
                 stats.endpoint,
                 stats.dropped - self._reported[0],
                 stats.capacity,
-                stats.failed - self._reported[1],
-                stats.skipped - self._reported[2],
+                stats.throttled - self._reported[1],
+                int(CPU_SHARE * 100),
+                stats.failed - self._reported[2],
+                stats.skipped - self._reported[3],
                 stats.exported,
             )
             self._reported = now

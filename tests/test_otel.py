@@ -384,8 +384,11 @@ def test_a_jobs_records_reach_the_receiver_live(both: Live, otlp: Receiver) -> N
 
 
 def test_a_running_job_is_exported_while_it_runs(both: Live, otlp: Receiver) -> None:
-    """Records arrive while the job is still running (the ticker waits for a file)."""
+    """Records arrive while the job is still running, and a job logging 400 records a
+    second (well within the export's CPU share) is exported whole."""
     job = both.submit("chatty", count=2000, burst=20, pause=0.05)  # 5 s
     otlp.wait_for(job["job_id"], 20, timeout=30)
     assert both.job(job["job_id"])["status"] == "running"
     both.wait(job["job_id"])
+    sent = otlp.wait_for(job["job_id"], 2000)
+    assert [r["attributes"]["jobtrail.seq"] for r in sent] == list(range(1, 2001))

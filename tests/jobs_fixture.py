@@ -421,3 +421,57 @@ def last_words(
 
         ctypes.string_at(0)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_HOG = """import sys, time
+held = []
+for step in range(int(sys.argv[1])):
+    held.append(bytearray(int(sys.argv[2]) * 1024 * 1024))
+    print("child holds", (step + 1) * int(sys.argv[2]), "MB", flush=True)
+    time.sleep(0.05)
+time.sleep(60)
+"""
+
+
+@job("hog")
+def hog(steps: int = 40, mb: int = 10, in_child: bool = False) -> None:
+    """Takes `mb` more MB every 50 ms, `steps` times (in a child process if `in_child`),
+    logging how much it holds; then waits. A memory limit below the total stops it."""
+    if in_child:
+        subprocess.run([sys.executable, "-c", _HOG, str(steps), str(mb)], check=True)
+        return
+    held = []
+    for step in range(steps):
+        held.append(bytearray(mb * 1024 * 1024))
+        log.info("hog holds %d MB", (step + 1) * mb)
+        time.sleep(0.05)
+    time.sleep(60)
+
+
+_GRANDPARENT = """import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print("grandchild", grandchild.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@job("slow_tree")
+def slow_tree(seconds: float = 120.0) -> None:
+    """Starts a child that starts a grandchild (each printing nothing but the grandchild's
+    pid; both sleep), logs the child's pid, then sleeps `seconds`."""
+    child = subprocess.Popen([sys.executable, "-c", _GRANDPARENT])
+    log.info("child %d", child.pid)
+    time.sleep(seconds)
+
+
+@job("limited_sleep", memory_mb=700, timeout_s=30)
+def limited_sleep(seconds: float = 0.0) -> None:
+    """Sleeps; its type's limits are 700 MB and 30 s."""
+    time.sleep(seconds)
+
+
+@job("quick_timeout", timeout_s=1)
+def quick_timeout(seconds: float = 30.0) -> None:
+    """Sleeps longer than its type's 1 s timeout allows."""
+    log.info("sleeping %s s", seconds)
+    time.sleep(seconds)

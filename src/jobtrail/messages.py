@@ -3,6 +3,7 @@
 ::
 
     server ── Task ──► job's process (pool worker: its control pipe; RQ: the job's arguments)
+           ── StopNote ──► (pool worker, over a limit: why it is about to be stopped)
 
     job's process ──► Ready (pool worker only, once: it can take a task)
                   ──► Started ─► Batch … Progress … Batch ─► End(Outcome)
@@ -35,7 +36,8 @@ class Outcome:
     """How a job ended, as its process (or, when the process died, whoever saw it die) says.
 
     ``failure`` is a ``JobFailed``'s digest; ``dropped`` and ``last_seq`` are the batcher's
-    count of records it could not send and the seq of its last one. The three are None
+    count of records it could not send and the seq of its last one; ``peak_rss_mb`` the
+    most the job's process tree held in memory, as its watch sampled it. They are None
     when nobody reported them (a process that died sent no count), so the job's record
     does not claim them either.
     """
@@ -46,6 +48,7 @@ class Outcome:
     failure: dict[str, Any] | None = None
     dropped: int | None = None
     last_seq: int | None = None
+    peak_rss_mb: float | None = None
 
     @classmethod
     def cancelled(cls, error: str = CANCELLED_ON_REQUEST) -> Outcome:
@@ -61,13 +64,15 @@ class Outcome:
         return cls(JobStatus.FAILED, f"job process died: {cause}")
 
     def reported(self) -> dict[str, Any]:
-        """What goes into the job's ``extra``: drops, last seq and failure digest, if sent."""
+        """What goes into the job's ``extra``: drops, last seq, failure digest and peak
+        memory, if sent."""
         return {
             key: value
             for key, value in (
                 ("dropped", self.dropped),
                 ("last_seq", self.last_seq),
                 ("failure", self.failure),
+                ("peak_rss_mb", self.peak_rss_mb),
             )
             if value is not None
         }
@@ -86,11 +91,22 @@ class Outcome:
 
 
 class Task(NamedTuple):
-    """Run this job: what the pool sends down a worker's control pipe."""
+    """Run this job: what the pool sends down a worker's control pipe. The limits (None:
+    none) are the pool's to watch (``limits.TreeWatch``); the job's process only reads why
+    it was stopped (``StopNote``)."""
 
     job_id: str
     job_type: str
     params: dict[str, Any]
+    memory_mb: int | None = None
+    timeout_s: float | None = None
+
+
+class StopNote(NamedTuple):
+    """Why the pool is about to stop the running job (over a limit): sent down the control
+    pipe just before ``limits.LIMIT_SIGNAL``, so the job's log and error can say it."""
+
+    error: str
 
 
 class Ready(NamedTuple):

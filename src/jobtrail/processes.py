@@ -93,33 +93,41 @@ def tree_of(pid: int) -> list[psutil.Process]:
         return []
 
 
-def signal_tree(pid: int, sig: int, mark: str | None = None) -> None:
+def signal_tree(pid: int, sig: int, mark: str | None = None, root_sig: int | None = None) -> None:
     """Send ``sig`` to ``pid``'s tree, children first; with ``mark``, first to the processes
     that carry it and are no longer in the tree (reparented: their parent died or they
-    daemonised)."""
+    daemonised). ``root_sig``, if given, goes to ``pid`` itself instead of ``sig``."""
     procs = tree_of(pid)
     if mark is not None:
         seen = {p.pid for p in procs}
         procs = [*(p for p in processes_marked(mark) if p.pid not in seen), *procs]
     for proc in procs:
         try:
-            proc.send_signal(sig)
+            proc.send_signal(sig if root_sig is None or proc.pid != pid else root_sig)
         except psutil.Error:
             pass
 
 
 class TreeStop:
     """A cancel in progress: SIGTERM now (``terminate``), SIGKILL each grace after
-    (``escalate``, called from the owner's loop until the process is gone)."""
+    (``escalate``, called from the owner's loop until the process is gone). ``root_signal``
+    replaces SIGTERM for the job's own process (a limit's stop says why with its own)."""
 
-    def __init__(self, pid: int, mark: str | None = None, grace: float = CANCEL_GRACE) -> None:
+    def __init__(
+        self,
+        pid: int,
+        mark: str | None = None,
+        grace: float = CANCEL_GRACE,
+        root_signal: int = signal.SIGTERM,
+    ) -> None:
         self.pid = pid
         self.mark = mark
         self.grace = grace
+        self.root_signal = root_signal
         self.deadline = time.monotonic() + grace
 
     def terminate(self) -> None:
-        signal_tree(self.pid, signal.SIGTERM, self.mark)
+        signal_tree(self.pid, signal.SIGTERM, self.mark, root_sig=self.root_signal)
 
     def escalate(self, now: float) -> None:
         if now >= self.deadline:

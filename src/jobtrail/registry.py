@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from jobtrail.errors import InvalidParams, JobModuleError, UnknownJobType
+from jobtrail.limits import Limits
 from jobtrail.models import is_job_type_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,7 @@ class JobType:
     model: type[pydantic.BaseModel]
     check: Validator | None = None
     hints: Mapping[str, Hint] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)  # its defaults; a submission's win
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Checked params, or InvalidParams naming each bad parameter.
@@ -105,9 +107,17 @@ def _model_for(name: str, func: Callable[..., Any]) -> type[pydantic.BaseModel]:
 
 
 def job(
-    name: str, *, check: Validator | None = None, hints: Mapping[str, Hint] | None = None
+    name: str,
+    *,
+    check: Validator | None = None,
+    hints: Mapping[str, Hint] | None = None,
+    memory_mb: int | None = None,
+    timeout_s: float | None = None,
 ) -> Callable[[F], F]:
     """Register ``func`` as the job type ``name``; the function itself is returned unchanged.
+
+    ``memory_mb`` and ``timeout_s`` are the type's default limits: a submission's own win
+    over them, and they over the server's (``serve --job-memory-mb``, ``--job-timeout``).
 
     ``check`` runs after type validation in the server, for rules a signature cannot express
     (say, a path that must stay inside a directory); it raises InvalidParams. ``hints`` maps
@@ -116,11 +126,18 @@ def job(
     """
     if not is_job_type_name(name):
         raise ValueError(f"job type names are lowercase letters, digits and _; got {name!r}")
+    if memory_mb is not None and (type(memory_mb) is not int or memory_mb < 1):
+        raise ValueError(f"job {name!r}: memory_mb must be a whole number of MB >= 1")
+    if timeout_s is not None and not float(timeout_s) > 0:
+        raise ValueError(f"job {name!r}: timeout_s must be a number of seconds > 0")
+    limits = Limits(memory_mb, None if timeout_s is None else float(timeout_s))
 
     def register(func: F) -> F:
         doc = inspect.getdoc(func) or ""
         model = _model_for(name, func)
-        _REGISTRY[name] = JobType(name, func, doc.split("\n\n")[0], model, check, hints or {})
+        _REGISTRY[name] = JobType(
+            name, func, doc.split("\n\n")[0], model, check, hints or {}, limits
+        )
         return func
 
     return register

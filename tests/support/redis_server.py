@@ -95,11 +95,11 @@ class Workers:
         for _ in range(count):
             self.add(concurrency)
 
-    def add(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def add(self, concurrency: int = 1, *options: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
         env.pop("JOBTRAIL_BACKEND", None)
         args = [sys.executable, "-m", *WORKER_COMMAND, "--backend", self.url]
-        args += ["--concurrency", str(concurrency), "--jobs-module", "jobs_fixture"]
+        args += ["--concurrency", str(concurrency), "--jobs-module", "jobs_fixture", *options]
         proc = subprocess.Popen(args, env=env, cwd=TESTS)
         self.procs.append(proc)
         return proc

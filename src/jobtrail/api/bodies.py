@@ -53,6 +53,9 @@ def job_body(job: Job, log_file: str | None, recent: list[bytes] | None = None) 
         "duration_s": job.duration_s(),
         "rerun_of": extra.get("rerun_of"),
         "reruns": list(extra.get("reruns", ())),
+        "memory_mb": extra.get("memory_mb"),
+        "timeout_s": extra.get("timeout_s"),
+        "peak_rss_mb": extra.get("peak_rss_mb"),
     }
     return _encode(body)
 

@@ -94,7 +94,8 @@ def _until_end(client: Client, job: Job, args: argparse.Namespace, shown: Displa
 
 def cmd_submit(args: argparse.Namespace) -> int:
     with Client(args.url, token=args.token) as client:
-        job = client.submit(args.type, _typed_params(client, args.type, args.params))
+        params = _typed_params(client, args.type, args.params)
+        job = client.submit(args.type, params, memory_mb=args.memory_mb, timeout_s=args.timeout)
         return _until_end(client, job, args, display(args))
 
 

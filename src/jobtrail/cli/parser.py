@@ -80,6 +80,7 @@ def _add_serve(sub: Verbs) -> None:
         default=10,
         help="CPU niceness of job processes (0: same as server)",
     )
+    worker.add_limit_arguments(p)
     p.add_argument(
         "--access-log", action="store_true", help="log every request (costs CPU under load)"
     )
@@ -152,6 +153,18 @@ def _add_client_verbs(sub: Verbs) -> None:
         "--wait", action="store_true", help="wait for the job to end; exit with its status"
     )
     submit.add_argument("--follow", "-f", action="store_true", help="print its log as it runs")
+    submit.add_argument(
+        "--memory-mb",
+        type=int,
+        metavar="MB",
+        help="memory limit of the job's process tree (default: its type's, else the server's)",
+    )
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail the job after this long (default: its type's, else the server's)",
+    )
     submit.set_defaults(func=jobs.cmd_submit)
 
     listing = client_verb("jobs", "list jobs, newest first")

@@ -67,6 +67,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         redact_defaults=not args.no_redact,
         backend=backend,
         otlp_endpoint=args.otlp_endpoint or None,
+        job_memory_mb=args.job_memory_mb,
+        job_timeout=args.job_timeout,
     )
 
 

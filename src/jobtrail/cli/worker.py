@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from jobtrail.cli.output import stderr_logging
 from jobtrail.errors import JobModuleError
+from jobtrail.limits import server_limits
 from jobtrail.registry import import_job_modules
 from jobtrail.service.config import is_redis_url
 
@@ -29,6 +31,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_job_module_arguments(parser)
     parser.add_argument("--playbooks", help="directory of Ansible playbooks")
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """--job-memory-mb and --job-timeout, the same for ``serve`` and ``worker``."""
+    parser.add_argument(
+        "--job-memory-mb",
+        type=_at_least_zero(int),
+        default=0,
+        metavar="MB",
+        help="memory limit of a job's process tree when neither the submission nor its job "
+        "type sets one (0: none)",
+    )
+    parser.add_argument(
+        "--job-timeout",
+        type=_at_least_zero(float),
+        default=0.0,
+        metavar="SECONDS",
+        help="a job's timeout when neither the submission nor its job type sets one (0: none)",
+    )
+
+
+def _at_least_zero(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 (none) or more; got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
 
 
 def add_job_module_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,4 +100,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except JobModuleError as exc:
         return _refuse(str(exc))
     stderr_logging()
-    return run_workers(args.backend, args.concurrency, args.jobs_module or (), args.playbooks)
+    return run_workers(
+        args.backend,
+        args.concurrency,
+        args.jobs_module or (),
+        args.playbooks,
+        server_limits(args.job_memory_mb, args.job_timeout),
+    )

@@ -51,8 +51,15 @@ class AsyncClient:
             raise unreachable(self.url, exc) from exc
         return call.result(response)
 
-    async def submit(self, job_type: str, params: Mapping[str, Any] | None = None) -> Job:
-        return await self._send(calls.submit(job_type, params))
+    async def submit(
+        self,
+        job_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        memory_mb: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        return await self._send(calls.submit(job_type, params, memory_mb, timeout_s))
 
     async def get_job(self, job_id: str) -> Job:
         return await self._send(calls.get_job(job_id))

@@ -129,8 +129,16 @@ def _filters(options: Mapping[str, Any]) -> dict[str, str | int | Sequence[str]]
     return params
 
 
-def submit(job_type: str, params: Mapping[str, Any] | None) -> Call[Job]:
-    body = {"type": job_type, "params": dict(params or {})}
+def submit(
+    job_type: str,
+    params: Mapping[str, Any] | None,
+    memory_mb: int | None = None,
+    timeout_s: float | None = None,
+) -> Call[Job]:
+    body: dict[str, Any] = {"type": job_type, "params": dict(params or {})}
+    for name, value in (("memory_mb", memory_mb), ("timeout_s", timeout_s)):
+        if value is not None:  # unset: the job type's, else the server's
+            body[name] = value
     return Call("POST", "/api/jobs", Job.from_json, body=body, invalid=InvalidParams)
 
 

@@ -86,6 +86,9 @@ class Job:
     rerun_of: str | None  # the job this one reran
     reruns: tuple[str, ...]  # the jobs that reran this one, oldest first
     raw: JSON = field(repr=False, compare=False)
+    memory_mb: int | None = None  # its memory limit (None: none)
+    timeout_s: float | None = None  # its timeout in seconds (None: none)
+    peak_rss_mb: float | None = None  # the most its process tree held, once it ended
 
     @classmethod
     def from_json(cls, data: JSON) -> Job:
@@ -112,6 +115,9 @@ class Job:
             rerun_of=data.get("rerun_of"),
             reruns=tuple(data.get("reruns") or ()),
             raw=data,
+            memory_mb=data.get("memory_mb"),
+            timeout_s=data.get("timeout_s"),
+            peak_rss_mb=data.get("peak_rss_mb"),
         )
 
 

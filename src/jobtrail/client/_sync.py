@@ -55,9 +55,17 @@ class Client:
             raise unreachable(self.url, exc) from exc
         return call.result(response)
 
-    def submit(self, job_type: str, params: Mapping[str, Any] | None = None) -> Job:
-        """Queue a job; it comes back ``pending`` (``InvalidParams`` if they do not fit)."""
-        return self._send(calls.submit(job_type, params))
+    def submit(
+        self,
+        job_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        memory_mb: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Queue a job; it comes back ``pending`` (``InvalidParams`` if they do not fit).
+        ``memory_mb`` and ``timeout_s`` override the job type's and the server's limits."""
+        return self._send(calls.submit(job_type, params, memory_mb, timeout_s))
 
     def get_job(self, job_id: str) -> Job:
         """The job now, with its newest records in ``recent_logs``."""

@@ -69,4 +69,6 @@ class ServerConfig:
     redact_patterns: tuple[str, ...] = ()
     redact_defaults: bool = True
     backend: str = "local"  # or redis://HOST:PORT/DB: see jobtrail.backends.redis
+    job_memory_mb: int = 0  # a job's memory limit when neither it nor its type sets one; 0: none
+    job_timeout: float = 0.0  # the same for its timeout, in seconds
     otlp_endpoint: str | None = None  # an OTLP/HTTP receiver for every record: service/otel.py

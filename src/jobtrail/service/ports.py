@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jobtrail.limits import Limits
 from jobtrail.logstore import JobLogStore
 from jobtrail.messages import Outcome
 from jobtrail.models import Health, Job
@@ -28,6 +29,7 @@ from jobtrail.service.config import ServerConfig
 from jobtrail.service.home import Home
 
 SERVER_STOPPED = "the server stopped while the job was running"
+NO_LIMITS = Limits()
 
 
 class BackendEvents(Protocol):
@@ -80,7 +82,12 @@ class Execution(Protocol):
         """Stop; returns the jobs this server was running that will not finish now."""
         ...
 
-    def submit(self, job_id: str, job_type: str, params: dict[str, Any]) -> None: ...
+    def submit(
+        self, job_id: str, job_type: str, params: dict[str, Any], limits: Limits = NO_LIMITS
+    ) -> None:
+        """Run the job (once a worker is free) under ``limits``."""
+        ...
+
     def cancel(self, job_id: str) -> str | None: ...
     def health(self) -> Health: ...
 

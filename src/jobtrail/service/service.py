@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
+from jobtrail.limits import Limits, resolve, server_limits
 from jobtrail.logstore import (
     FieldMatch,
     JobLogStore,
@@ -53,6 +54,11 @@ SECRETS_LOST = (
     "disk: submit it again"
 )
 ACTIVE = ("pending", "running")
+
+
+def _limits_extra(limits: Limits) -> dict[str, Any]:
+    """The limits a job runs under, as its extra holds them (only those that are set)."""
+    return {key: value for key, value in limits.to_json().items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class JobService:
                     completed_at=time.time(),
                 )
                 continue
-            self.execution.submit(job.job_id, job.job_type, job.params)
+            self.execution.submit(job.job_id, job.job_type, job.params, Limits.from_json(job.extra))
 
     def stop(self) -> None:
         """Stop running and reading jobs; the jobs this server ran and cannot finish fail."""
@@ -142,22 +148,31 @@ class JobService:
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(
-        self, job_type: str, params: dict[str, Any], *, extra: dict[str, Any] | None = None
+        self,
+        job_type: str,
+        params: dict[str, Any],
+        *,
+        extra: dict[str, Any] | None = None,
+        limits: Limits | None = None,
     ) -> Job:
         """Accept a job: its params checked, the record stored with secrets masked, the
-        checked values (secrets and all) handed to the backend that runs it."""
-        values = get_job_type(job_type).validate(params)
+        checked values (secrets and all) handed to the backend that runs it. Its limits are
+        the submission's, else its type's, else this server's (kept in its extra)."""
+        kind = get_job_type(job_type)
+        values = kind.validate(params)
         if self.records.count("pending") >= self.config.max_pending:
             raise QueueFull(self.config.max_pending)
+        server = server_limits(self.config.job_memory_mb, self.config.job_timeout)
+        applied = resolve(limits or Limits(), kind.limits, server)
         job = Job(
             job_id=new_job_id(job_type),
             job_type=job_type,
             params=mask_secrets(values),
             created_at=time.time(),
-            extra=dict(extra or {}),
+            extra={**(extra or {}), **_limits_extra(applied)},
         )
         self.records.insert(job)
-        self.execution.submit(job.job_id, job_type, values)
+        self.execution.submit(job.job_id, job_type, values, applied)
         return job
 
     def get(self, job_id: str) -> Job:
@@ -215,7 +230,9 @@ class JobService:
         if failed_hosts_only:
             hosts = check_failed_hosts(old, self.failed_hosts(job_id))
         values = rerun_params(old, params or {}, hosts)
-        job = self.submit(old.job_type, values, extra={"rerun_of": job_id})
+        job = self.submit(
+            old.job_type, values, extra={"rerun_of": job_id}, limits=Limits.from_json(old.extra)
+        )
         self.records.link_rerun(job_id, job.job_id)
         return job
 

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -30,7 +31,8 @@ from typing import Any
 import psutil
 
 from jobtrail.errors import JobFailed
-from jobtrail.messages import Outcome, Ready, Started, Task
+from jobtrail.limits import LIMIT_SIGNAL
+from jobtrail.messages import Outcome, Ready, Started, StopNote, Task
 from jobtrail.models import JobStatus
 from jobtrail.processes import die_with_parent, kill_tree, mark_this_process, worker_mark
 from jobtrail.registry import get_job_type, import_job_modules
@@ -52,13 +54,14 @@ log = logging.getLogger("jobtrail")
 
 
 class JobCancelled(BaseException):
-    """Raised in the job's main thread on SIGTERM (a cancel) or STOP_SIGNAL (``shutdown``:
-    what runs it is stopping); a BaseException so `except Exception` in job code cannot
-    swallow it."""
+    """Raised in the job's main thread on SIGTERM (a cancel), STOP_SIGNAL (``shutdown``:
+    what runs it is stopping) or LIMIT_SIGNAL (``limit``: over its memory limit or
+    timeout); a BaseException so `except Exception` in job code cannot swallow it."""
 
-    def __init__(self, shutdown: bool = False) -> None:
-        super().__init__("shutdown" if shutdown else "cancel")
+    def __init__(self, shutdown: bool = False, limit: bool = False) -> None:
+        super().__init__("limit" if limit else "shutdown" if shutdown else "cancel")
         self.shutdown = shutdown
+        self.limit = limit
 
 
 _batcher: RecordBatcher | None = None
@@ -78,8 +81,8 @@ def progress(pct: float, step: str | None = None) -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     if _running.is_set():
         _running.clear()
-        raise JobCancelled(shutdown=signum == STOP_SIGNAL)
-    if signum == STOP_SIGNAL:  # no job to stop, or it is stopping already: let it finish
+        raise JobCancelled(shutdown=signum == STOP_SIGNAL, limit=signum == LIMIT_SIGNAL)
+    if signum in (STOP_SIGNAL, LIMIT_SIGNAL):  # no job to stop, or it is stopping: let it be
         return
     os._exit(128 + signum)
 
@@ -103,11 +106,13 @@ class JobRuntime:
         host: str | None = None,
         worker: str | None = None,
         spool: Spool | None = None,
+        stop_note: Callable[[], str | None] | None = None,
     ) -> None:
         global _batcher
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a terminal is the server's
         signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(STOP_SIGNAL, _on_sigterm)
+        signal.signal(LIMIT_SIGNAL, _on_sigterm)
         die_with_parent()  # what started this process died: do not run a job for nobody
         mark_this_process(mark)
         os.environ.pop(TOKEN_ENV, None)
@@ -121,6 +126,7 @@ class JobRuntime:
         self.streams = StreamCapture(self.batcher)
         self.streams.start()
         self._stopped_by = stopped_by
+        self._stop_note = stop_note  # why a LIMIT_SIGNAL came, as its sender wrote it
         self._host = host
         self._worker = worker
 
@@ -147,6 +153,10 @@ class JobRuntime:
             _running.clear()
             return Outcome(JobStatus.COMPLETED, result=_jsonable(result)), False
         except JobCancelled as stop:
+            if stop.limit:
+                error = (self._stop_note and self._stop_note()) or "stopped over a limit"
+                log.error("job stopped: %s", error)
+                return Outcome.failed(error), True
             if stop.shutdown:
                 log.warning("job stopped: %s is shutting down", self._stopped_by)
                 return Outcome.failed(f"{self._stopped_by} stopped while the job was running"), True
@@ -227,6 +237,15 @@ def _watch_server(settings: WorkerSettings) -> None:
             os._exit(70)
 
 
+def _stop_note(control: Connection) -> str | None:
+    """The pool's note sent just before LIMIT_SIGNAL (it is in the pipe by then)."""
+    try:
+        note = control.recv() if control.poll(0.5) else None
+    except (EOFError, OSError):
+        return None
+    return note.error if isinstance(note, StopNote) else None
+
+
 def worker_main(
     worker_id: int,
     control: Connection,
@@ -255,6 +274,7 @@ def worker_main(
         redactor=Redactor(settings.redact_patterns, defaults=settings.redact_defaults),
         stopped_by="the server",
         spool=Spool(spool_path) if spool_path else None,
+        stop_note=lambda: _stop_note(control),
     )
     import_job_modules(settings.job_modules)
     channel.send(Ready())
@@ -263,6 +283,9 @@ def worker_main(
             task: Task | None = control.recv()
         except (EOFError, OSError):
             break
+        if isinstance(task, StopNote):  # it came after the job it was about had ended:
+            channel.send(Ready())  # the pool held this worker back for it; it goes on
+            continue
         if task is None or runtime.run(task):
             break  # stopped, or a cancelled job may have left state behind: replace me
     runtime.close()

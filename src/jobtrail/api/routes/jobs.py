@@ -19,6 +19,7 @@ from jobtrail.api.schemas import (
     job_out,
 )
 from jobtrail.api.schemas.rerun import RerunJob
+from jobtrail.limits import Limits
 from jobtrail.models import JobStatus
 from jobtrail.registry import job_types
 
@@ -41,7 +42,8 @@ async def json_if_any(request: Request) -> None:
     dependencies=[Depends(require_json)],
 )
 def submit_job(body: SubmitJob, service: Service) -> JobOut:
-    job = service.submit(body.type, body.params)
+    limits = Limits(body.memory_mb, body.timeout_s)
+    job = service.submit(body.type, body.params, limits=limits)
     return job_out(job, service.log_file(job.job_id))
 
 

@@ -63,6 +63,18 @@ class SubmitJob(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Checked against the job's signature."
     )
+    memory_mb: int | None = Field(
+        None,
+        ge=1,
+        description="Memory limit of the job's process tree (the sum of its RSS), in MB; "
+        "null: the job type's, else the server's (--job-memory-mb).",
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the job may run; null: the job type's, else the server's "
+        "(--job-timeout).",
+    )
 
 
 FIELDS_SCHEMA: dict[str, Any] = {
@@ -125,6 +137,13 @@ class JobOut(BaseModel):
     )
     rerun_of: str | None = Field(None, description="The job this one reruns (POST …/rerun).")
     reruns: list[str] = Field(default_factory=list, description="Its reruns, oldest first.")
+    memory_mb: int | None = Field(None, description="Its memory limit in MB; null: none.")
+    timeout_s: float | None = Field(None, description="Its timeout in seconds; null: none.")
+    peak_rss_mb: float | None = Field(
+        None,
+        description="The most its process tree held in memory (sum of RSS, sampled every "
+        "0.2 s), once it ended; null if it never ran.",
+    )
 
 
 class JobList(BaseModel):
@@ -201,4 +220,7 @@ def job_out(job: Job, log_file: str | None, recent: list[dict[str, Any]] | None 
         duration_s=job.duration_s(),
         rerun_of=job.extra.get("rerun_of"),
         reruns=list(job.extra.get("reruns", ())),
+        memory_mb=job.extra.get("memory_mb"),
+        timeout_s=job.extra.get("timeout_s"),
+        peak_rss_mb=job.extra.get("peak_rss_mb"),
     )

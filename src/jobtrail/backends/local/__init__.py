@@ -23,13 +23,14 @@ import psutil
 from jobtrail.backends.local.listener import LogListener
 from jobtrail.backends.local.pool import WorkerPool
 from jobtrail.backends.local.records import LocalJobRecords
+from jobtrail.limits import Limits
 from jobtrail.logstore import JobLogStore
 from jobtrail.messages import CANCELLED_BEFORE_START, Outcome
 from jobtrail.models import Health
 from jobtrail.processes import kill_tree, processes_marked
 from jobtrail.service.config import ServerConfig
 from jobtrail.service.home import Home
-from jobtrail.service.ports import Backend, BackendEvents
+from jobtrail.service.ports import NO_LIMITS, Backend, BackendEvents
 from jobtrail.worker.runtime import PLAYBOOKS_ENV, WorkerSettings
 
 log = logging.getLogger("jobtrail.server")
@@ -60,8 +61,10 @@ class PoolExecution:
         interrupted = self.pool.stop()
         return list(dict.fromkeys([*interrupted, *self._records.running_ids()]))
 
-    def submit(self, job_id: str, job_type: str, params: dict[str, Any]) -> None:
-        self.pool.submit(job_id, job_type, params)
+    def submit(
+        self, job_id: str, job_type: str, params: dict[str, Any], limits: Limits = NO_LIMITS
+    ) -> None:
+        self.pool.submit(job_id, job_type, params, limits)
 
     def cancel(self, job_id: str) -> str | None:
         where = self.pool.cancel(job_id)

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 import psutil
 
 from jobtrail.backends.local._spawn import WorkerSpools, remove_spool, start_process
+from jobtrail.backends.local._watches import PoolWatches
+from jobtrail.limits import SAMPLE_EVERY, Limits
 from jobtrail.messages import (
     CANCELLED_ON_REQUEST,
     End,
@@ -48,13 +50,12 @@ from jobtrail.messages import (
 from jobtrail.models import JobStatus
 from jobtrail.processes import (
     TreeStop,
-    death_reason,
     kill_tree,
     processes_marked,
     tree_of,
     worker_mark,
 )
-from jobtrail.service.ports import SERVER_STOPPED, BackendEvents
+from jobtrail.service.ports import NO_LIMITS, SERVER_STOPPED, BackendEvents
 from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
 from jobtrail.worker.spool import read_unsent
 
@@ -114,6 +115,7 @@ class WorkerPool:
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._respawn_after = 0.0
         self._fast_deaths = 0
+        self._watches = PoolWatches()  # running jobs' trees: peak memory, limits
         self._monitor = threading.Thread(
             target=self._monitor_loop, name="jobtrail-pool", daemon=True
         )
@@ -123,9 +125,11 @@ class WorkerPool:
         self._monitor.start()
         self._wake()
 
-    def submit(self, job_id: str, job_type: str, params: dict[str, Any]) -> None:
+    def submit(
+        self, job_id: str, job_type: str, params: dict[str, Any], limits: Limits = NO_LIMITS
+    ) -> None:
         with self._lock:
-            self._pending.append(Task(job_id, job_type, params))
+            self._pending.append(Task(job_id, job_type, params, *limits.to_json().values()))
         self._wake()
 
     def cancel(self, job_id: str) -> str | None:
@@ -138,8 +142,8 @@ class WorkerPool:
             worker = self._worker_running(job_id)
             if worker is None:
                 return None
-            if worker.cancel is not None:  # a second SIGTERM would cut its cleanup short
-                return "running"
+            if worker.cancel is not None or self._watches.stopping(worker.worker_id):
+                return "running"  # a second SIGTERM would cut its cleanup short
             worker.cancel = cancel = TreeStop(worker.pid)
         cancel.terminate()
         self._wake()
@@ -243,8 +247,10 @@ class WorkerPool:
                 outcome = dataclasses.replace(
                     outcome, status=JobStatus.FAILED, error=SERVER_STOPPED
                 )
-            if outcome.status is JobStatus.CANCELLED:
-                worker.ready = False  # it exits after a cancel: give it no new job
+            limited = self._watches.stopping(worker_id)
+            outcome = self._watches.ended(worker_id, outcome)  # its peak; a limit's error
+            if outcome.status is JobStatus.CANCELLED or limited:
+                worker.ready = False  # it exits after a cancel or a limit: no new job
             worker.job_id = None
         self._events.job_ended(job_id, outcome)
         self._wake()
@@ -296,7 +302,9 @@ class WorkerPool:
                 sentinels: list[Any] = [
                     w.process.sentinel for w in self._workers.values() if w.died_at is None
                 ]
-            ready = wait([self._wake_r, *sentinels], timeout=0.5)
+            self._watches.poll()  # outside the lock: it reads /proc
+            busy = self._watches.busy()
+            ready = wait([self._wake_r, *sentinels], timeout=SAMPLE_EVERY if busy else 0.5)
             if self._wake_r in ready:
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
@@ -326,7 +334,7 @@ class WorkerPool:
                 if worker.cancel is not None:
                     outcome = Outcome.cancelled()
                 else:
-                    outcome = Outcome.died(death_reason(worker.process.exitcode))
+                    outcome = self._watches.died(worker.worker_id, worker.process.exitcode)
                 self._events.job_ended(job_id, outcome)
             worker.control.close()
             remove_spool(worker.spool)
@@ -364,6 +372,7 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         for worker in self._workers.values():
+            mark = worker_mark(self._settings.home_mark, worker.worker_id)
             if not self._pending:
                 return
             if (
@@ -379,6 +388,7 @@ class WorkerPool:
                     self._pending.appendleft(task)
                     continue
                 worker.job_id = task.job_id
+                self._watches.start(worker.worker_id, worker.pid, worker.control, task, mark)
 
     def _escalate_cancels(self) -> None:
         now = time.monotonic()

@@ -17,8 +17,10 @@ from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis.horse import StreamSender
 from jobtrail.backends.redis.reaper import Reaper
 from jobtrail.backends.redis.records import RedisJobDB
+from jobtrail.limits import Limits
 from jobtrail.messages import CANCELLED_BEFORE_START, End, Outcome
 from jobtrail.models import Health, JobStatus
+from jobtrail.service.ports import NO_LIMITS
 
 RUN_JOB = "jobtrail.backends.redis.horse.run_job"
 CANCEL_SEEN_SECONDS = 2.0  # how long a cancel waits for this server to ingest the job's end
@@ -51,11 +53,16 @@ class RedisDispatcher:
         self.reaper.stop()
         return []
 
-    def submit(self, job_id: str, job_type: str, params: dict[str, Any]) -> None:
+    def submit(
+        self, job_id: str, job_type: str, params: dict[str, Any], limits: Limits = NO_LIMITS
+    ) -> None:
+        """Queue the job; its limits ride in its options, read by the worker that takes it
+        (the horse ignores them)."""
+        options = {**self._options, **limits.to_json()}
         try:
             self.queue.enqueue_call(
                 RUN_JOB,
-                args=(job_id, job_type, params, self._options),
+                args=(job_id, job_type, params, options),
                 job_id=job_id,
                 timeout=-1,  # jobtrail jobs run as long as they need; cancel stops them
                 result_ttl=0,  # the result lives in the job's hash, not in RQ

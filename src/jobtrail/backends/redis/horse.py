@@ -85,10 +85,20 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
         host=HOST,
         worker=WORKER["name"] or None,
         spool=Spool(SPOOL["path"]) if SPOOL["path"] else None,
+        stop_note=lambda: _stop_note(conn, job_id),
     )
     stopped = runtime.run(Task(job_id, job_type, params))
     runtime.close()
     return "cancelled" if stopped else "ended"
+
+
+def _stop_note(conn: redis.Redis, job_id: str) -> str | None:
+    """Why the RQ worker is stopping this job (it wrote it before LIMIT_SIGNAL)."""
+    try:
+        note = conn.get(b.limit_key(job_id))
+    except redis.RedisError:
+        return None
+    return note.decode() if isinstance(note, bytes) else None
 
 
 def send_unsent(conn: redis.Redis, job_id: str, spool_path: str) -> int:

@@ -40,6 +40,17 @@ def cancel_key(job_id: str) -> str:
     return f"{PREFIX}cancel:{job_id}"
 
 
+def limit_key(job_id: str) -> str:
+    """Why the job's worker is stopping it (over a limit): the horse reads it for its log."""
+    return f"{PREFIX}limit:{job_id}"
+
+
+def usage_key(job_id: str) -> str:
+    """What the job's worker measured and applied (peak memory, limits), merged into the
+    job's record when it ends."""
+    return f"{PREFIX}usage:{job_id}"
+
+
 def heartbeat_key(job_id: str) -> str:
     return f"{PREFIX}hb:{job_id}"
 

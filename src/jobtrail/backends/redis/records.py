@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -161,8 +162,21 @@ class RedisJobDB:
         self._conn.hset(b.job_key(job_id), "logs_expired", "true")
 
     def link_rerun(self, job_id: str, rerun_id: str) -> None:
-        """Append to ``extra["reruns"]`` in a WATCH transaction: tried again if the hash
-        changed in between (another rerun, a server's status change), so none is lost."""
+        """Append to ``extra["reruns"]``, atomically (``_change_extra``)."""
+        self._change_extra(
+            job_id, lambda extra: {**extra, "reruns": [*extra.get("reruns", ()), rerun_id]}
+        )
+
+    def fill_extra(self, job_id: str, values: dict[str, Any]) -> None:
+        """Add to the job's extra those of ``values`` it does not have (a worker's figures
+        that came after its end), atomically."""
+        self._change_extra(job_id, lambda extra: {**values, **extra})
+
+    def _change_extra(
+        self, job_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """``extra = change(extra)`` in a WATCH transaction: tried again if the hash changed
+        in between (another rerun, a server's status change), so no change is lost."""
         key = b.job_key(job_id)
         with self._conn.pipeline() as pipe:
             while True:
@@ -171,8 +185,7 @@ class RedisJobDB:
                     raw = pipe.hget(key, "extra")
                     if raw is None:
                         return
-                    extra = json.loads(raw)
-                    extra["reruns"] = [*extra.get("reruns", ()), rerun_id]
+                    extra = change(json.loads(raw))
                     pipe.multi()
                     pipe.hset(key, "extra", json.dumps(extra))
                     pipe.execute()
@@ -240,12 +253,26 @@ class RedisJobRecords:
 
     def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
         """As ``RedisJobDB.transition``; the server that ends a job lets its stream expire
-        (late or restarted servers read it until then)."""
+        (late or restarted servers read it until then). An end takes in what the job's
+        worker measured and applied (``usage_key``: peak memory, limits)."""
+        ending = "status" in fields and JobStatus(fields["status"]).terminal
+        if ending and isinstance(fields.get("extra"), dict):
+            fields["extra"] = {**self._usage(job_id), **fields["extra"]}
         applied = self.db.transition(job_id, allowed, **fields)
-        if applied and "status" in fields and JobStatus(fields["status"]).terminal:
+        if applied and ending:
             with contextlib.suppress(redis.RedisError):
                 self._conn.expire(b.log_key(job_id), b.STREAM_TTL)
         return applied
+
+    def _usage(self, job_id: str) -> dict[str, Any]:
+        """The worker's figures for the job: a peak its end did not carry, the limits it ran
+        under (its own defaults, for a job that came without)."""
+        try:
+            raw = self._conn.get(b.usage_key(job_id))
+            usage = json.loads(raw) if raw else {}
+        except (redis.RedisError, ValueError):
+            return {}
+        return {k: v for k, v in usage.items() if v is not None} if isinstance(usage, dict) else {}
 
     def expirable(self, before: float) -> list[str]:
         return self.db.expirable(before)

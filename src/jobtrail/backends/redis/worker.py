@@ -7,7 +7,11 @@ new one if one dies). Each is a ``JobtrailWorker``: RQ dequeues, forks a work-ho
 * refreshes the job's heartbeat key (``jobtrail:hb:<job_id>``, TTL 10 s) every second, which
   is how API servers notice a host that vanished;
 * polls the job's cancel key and stops the horse's whole process tree, children first:
-  SIGTERM (the job's ``finally`` blocks run), then SIGKILL after 3 s.
+  SIGTERM (the job's ``finally`` blocks run), then SIGKILL after 3 s;
+* watches the tree (``limits.TreeWatch``): its peak memory, published in
+  ``jobtrail:usage:<job_id>`` for the job's record, and its limits (the job's, else this
+  worker's ``--job-memory-mb``/``--job-timeout``): over one, the reason goes to
+  ``jobtrail:limit:<job_id>`` for the horse's log, then the tree is stopped as a cancel.
 
 When the horse dies (signal, ``os._exit``), RQ's dead-horse hook first sends the lines of
 the horse's spool that its stream lacks (the spool is a file this worker creates for each
@@ -18,6 +22,7 @@ with the cause in jobtrail's words ("killed by SIGKILL", "exited with code 3").
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -40,6 +45,8 @@ from rq.job import Job as RQJob
 
 from jobtrail.backends.redis import horse
 from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis.records import RedisJobDB
+from jobtrail.limits import MB, SAMPLE_EVERY, Limits, TreeWatch
 from jobtrail.messages import End, Outcome
 from jobtrail.processes import (
     CANCEL_GRACE,
@@ -55,14 +62,16 @@ from jobtrail.worker import spool
 from jobtrail.worker.runtime import PLAYBOOKS_ENV, STOP_SIGNAL, TOKEN_ENV
 
 log = logging.getLogger("jobtrail.worker")
-WATCH_EVERY = 0.2
+WATCH_EVERY = SAMPLE_EVERY  # cancel, heartbeat and the tree's memory, looked at this often
 FINISH_SECONDS = 5.0  # on SIGTERM, how long a running job may take to finish by itself
 
 
 class JobtrailWorker(Worker):
     """An RQ worker that heartbeats, cancels and explains deaths the jobtrail way."""
 
-    def __init__(self, *args: Any, url: str, mark: str, spools: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, url: str, mark: str, spools: str, limits: Limits, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._jt_url = url
         self._jt_mark = mark
@@ -73,6 +82,10 @@ class JobtrailWorker(Worker):
         self._jt_status: int | None = None
         self._jt_lock = threading.Lock()
         self._jt_spools = spools
+        self._jt_default_limits = limits  # for jobs that come without one
+        self._jt_limits = limits
+        self._jt_tree: TreeWatch | None = None
+        self._jt_published = 0  # the peak bytes last written to the usage key
         threading.Thread(target=self._jt_watch, name="jobtrail-watch", daemon=True).start()
 
     # -- RQ hooks ---------------------------------------------------------------------------
@@ -81,6 +94,9 @@ class JobtrailWorker(Worker):
         with self._jt_lock:
             self._jt_job, self._jt_cancel, self._jt_ended = job_id, None, False
             self._jt_status = None
+            options = job.args[3] if len(job.args) > 3 else {}
+            self._jt_limits = Limits.from_json(options).or_else(self._jt_default_limits)
+            self._jt_tree, self._jt_published = None, 0
         self._beat(job_id)
         horse.SPOOL["path"] = path = os.path.join(self._jt_spools, "job.spool")
         with contextlib.suppress(FileNotFoundError):
@@ -98,13 +114,18 @@ class JobtrailWorker(Worker):
             if not ended and status not in (None, 0):
                 self._send_end(job_id, status)
             self._quietly(lambda: self._jt_conn.delete(b.heartbeat_key(job_id)))
+            self._quietly(lambda: self._jt_final_usage(job_id))
             with contextlib.suppress(OSError):
                 os.unlink(horse.SPOOL["path"])
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        job_id = self._jt_job
+        watch = self._jt_tree_of(job_id, self.horse_pid) if job_id and self.horse_pid else None
         pid, status, rusage = super().wait_for_horse()
         if pid:
             self._jt_status = status
+            if watch is not None and watch.pid == pid and rusage is not None:
+                watch.saw(rusage.ru_maxrss * 1024)  # KiB: the horse's own high-water mark
         return pid, status, rusage
 
     def handle_work_horse_killed(self, job: RQJob, retpid: int, ret_val: int, rusage: Any) -> None:
@@ -132,8 +153,13 @@ class JobtrailWorker(Worker):
         except OSError:
             log.error("could not send the spooled lines of job %s: redis unreachable", job_id)
         code = os.waitstatus_to_exitcode(wait_status)
-        if self._quietly(lambda: self._jt_conn.exists(b.cancel_key(job_id))):
+        watch = self._jt_tree if self._jt_tree and self._jt_tree.job_id == job_id else None
+        if watch is not None and watch.error is not None:  # a limit stopped it first
+            outcome = watch.died(code)
+        elif self._quietly(lambda: self._jt_conn.exists(b.cancel_key(job_id))):
             outcome = Outcome.cancelled()
+        elif watch is not None:  # how it died, the OOM killer named when it can be known
+            outcome = watch.died(code)
         else:
             outcome = Outcome.died(death_reason(code))
         try:
@@ -168,6 +194,8 @@ class JobtrailWorker(Worker):
                 last_beat = now
             if cancel is not None:
                 cancel.escalate(now)
+            elif self._jt_watch_tree(job_id, pid, now):
+                continue  # a limit is stopping it: a cancel now would cut its report short
             elif self._quietly(lambda j=job_id: self._jt_conn.exists(b.cancel_key(j))):
                 # reparented descendants are found by the job's mark
                 cancel = TreeStop(pid, mark=f"{self._jt_mark}/{job_id}")
@@ -175,8 +203,56 @@ class JobtrailWorker(Worker):
                     self._jt_cancel = cancel
                 cancel.terminate()
 
+    def _jt_tree_of(self, job_id: str, pid: int) -> TreeWatch:
+        """The watch of the job's horse, made when its pid is first seen (just after the
+        fork): sampled and published at once, so a job that ends within a sample has a
+        peak when its end is recorded."""
+        with self._jt_lock:
+            watch = self._jt_tree
+            if watch is not None and watch.pid == pid and watch.job_id == job_id:
+                return watch
+            mark = f"{self._jt_mark}/{job_id}"
+            watch = TreeWatch(job_id, pid, self._jt_limits, mark=mark)  # its clock starts
+            self._jt_tree = watch
+        watch.sample()
+        self._jt_publish(watch)
+        return watch
 
-def _work(url: str, mark: str, index: int) -> None:
+    def _jt_publish(self, watch: TreeWatch) -> None:
+        """The job's peak (once it rose by a MB) and limits, for its record's end."""
+        if watch.peak_bytes < self._jt_published + MB:
+            return
+        usage = {**watch.limits.to_json(), "peak_rss_mb": watch.peak_rss_mb}
+        key = b.usage_key(watch.job_id)
+        if self._quietly(lambda: self._jt_conn.set(key, json.dumps(usage), ex=b.STREAM_TTL)):
+            self._jt_published = watch.peak_bytes
+
+    def _jt_final_usage(self, job_id: str) -> None:
+        """The peak once the horse is reaped (a job shorter than a sample has only this),
+        published, and added to the job's record if its end was recorded already."""
+        watch = self._jt_tree
+        if watch is None or watch.job_id != job_id or not watch.peak_bytes:
+            return
+        usage = {**watch.limits.to_json(), "peak_rss_mb": watch.peak_rss_mb}
+        self._jt_conn.set(b.usage_key(job_id), json.dumps(usage), ex=b.STREAM_TTL)
+        RedisJobDB(self._jt_conn).fill_extra(
+            job_id, {k: v for k, v in usage.items() if v is not None}
+        )
+
+    def _jt_watch_tree(self, job_id: str, pid: int, now: float) -> bool:
+        """Sample the horse's tree, publish its peak, stop it over a limit; True while a
+        limit is stopping it."""
+        watch = self._jt_tree_of(job_id, pid)
+        watch.sample()
+        conn = self._jt_conn
+        watch.check(
+            now, lambda error: self._quietly(lambda: conn.set(b.limit_key(job_id), error, ex=60))
+        )
+        self._jt_publish(watch)
+        return watch.error is not None
+
+
+def _work(url: str, mark: str, index: int, limits: Limits) -> None:
     """One RQ worker process (a child of ``jobtrail worker``)."""
     die_with_parent()
     mark_this_process(mark)
@@ -192,6 +268,7 @@ def _work(url: str, mark: str, index: int) -> None:
         url=url,
         mark=mark,
         spools=spools,
+        limits=limits,
         job_monitoring_interval=5,
     )
     try:
@@ -205,8 +282,10 @@ def run_workers(
     concurrency: int,
     job_modules: Sequence[str] = (),
     playbooks: str | None = None,
+    limits: Limits | None = None,
 ) -> int:
-    """The ``jobtrail worker`` command: keep ``concurrency`` RQ workers alive until SIGTERM."""
+    """The ``jobtrail worker`` command: keep ``concurrency`` RQ workers alive until SIGTERM;
+    ``limits`` are the defaults for jobs that come without a memory limit or timeout."""
     os.environ.pop(TOKEN_ENV, None)
     if playbooks:
         os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
@@ -231,7 +310,9 @@ def run_workers(
                     log.warning("RQ worker %d exited (%s); starting another", index, proc.exitcode)
                     kill_tree(processes_marked(f"{mark}/{index}"))
                 children[index] = ctx.Process(
-                    target=_work, args=(url, f"{mark}/{index}", index), daemon=False
+                    target=_work,
+                    args=(url, f"{mark}/{index}", index, limits or Limits()),
+                    daemon=False,
                 )
                 children[index].start()
         stopping.wait(0.5)

@@ -1,0 +1,196 @@
+"""A job's memory limit and timeout, and ``TreeWatch``: the one thing that watches a running
+job's process tree, in the local pool's monitor and in ``jobtrail worker``'s watcher thread.
+
+::
+
+    POST /api/jobs {memory_mb, timeout_s} ─┐
+    @job(..., memory_mb=, timeout_s=)     ─┼─ resolve(): the first that is set ─► Limits
+    serve --job-memory-mb / --job-timeout ─┘     (stored in the job's extra; Task / RQ args)
+
+    TreeWatch, every SAMPLE_EVERY: the sum of the tree's RSS (peak kept), the deadline
+      over ─► tell(error) (the job's process reads it: its log says why) ─► LIMIT_SIGNAL to
+              the job's process, SIGTERM to its children ─► SIGKILL after the grace
+
+Why sampling RSS: cgroup v2 is not there on every host (this one has v1, unprivileged
+users have none), and ``RLIMIT_AS`` is per process and counts virtual memory, which Python,
+its thread stacks and mmap'd libraries reserve far beyond what they use: a 300 MB limit
+would fail jobs that use 80. The sum of the tree's RSS is what a person means by "the job
+used 312 MB"; its precision is the sampling window (a job can allocate past the limit for
+up to SAMPLE_EVERY before it is seen), pages shared by forked processes count once per
+process, and a descendant that left the tree (it daemonised) is not counted.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import psutil
+
+from jobtrail.messages import Outcome
+from jobtrail.models import JobStatus
+from jobtrail.processes import CANCEL_GRACE, TreeStop, death_reason, tree_of
+
+SAMPLE_EVERY = 0.2  # seconds between two looks at a tree: the memory limit's precision
+# Sent to the job's own process when it is over a limit: its handler reads why (``tell``)
+# and the job fails saying so; SIGTERM stays the cancel, SIGUSR1 the shutdown.
+LIMIT_SIGNAL = signal.SIGUSR2
+MB = 1024 * 1024
+VMSTAT = "/proc/vmstat"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a job may use; None: no limit."""
+
+    memory_mb: int | None = None
+    timeout_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"memory_mb": self.memory_mb, "timeout_s": self.timeout_s}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Limits:
+        """From a job's extra or an RQ job's options (absent keys: no limit)."""
+        memory, timeout = data.get("memory_mb"), data.get("timeout_s")
+        return cls(
+            None if memory is None else int(memory), None if timeout is None else float(timeout)
+        )
+
+    def or_else(self, default: Limits) -> Limits:
+        """Each limit this one leaves unset taken from ``default``."""
+        return Limits(
+            default.memory_mb if self.memory_mb is None else self.memory_mb,
+            default.timeout_s if self.timeout_s is None else self.timeout_s,
+        )
+
+
+def server_limits(memory_mb: int, timeout_s: float) -> Limits:
+    """A server's (or worker's) defaults from its flags, where 0 means none."""
+    return Limits(memory_mb or None, timeout_s or None)
+
+
+def resolve(submitted: Limits, job_type: Limits, server: Limits) -> Limits:
+    """Per limit: the submission's, else the job type's, else the server's."""
+    return submitted.or_else(job_type).or_else(server)
+
+
+def over_memory(used_mb: float, limit_mb: int) -> str:
+    return f"out of memory: the job used {used_mb:.0f} MB, over its {limit_mb} MB limit"
+
+
+def timed_out(timeout_s: float) -> str:
+    return f"timed out after {timeout_s:g} s"
+
+
+def oom_kills() -> int | None:
+    """The kernel's count of out-of-memory kills since boot (``oom_kill`` in /proc/vmstat,
+    Linux 4.13+; memory-cgroup kills count too); None where it cannot be read."""
+    try:
+        with open(VMSTAT, "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def tree_rss(pid: int) -> int:
+    """Bytes resident in ``pid`` and its descendants now (0 if it is gone)."""
+    total = 0
+    for proc in tree_of(pid):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+class TreeWatch:
+    """One running job's tree: its peak memory, its limits enforced.
+
+    The owner calls ``sample`` (reads /proc: keep it outside locks) and ``check`` every
+    SAMPLE_EVERY, and asks ``ended`` or ``died`` for the job's outcome. ``tell`` delivers the
+    error to the job's process before it is signalled (the pool's control pipe, a Redis key
+    for a horse), so the job's own log says why it stopped.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        pid: int,
+        limits: Limits,
+        *,
+        mark: str | None = None,
+        grace: float = CANCEL_GRACE,
+    ) -> None:
+        self.job_id = job_id
+        self.pid = pid
+        self.limits = limits
+        self.error: str | None = None  # set once a limit stopped the job
+        self.peak_bytes = 0
+        self._last_bytes = 0
+        self._mark = mark
+        self._grace = grace
+        self._stop: TreeStop | None = None
+        self._started = time.monotonic()  # the timeout counts from here
+        self._oom_kills = oom_kills()
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        return round(self.peak_bytes / MB, 1) if self.peak_bytes else None
+
+    def sample(self) -> None:
+        self._last_bytes = tree_rss(self.pid)
+        self.peak_bytes = max(self.peak_bytes, self._last_bytes)
+
+    def saw(self, resident_bytes: int) -> None:
+        """A peak measured another way (the kernel's high-water mark of a reaped process)."""
+        self.peak_bytes = max(self.peak_bytes, resident_bytes)
+
+    def check(self, now: float, tell: Callable[[str], None]) -> None:
+        """Stop the tree if the last sample or the clock is over a limit; escalate a stop
+        begun earlier to SIGKILL once its grace passed."""
+        if self._stop is not None:
+            self._stop.escalate(now)
+            return
+        memory, timeout = self.limits.memory_mb, self.limits.timeout_s
+        if memory is not None and self._last_bytes > memory * MB:
+            self.error = over_memory(self._last_bytes / MB, memory)
+        elif timeout is not None and now - self._started >= timeout:
+            self.error = timed_out(timeout)
+        else:
+            return
+        try:
+            tell(self.error)
+        except (OSError, ValueError):
+            pass  # the job's log cannot say why; its error still does
+        self._stop = TreeStop(self.pid, self._mark, self._grace, root_signal=LIMIT_SIGNAL)
+        self._stop.terminate()
+
+    def ended(self, outcome: Outcome) -> Outcome:
+        """The outcome the job's process reported, with its peak; a limit's error if one
+        stopped it (a cancel asked for first stays a cancel)."""
+        if not self.peak_bytes:  # it ended before the first sample: its process now
+            self.sample()
+        if self.error is not None and outcome.status is not JobStatus.CANCELLED:
+            outcome = replace(outcome, status=JobStatus.FAILED, error=self.error)
+        return replace(outcome, peak_rss_mb=self.peak_rss_mb)
+
+    def died(self, exitcode: int | None) -> Outcome:
+        """The outcome of a job whose process died without reporting one: the limit that
+        stopped it, or the kernel's OOM killer when its count rose while a SIGKILL nobody
+        here sent ended the job (another process's OOM kill at the same moment would be
+        taken for this one's), or how the process ended."""
+        if self.error is not None:
+            return Outcome(JobStatus.FAILED, self.error, peak_rss_mb=self.peak_rss_mb)
+        cause = death_reason(exitcode)
+        if exitcode == -signal.SIGKILL and self._oom_kills is not None:
+            now = oom_kills()
+            if now is not None and now > self._oom_kills:
+                cause = "killed by the kernel's out-of-memory killer (SIGKILL; oom_kill rose)"
+        return replace(Outcome.died(cause), peak_rss_mb=self.peak_rss_mb)

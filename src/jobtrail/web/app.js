@@ -301,6 +301,14 @@
 
   $("submit-type").addEventListener("change", renderParams);
 
+  function submitLimits() {
+    // the two optional fields; left empty, the job type's or the server's limits apply
+    const limits = {};
+    if ($("submit-memory").value !== "") limits.memory_mb = Number($("submit-memory").value);
+    if ($("submit-timeout").value !== "") limits.timeout_s = Number($("submit-timeout").value);
+    return limits;
+  }
+
   $("submit-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("submit-error").textContent = "";
@@ -325,7 +333,7 @@
       const job = await apiJSON("/api/jobs", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ type: $("submit-type").value, params }),
+        body: JSON.stringify({ type: $("submit-type").value, params, ...submitLimits() }),
       });
       location.hash = `#/jobs/${encodeURIComponent(job.job_id)}`;
     } catch (err) {

@@ -392,9 +392,16 @@ def stop_while_followed(url: str, proc: subprocess.Popen[bytes], job_id: str) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    printed: list[bytes] = []
+    assert cli.stdout is not None
+    reader = threading.Thread(target=lambda: printed.extend(iter(cli.stdout.readline, b"")))
+    reader.start()
     try:
         wait_until(lambda: len(records(follower.events)) >= 1, 20, "the follower's first record")
-        time.sleep(0.5)  # the CLI follower is connected too (it printed nothing yet: no pipe read)
+        # the CLI prints the job's newest lines, then follows: give it a moment to connect
+        # once it printed them (a loaded machine takes seconds just to start it)
+        wait_until(lambda: any(b"waiting for" in line for line in printed), 30, "the CLI's tail")
+        time.sleep(0.5)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         follower.join(10)
@@ -403,12 +410,18 @@ def stop_while_followed(url: str, proc: subprocess.Popen[bytes], job_id: str) ->
         assert took < 1.0, f"the stream took {took:.2f} s to end after SIGTERM"
         last = follower.events[-1]
         assert last.event == "shutdown", follower.events[-3:]
-        out, err = cli.communicate(timeout=10)
+        cli.wait(timeout=10)  # its stdout is the reader thread's; its stderr is one line
         cli_took = time.monotonic() - signalled
     finally:
         if cli.poll() is None:
             cli.kill()
-            cli.communicate()
+            cli.wait(10)
+        reader.join(10)
+    assert cli.stderr is not None
+    err = cli.stderr.read()
+    cli.stderr.close()
+    cli.stdout.close()
+    out = b"".join(printed)
     assert cli.returncode == 2, (cli.returncode, err)
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "is stopping" in lines[0] and job_id in lines[0], lines

@@ -496,13 +496,20 @@ def test_cancel_stops_ansible_playbook_and_all_it_started(ans: Live) -> None:
     def tree() -> list[psutil.Process]:
         return list(worker.children(recursive=True))
 
+    def cmdline(proc: psutil.Process) -> list[str]:
+        """Its command line; none for one that exited meanwhile (a zombie has none to read)."""
+        try:
+            return list(proc.cmdline())
+        except psutil.Error:
+            return []
+
     wait_until(
-        lambda: any(p.cmdline()[:2] == ["sleep", "60"] for p in tree() if p.is_running()),
+        lambda: any(cmdline(p)[:2] == ["sleep", "60"] for p in tree()),
         timeout=30,
         what="sleep 60 running",
     )
     procs = tree()
-    playbooks = [p for p in procs if any("ansible-playbook" in part for part in p.cmdline())]
+    playbooks = [p for p in procs if any("ansible-playbook" in part for part in cmdline(p))]
     assert playbooks, "ansible-playbook runs as a descendant of the worker"
     argv = playbooks[0].cmdline()
     assert not any(secret in " ".join(argv) for secret in SECRETS.values() if len(secret) > 3)

@@ -57,8 +57,10 @@ SCHEDULE_MS = 500  # a batch not yet full goes out after this long (a live view'
 # drops records (counted as throttled) until it is under again: it converts and encodes in
 # Python, about 100 us a record, holding the GIL the listener needs. Unbounded, four jobs
 # logging at full speed were captured at half the speed (benchmarks/throughput.py --otlp).
+# A token bucket: CPU_SHARE seconds of credit a second, at most CPU_BURST saved, so a burst
+# (about 2,000 records) and the first export's set-up pass, and a flood is held to the share.
 CPU_SHARE = 0.1
-CPU_WINDOW = 5.0  # seconds the share is measured over (then it starts again)
+CPU_BURST = 0.2
 CHECK_EVERY = 64  # records between looks at the CPU used
 GATHER = 0.1  # a pass waits this long after a wake, so a burst is read in one run
 READ_LINES = 1024  # lines per read of the store (see summary.READ_LINES)
@@ -202,7 +204,8 @@ class LogExport:
         self._exported_to: OrderedDict[str, int] = OrderedDict()  # seq read up to, per job
         self._emitted = self._dropped = self._skipped = self._throttled = 0
         self._reported = (0, 0, 0, 0)
-        self._window = (time.monotonic(), 0.0)  # (when, CPU used by then) of CPU_WINDOW
+        self._credit = CPU_BURST  # seconds of CPU the export may still use
+        self._credit_at = (time.monotonic(), 0.0)  # (when, CPU used by then) it was counted
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -226,8 +229,8 @@ class LogExport:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            # the last pass runs in this thread, whose CPU time the window has not seen
-            self._window = (time.monotonic(), time.thread_time() + self._exporter.cpu)
+            # the last pass runs in this thread, whose CPU time the bucket has not seen
+            self._credit_at = (time.monotonic(), time.thread_time() + self._exporter.cpu)
             self._pass()
         # The public shutdown() waits up to 30 s for a receiver that is down; its batch
         # processor takes the bound (a second call returns at once).
@@ -319,13 +322,13 @@ class LogExport:
                 return
 
     def _over_budget(self) -> bool:
-        """Whether the export used more than CPU_SHARE of the time in this CPU_WINDOW."""
+        """Whether the export spent its CPU credit (see CPU_SHARE)."""
         now, used = time.monotonic(), time.thread_time() + self._exporter.cpu
-        since, used_then = self._window
-        if now - since >= CPU_WINDOW:
-            self._window = (now, used)
-            return False
-        return used - used_then > CPU_SHARE * max(now - since, 0.5)
+        then, used_then = self._credit_at
+        earned = CPU_SHARE * (now - then)
+        self._credit = min(CPU_BURST, self._credit + earned) - (used - used_then)
+        self._credit_at = (now, used)
+        return self._credit < 0
 
     def _record(self, job_id: str, job_type: str, line: bytes) -> LogRecord | None:
         """One stored line as an OTel log record: the message as the body, the level as

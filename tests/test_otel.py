@@ -13,6 +13,7 @@ import calendar
 import contextlib
 import gzip
 import http.server
+import re
 import socket
 import threading
 import time
@@ -395,3 +396,20 @@ def test_a_running_job_is_exported_while_it_runs(both: Live, otlp: Receiver) -> 
     both.wait(job["job_id"])
     sent = otlp.wait_for(job["job_id"], 2000)
     assert [r["attributes"]["jobtrail.seq"] for r in sent] == list(range(1, 2001))
+
+
+def test_metrics_show_what_export_sent(both: Live, otlp: Receiver) -> None:
+    """/metrics reads the exporter's counts (the metrics extra is in dev)."""
+    job = both.submit("fielded", count=3)
+    both.wait(job["job_id"])
+    otlp.wait_for(job["job_id"], len(both.all_records(job["job_id"])))
+
+    def sent() -> float:
+        text = both.http.get("/metrics").text
+        found = re.search(r"^jobtrail_export_records_total (\S+)$", text, re.M)
+        assert found, text
+        return float(found.group(1))
+
+    wait_until(lambda: sent() >= len(both.all_records(job["job_id"])), what="export counted")
+    text = both.http.get("/metrics").text
+    assert re.search(r"^jobtrail_export_queue_records \S+$", text, re.M), text

@@ -60,6 +60,9 @@ class Snapshot:
     dropped: int  # records the ended jobs lost (in their process or at the store)
     batches: int  # batches and records the ingest appended since the server started
     records: int
+    export_queued: int = 0  # OTLP export (service/otel.py), all 0 when it is off: waiting,
+    export_lost: int = 0  # dropped + throttled + failed + skipped,
+    export_sent: int = 0  # and exported
 
 
 class JobMetrics:
@@ -83,6 +86,7 @@ class JobMetrics:
             limit = service.config.max_pending if status == "pending" else health.workers
             for job in service.records.list_jobs(status, None, max(limit, 1) + 1000):
                 active[status, job.job_type] += 1
+        export = service.log_export.stats() if service.log_export is not None else None
         with self._lock:
             self._fold_ended()
             return Snapshot(
@@ -95,6 +99,13 @@ class JobMetrics:
                 dropped=self._dropped,
                 batches=service.ingest.batches,
                 records=service.ingest.records,
+                export_queued=export.queued if export else 0,
+                export_lost=(
+                    export.dropped + export.throttled + export.failed + export.skipped
+                    if export
+                    else 0
+                ),
+                export_sent=export.exported if export else 0,
             )
 
     def _fold_ended(self) -> None:

@@ -34,7 +34,15 @@ import pytest
 
 from jobtrail.cli.logformat import JsonLineFormatter
 from support.live import free_port
-from support.sandbox import as_user, free_uid, hide_root, json_lines, need, wait_serving
+from support.sandbox import (
+    as_user,
+    free_uid,
+    hide_root,
+    json_lines,
+    keep_reachable,
+    need,
+    wait_serving,
+)
 from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,6 +121,7 @@ def _sandbox_script(state: Path, uid: int, options: dict[str, str]) -> str:
     assert options["PrivateTmp"] == "yes" and options["NoNewPrivileges"] == "yes"
     assert options["CapabilityBoundingSet"] == ""
     home = f"/var/lib/{options['StateDirectory']}"
+    stage, put_back = keep_reachable(tmp_covered=True)
     steps = [
         "set -e",
         "mount -n --make-rprivate /",
@@ -128,9 +137,11 @@ def _sandbox_script(state: Path, uid: int, options: dict[str, str]) -> str:
         *hide_root(),
         "for d in /home /run/user; do [ -d $d ] && mount -n -t tmpfs -o ro tmpfs $d; done",
         "mount -n -o remount,ro /root",
+        *stage,
         # PrivateTmp=yes
         "mount -n -t tmpfs -o mode=1777 tmpfs /tmp",
         "mount -n -t tmpfs -o mode=1777 tmpfs /var/tmp",
+        *put_back,  # this test's venv and checkout, where /opt/jobtrail would be
         f"umask {options['UMask']}",
         f"cd {home}",
         f"exec setpriv --reuid={uid} --regid={uid} --clear-groups --no-new-privs "

@@ -57,17 +57,58 @@ def hide_root() -> list[str]:
     ]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cover_point(path: Path, tmp_covered: bool) -> Path | None:
+    """The outermost folder above ``path`` that hides it from the service's user: /tmp when
+    the sandbox covers it (PrivateTmp), or a folder others cannot enter (tox makes ``.tox``
+    0700)."""
+    for parent in reversed(path.parents):
+        if tmp_covered and parent == Path("/tmp"):
+            return parent
+        if parent != Path("/") and not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
+def keep_reachable(tmp_covered: bool) -> tuple[list[str], list[str]]:
+    """Steps that stage this test's venv and checkout (``before`` what hides them is
+    mounted) and put them back where they were (``after``), reachable by another user: a
+    real install's venv is /opt/jobtrail, but a test's may be a tox env under a 0700 folder,
+    or a checkout under /tmp. Staged on a tmpfs of the namespace's own at /dev/shm, which
+    neither ProtectSystem nor PrivateTmp covers."""
+    keep = [Path(sys.prefix).resolve(), REPO / "src"]
+    before = ["mount -n -t tmpfs -o mode=0755 tmpfs /dev/shm"]
+    after: list[str] = []
+    covered: set[Path] = set()
+    for i, path in enumerate(keep):
+        cover = _cover_point(path, tmp_covered)
+        if cover is None:
+            continue
+        quoted = shlex.quote(str(path))
+        before += [f"mkdir /dev/shm/keep{i}", f"mount -n --bind -o ro {quoted} /dev/shm/keep{i}"]
+        if cover != Path("/tmp") and cover not in covered:
+            after.append(f"mount -n -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(cover))}")
+            covered.add(cover)
+        after += [f"mkdir -p {quoted}", f"mount -n --move /dev/shm/keep{i} {quoted}"]
+    return (before, after) if after else ([], [])
+
+
 def as_user(uid: int, state: Path, volume: str) -> list[str]:
     """The command that follows, run as ``uid`` in a mount namespace where it can reach this
     venv's Python and finds ``state`` at ``volume``, as a container has its volume."""
+    stage, put_back = keep_reachable(tmp_covered=False)
     script = "\n".join(
         [
             "set -e",
             "mount -n --make-rprivate /",
+            *stage,
             f"mount -n -t tmpfs -o mode=0755 tmpfs {Path(volume).parent}",
             f"mkdir -p {volume}",
             f"mount -n --bind {shlex.quote(str(state))} {volume}",
             *hide_root(),
+            *put_back,
             f"cd {volume}",  # WORKDIR
             'exec "$@"',
         ]

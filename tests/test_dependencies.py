@@ -69,14 +69,29 @@ def dev_only_modules() -> list[str]:
     )
 
 
-@pytest.fixture
-def without_dev_tools(tmp_path: Path) -> dict[str, str]:
-    """The environment of a process in which the dev extra's modules cannot be imported."""
+def beyond_quick_start_modules() -> list[str]:
+    """The top-level modules that only extras other than ``ansible`` bring (dev, mcp,
+    metrics, otel, distributed): what the README's first command does not install."""
+    requirements = importlib.metadata.requires("jobtrail") or []
+    needed = {
+        distribution(r)
+        for r in requirements
+        if "extra" not in r or re.search(r"extra\s*==\s*.ansible.", r)
+    }
+    extras = {distribution(r) for r in requirements if "extra" in r} - needed
+    assert {"pytest", "mcp", "rq"} <= extras
+    return sorted(
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if all(distribution(d) in extras for d in dists)
+    )
+
+
+def blocking(tmp_path: Path, blocked: list[str]) -> dict[str, str]:
+    """The environment of a process in which the ``blocked`` modules cannot be imported."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER)
-    blocked = dev_only_modules()
-    assert "pytest" in blocked and "playwright" in blocked
     path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {
         **os.environ,
@@ -84,6 +99,22 @@ def without_dev_tools(tmp_path: Path) -> dict[str, str]:
         "JOBTRAIL_TEST_BLOCKED": ",".join(blocked),
         "TMPDIR": str(tmp_path),
     }
+
+
+@pytest.fixture
+def without_dev_tools(tmp_path: Path) -> dict[str, str]:
+    """A process in which the dev extra's own modules cannot be imported."""
+    blocked = dev_only_modules()
+    assert "pytest" in blocked and "playwright" in blocked
+    return blocking(tmp_path, blocked)
+
+
+@pytest.fixture
+def as_quick_start(tmp_path: Path) -> dict[str, str]:
+    """A process with only what the README's first command installs (``.[ansible]``)."""
+    blocked = beyond_quick_start_modules()
+    assert "pytest" in blocked and "mcp" in blocked and "rq" in blocked
+    return blocking(tmp_path, blocked)
 
 
 def test_the_blocker_blocks(without_dev_tools: dict[str, str]) -> None:
@@ -109,10 +140,10 @@ def test_every_module_imports_without_the_dev_extra(without_dev_tools: dict[str,
     assert done.returncode == 0, done.stderr
 
 
-def test_the_demo_runs_without_the_dev_extra(without_dev_tools: dict[str, str]) -> None:
+def test_the_demo_runs_with_only_the_quick_starts_extras(as_quick_start: dict[str, str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "jobtrail.cli", "demo"],
-        env=without_dev_tools,
+        env=as_quick_start,
         capture_output=True,
         text=True,
         timeout=90,

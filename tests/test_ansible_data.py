@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from jobtrail.jobtypes.ansible import tables
 from jobtrail.jobtypes.ansible.tables import PlaybookFold, PlaybookTables
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, live_server, server_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -30,7 +29,7 @@ RECAP_LINE = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$")
 FAILED_HOSTS = ["down1", "web3", "web4"]
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
@@ -38,15 +37,7 @@ def live(
     os.environ[PLAYBOOKS_ENV] = str(PLAYBOOKS.resolve())  # the redis workers inherit it
     try:
         config = server_config(tmp_path_factory.mktemp("home"), playbooks=PLAYBOOKS)
-        if request.param == "local":
-            with live_server(config) as running:
-                yield running
-            return
-        with (
-            redis_server(tmp_path_factory.mktemp("redis")) as rs,
-            workers(rs.url, count=2),
-            live_server(replace(config, backend=rs.url)) as running,
-        ):
+        with serve_in_mode(request.param, config, tmp_path_factory) as running:
             yield running
     finally:  # the service exports the dir to os.environ: don't leak it into other modules
         if saved is None:

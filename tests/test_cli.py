@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from jobtrail.processes import processes_marked
 from jobtrail.service import SERVER_STOPPED
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, free_port, live_server, server_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
+from support.redis_server import redis_server
 from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -723,7 +723,6 @@ def test_a_job_module_that_cannot_be_imported_is_one_line_and_exit_2(tmp_path: P
 def test_distributed_serve_and_worker_import_a_job_module_from_their_folder(
     tmp_path: Path, serving: list[tuple[Streaming, Path]], streaming: list[Streaming]
 ) -> None:
-    from support.redis_server import redis_server
 
     app = tmp_path / "app"
     app.mkdir()
@@ -1151,21 +1150,13 @@ def test_show_prints_the_duration_root_cause_and_reruns(live: Live) -> None:
     assert f"  rerun of  {job['job_id']}" in shown_rerun.splitlines()
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both_cli(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     """A server of each mode: the local pool, and Redis with two `jobtrail worker`s."""
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(server_config(home)) as running:
-            yield running
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(server_config(home), backend=rs.url)) as running,
-    ):
+    with serve_in_mode(request.param, server_config(home), tmp_path_factory) as running:
         yield running
 
 

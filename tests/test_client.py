@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,8 +46,8 @@ from jobtrail.models import JobStatus
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, free_port, live_server
 from support.live import server_config as make_config
+from support.modes import MODES, serve_in_mode
 from support.proxy import DroppingProxy
-from support.redis_server import redis_server, workers
 from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -380,21 +379,13 @@ def test_async_follow_resumes_after_the_connection_drops(live: Live, tmp_path: P
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     """A server of each mode: the local pool, and Redis with two `jobtrail worker`s."""
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(make_config(home)) as running:
-            yield running
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(make_config(home), backend=rs.url)) as running,
-    ):
+    with serve_in_mode(request.param, make_config(home), tmp_path_factory) as running:
         yield running
 
 

@@ -20,26 +20,19 @@ from test_stream import SHUTDOWN_NOISE, all_events, records, serve_process, stop
 
 from support.live import Live, live_server
 from support.live import server_config as make_config
+from support.modes import MODES, serve_in_mode
 from support.redis_server import redis_server, workers
 from support.waits import pid_gone, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(make_config(home)) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(make_config(home), backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, make_config(home), tmp_path_factory) as live:
         yield live
 
 

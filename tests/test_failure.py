@@ -9,7 +9,6 @@ a very long one).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ import pytest
 
 from jobtrail.worker.failure import ARROW, MAX_CAUSES, describe, exception_chain, is_job_code
 from jobtrail.worker.redact import Redactor
-from support.live import Live, live_server
+from support.live import Live
 from support.live import server_config as make_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,20 +37,12 @@ def line_of(marker: str, path: Path = FIXTURE) -> int:
     raise AssertionError(f"no line ending with {marker!r} in {path}")
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(make_config(home)) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=1),
-        live_server(replace(make_config(home), backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, make_config(home), tmp_path_factory, worker_count=1) as live:
         yield live
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -31,9 +30,9 @@ from jobtrail.secrets import MASK
 from jobtrail.worker.batcher import RecordBatcher
 from jobtrail.worker.handler import BatchQueueHandler
 from jobtrail.worker.redact import Redactor
-from support.live import Live, live_server
+from support.live import Live
 from support.live import server_config as make_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -194,20 +193,12 @@ def test_field_match_parses_once_and_checks_bytes_then_values() -> None:
 
 
 # -- real jobs on a real server, both modes ---------------------------------------------------
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(make_config(home)) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(make_config(home), backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, make_config(home), tmp_path_factory) as live:
         yield live
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from support.live import Live, live_server
 from support.live import server_config as make_config
+from support.modes import MODES, serve_in_mode
 from support.redis_server import redis_server, workers
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,21 +26,13 @@ SERVER_DEFAULTS = {"job_memory_mb": 900, "job_timeout": 60.0}
 OOM = re.compile(r"^out of memory: the job used (\d+) MB, over its 100 MB limit$")
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp(f"home-{request.param}")
     config = make_config(home, **SERVER_DEFAULTS)
-    if request.param == "local":
-        with live_server(config) as running:
-            yield running
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(config, backend=rs.url)) as running,
-    ):
+    with serve_in_mode(request.param, config, tmp_path_factory) as running:
         yield running
 
 

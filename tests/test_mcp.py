@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from jobtrail.mcp._budget import STRUCTURED_LIMIT, TEXT_LIMIT, Reply, fit
 from jobtrail.mcp._server import build_server
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
 from support.live import Live, live_server, server_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -261,20 +260,14 @@ def test_streamable_http_at_mcp_behind_the_token(served: Live) -> None:
     anyio.run(scenario)
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(server_config(home)) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=1),
-        live_server(replace(server_config(home), backend=rs.url)) as live,
-    ):
+    with serve_in_mode(
+        request.param, server_config(home), tmp_path_factory, worker_count=1
+    ) as live:
         yield live
 
 

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ from jobtrail.cli.serve import _config
 from jobtrail.logstore import JobLogStore
 from jobtrail.records import LEVEL_BITS, encode_record
 from jobtrail.service.otel import ExportStats, LogExport
-from support.live import Live, free_port, live_server
+from support.live import Live, free_port
 from support.live import server_config as make_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -354,21 +353,13 @@ def otlp() -> Iterator[Receiver]:
         running.stop()
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, otlp: Receiver
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp(f"home-{request.param}")
     config = make_config(home, otlp_endpoint=otlp.url)
-    if request.param == "local":
-        with live_server(config) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(config, backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, config, tmp_path_factory) as live:
         yield live
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ from test_stream import all_events
 from jobtrail.models import Job, JobStatus
 from jobtrail.service.rerun import missing_secrets
 from jobtrail.worker.runtime import PLAYBOOKS_ENV
-from support.live import Live, live_server
+from support.live import Live
 from support.live import server_config as make_config
-from support.redis_server import redis_server, workers
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,7 +48,7 @@ PLAYBOOK = """\
 SECRET = "hunter2-very-secret"
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
@@ -67,15 +66,7 @@ def both(
     saved = os.environ.get(PLAYBOOKS_ENV)
     os.environ[PLAYBOOKS_ENV] = str(books)  # for the RQ workers, which inherit it
     try:
-        if request.param == "local":
-            with live_server(config) as live:
-                yield live
-            return
-        with (
-            redis_server(tmp_path_factory.mktemp("redis")) as rs,
-            workers(rs.url, count=2),
-            live_server(replace(config, backend=rs.url)) as live,
-        ):
+        with serve_in_mode(request.param, config, tmp_path_factory) as live:
             yield live
     finally:
         if saved is None:

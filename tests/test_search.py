@@ -7,7 +7,6 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ import re2
 
 from jobtrail.logstore.patterns import compile_pattern, required_literal
 from jobtrail.records import encode_record
-from support.live import Live, live_server, server_config
-from support.redis_server import redis_server, workers
+from support.live import Live, server_config
+from support.modes import MODES, serve_in_mode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,20 +24,12 @@ NEEDLES = list(range(10, COUNT + 1, 10))
 SEGMENT = 512 * 1024  # small segments, so a bigger corpus rotates
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     config = server_config(tmp_path_factory.mktemp("home"), log_max_bytes=SEGMENT)
-    if request.param == "local":
-        with live_server(config) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(config, backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, config, tmp_path_factory) as live:
         yield live
 
 

@@ -25,6 +25,7 @@ from jobtrail.logstore.summary import SUMMARY_FILE
 from jobtrail.records import encode_record
 from support.live import Live, live_server
 from support.live import server_config as make_config
+from support.modes import MODES, serve_in_mode
 from support.redis_server import redis_server, workers
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,20 +33,12 @@ pytestmark = pytest.mark.timeout(180)
 ERRORS = ("ERROR", "CRITICAL")
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=MODES)
 def both(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("home")
-    if request.param == "local":
-        with live_server(make_config(home)) as live:
-            yield live
-        return
-    with (
-        redis_server(tmp_path_factory.mktemp("redis")) as rs,
-        workers(rs.url, count=2),
-        live_server(replace(make_config(home), backend=rs.url)) as live,
-    ):
+    with serve_in_mode(request.param, make_config(home), tmp_path_factory) as live:
         yield live
 
 

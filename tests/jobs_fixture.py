@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import jobpkg.hostile  # noqa: F401  (registers the hostile job type: tests/jobpkg/hostile.py)
+
 from jobtrail import job, progress
 
 log = logging.getLogger("fixture")

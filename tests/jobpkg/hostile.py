@@ -1,0 +1,268 @@
+"""The ``hostile`` job type: a job that tries, attack by attack, to reach what it must not.
+
+It returns one entry per attack, ``{"ok": bool, "detail": str}``, where ``ok`` means the
+attack *worked* (the job got there), so a test asserts ``not result[name]["ok"]`` for each
+attack its mode must stop. The attacks:
+
+``proc_environ`` / ``proc_cmdline``
+    a needle (the API token, a Redis password) in any ``/proc/*/environ`` or
+    ``/proc/*/cmdline`` but this process's own. The needles come hex-encoded
+    (``needles_hex``), so the params the server receives, stores and hands to the job do
+    not themselves hold the text that is looked for.
+``own_environ``
+    a needle in this job's own environment (what it was handed).
+``proc_mem``
+    read the memory of the processes that hold secrets: ``target_pids`` (the server,
+    ``jobtrail worker``) and this job's ancestors up to the first of them. ``ok``: some
+    memory was readable (the token is then there for the taking: requests carry it); the
+    detail says whether a needle was in what was read.
+``ptrace``
+    ``PTRACE_ATTACH`` to each target (then wait for its stop and ``PTRACE_DETACH``, so a
+    success leaves it running).
+``signal``
+    ``kill(pid, 0)`` to each target, then ``SIGCONT`` (harmless to a running process, and
+    allowed exactly when any other signal would be).
+``read_db`` / ``list_home``
+    open the job database (``home``/jobs.sqlite3) and read its first page; list ``home``.
+``read_log`` / ``read_extra_vars``
+    read another job's log (a file or a job's log directory) and extra-vars file, by the
+    paths the test passes.
+
+Root with CAP_SYS_PTRACE reads every process's memory and environment, dumpable or not. To
+see what a job of the server's own user sees, start the server (and ``jobtrail worker``)
+without that capability: ``drop_ptrace_capability`` as the ``preexec_fn`` of its
+``subprocess.Popen``. A job under it then meets ``/proc`` and ptrace as an unprivileged
+same-user job would: a non-dumpable process (``prctl(PR_SET_DUMPABLE, 0)``) is out of its
+reach, a dumpable one is not. (Dropping the capability in the job alone would not do: the
+kernel also refuses a caller whose capabilities are fewer than its target's.) An attack
+with nothing to aim at (no path given) is ``{"ok": false, "detail": "not tried: ..."}``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from jobtrail import job
+
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+CAP_SYS_PTRACE = 19
+PR_CAPBSET_DROP = 24
+_CAP_VERSION_3 = 0x20080522
+MEM_READ_LIMIT = 256 * 1024 * 1024  # per process: the heap of a server is far below it
+Result = dict[str, Any]
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _entry(ok: bool, detail: str) -> Result:
+    return {"ok": ok, "detail": detail}
+
+
+def _pids() -> list[int]:
+    me = os.getpid()
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
+
+
+def _scan(kind: str, needles: list[bytes]) -> Result:
+    """Every readable ``/proc/PID/<kind>`` searched for every needle."""
+    readable, found = 0, []
+    for pid in _pids():
+        try:
+            data = Path(f"/proc/{pid}/{kind}").read_bytes()
+        except OSError:
+            continue
+        readable += 1
+        for n, needle in enumerate(needles):
+            if needle in data:
+                found.append(f"needle {n} in pid {pid} ({_comm(pid)})")
+    detail = f"read {readable} {kind} files; " + ("; ".join(found) or "no needle found")
+    return _entry(bool(found), detail)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _own_environ(needles: list[bytes]) -> Result:
+    mine = b"\0".join(os.fsencode(f"{k}={v}") for k, v in os.environ.items())
+    mine += Path("/proc/self/environ").read_bytes()
+    found = [str(n) for n, needle in enumerate(needles) if needle in mine]
+    return _entry(bool(found), f"needles {', '.join(found)}" if found else "no needle found")
+
+
+def _targets(target_pids: list[int]) -> list[int]:
+    """The given pids, and this job's ancestors up to the first of them (the processes in
+    between, a forkserver or an RQ worker, may hold what their parent holds)."""
+    targets = list(dict.fromkeys(target_pids))
+    pid = os.getppid()
+    while pid > 1 and target_pids and pid not in target_pids:
+        targets.append(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return targets
+
+
+def _read_mem(pid: int, needles: list[bytes]) -> tuple[int, list[int]]:
+    """Bytes read from ``pid``'s writable mappings and the needles found in them."""
+    total, found = 0, set[int]()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "w" not in fields[1] or (len(fields) > 5 and fields[5].startswith("[v")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            size = min(end - start, MEM_READ_LIMIT - total)
+            if size <= 0:
+                break
+            try:
+                mem.seek(start)
+                chunk = mem.read(size)
+            except OSError:
+                continue
+            total += len(chunk)
+            found.update(n for n, needle in enumerate(needles) if needle in chunk)
+    return total, sorted(found)
+
+
+def _proc_mem(targets: list[int], needles: list[bytes]) -> Result:
+    details, readable = [], False
+    for pid in targets:
+        try:
+            total, found = _read_mem(pid, needles)
+        except OSError as exc:
+            details.append(f"pid {pid}: {exc.strerror}")
+            continue
+        readable = readable or total > 0
+        details.append(f"pid {pid}: read {total} bytes, needles found {found}")
+    return _entry(readable, "; ".join(details) or "not tried: no target")
+
+
+def _ptrace(targets: list[int]) -> Result:
+    _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    _libc.ptrace.restype = ctypes.c_long
+    details, attached = [], False
+    for pid in targets:
+        if _libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
+            details.append(f"pid {pid}: {os.strerror(ctypes.get_errno())}")
+            continue
+        attached = True
+        try:
+            os.waitpid(pid, getattr(os, "__WALL", 0x40000000))
+        except ChildProcessError:
+            pass
+        _libc.ptrace(PTRACE_DETACH, pid, None, None)
+        details.append(f"pid {pid}: attached (and detached)")
+    return _entry(attached, "; ".join(details) or "not tried: no target")
+
+
+def _signal(targets: list[int]) -> Result:
+    details, sent = [], False
+    for pid in targets:
+        try:
+            os.kill(pid, 0)
+            os.kill(pid, signal.SIGCONT)
+        except OSError as exc:
+            details.append(f"pid {pid}: {exc.strerror}")
+            continue
+        sent = True
+        details.append(f"pid {pid}: signal 0 and SIGCONT delivered")
+    return _entry(sent, "; ".join(details) or "not tried: no target")
+
+
+def _read(path: str) -> Result:
+    if not path:
+        return _entry(False, "not tried: no path given")
+    target = Path(path)
+    try:
+        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        size = sum(len(p.read_bytes()) for p in files)
+    except OSError as exc:
+        return _entry(False, f"{path}: {exc.strerror}")
+    return _entry(bool(files), f"read {size} bytes from {len(files)} file(s)")
+
+
+def _read_db(home: str) -> Result:
+    if not home:
+        return _entry(False, "not tried: no home given")
+    path = Path(home) / "jobs.sqlite3"
+    try:
+        with open(path, "rb") as db:
+            head = db.read(4096)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        return _entry(False, f"{path}: {exc}")
+    return _entry(True, f"read {len(head)} bytes; {rows} schema rows")
+
+
+def _list_home(home: str) -> Result:
+    if not home:
+        return _entry(False, "not tried: no home given")
+    try:
+        names = os.listdir(home)
+    except OSError as exc:
+        return _entry(False, f"{home}: {exc.strerror}")
+    return _entry(True, f"{len(names)} entries: {', '.join(sorted(names)[:10])}")
+
+
+def drop_ptrace_capability() -> None:
+    """Remove CAP_SYS_PTRACE from this process and all it starts (the bounding set, then
+    capset(2)): a ``preexec_fn`` that makes a root server a same-user target (see above)."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+
+    if os.geteuid() != 0:
+        return  # an unprivileged process has no capability to drop
+    if _libc.prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    header, data = Header(_CAP_VERSION_3, 0), (Data * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    for field in ("effective", "permitted", "inheritable"):
+        setattr(data[0], field, getattr(data[0], field) & ~(1 << CAP_SYS_PTRACE))
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+@job("hostile")
+def hostile(
+    needles_hex: list[str] | None = None,
+    target_pids: list[int] | None = None,
+    home: str = "",
+    log_path: str = "",
+    extra_vars_path: str = "",
+) -> dict[str, Result]:
+    """Tries to reach the server's secrets, home, other jobs and processes; says what worked."""
+    needles = [bytes.fromhex(n) for n in needles_hex or ()]
+    targets = _targets(list(target_pids or ()))
+    result: dict[str, Result] = {}
+    result["proc_environ"] = _scan("environ", needles)
+    result["proc_cmdline"] = _scan("cmdline", needles)
+    result["own_environ"] = _own_environ(needles)
+    result["proc_mem"] = _proc_mem(targets, needles)
+    result["ptrace"] = _ptrace(targets)
+    result["signal"] = _signal(targets)
+    result["read_db"] = _read_db(home)
+    result["list_home"] = _list_home(home)
+    result["read_log"] = _read(log_path)
+    result["read_extra_vars"] = _read(extra_vars_path)
+    return result

@@ -4,6 +4,8 @@ the RQ worker read the dead process's spool before they record its end)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from jobtrail.worker import spool
+from jobtrail.worker.spool import HandedFd, Spool
 from support.live import Live, live_server
 from support.live import server_config as make_config
 from support.redis_server import redis_server, workers
@@ -98,6 +102,33 @@ def test_the_spool_is_private_and_gone_with_its_worker(local: Live) -> None:
     spools = sorted(folder.iterdir())
     assert len(spools) == 2, "one per live worker: a dead worker's spool is removed"
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in spools)
+
+
+def _spool_in_child(handed: HandedFd) -> None:
+    """A child that maps the spool from the fd it was handed and logs two lines into it."""
+    spool = Spool.from_fd(handed.fd)
+    spool.begin("handed")
+    spool.write(1, b"one\n")
+    spool.write(2, b"two\n")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_the_spool_reaches_a_worker_as_an_fd(tmp_path: Path, method: str) -> None:
+    """Handed over as an open fd (issue 19: a job's process may not reach the spool's
+    folder): the path is gone before the child starts and it still spools."""
+    path = tmp_path / "w.spool"
+    fd = spool.create_fd(path, capacity=4 * 1024 * 1024)
+    try:
+        path.unlink()
+        process = multiprocessing.get_context(method).Process(
+            target=_spool_in_child, args=(HandedFd(fd),)
+        )
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+        assert spool.read_unsent(fd, "handed") == [(1, b"one\n"), (2, b"two\n")]
+    finally:
+        os.close(fd)
 
 
 # -- distributed mode ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from jobtrail.worker.batcher import RecordBatcher, Send
 from jobtrail.worker.failure import describe as describe_exception
 from jobtrail.worker.handler import install
 from jobtrail.worker.redact import Redactor
-from jobtrail.worker.spool import Spool
+from jobtrail.worker.spool import HandedFd, Spool
 from jobtrail.worker.streams import StreamCapture
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
@@ -246,15 +246,25 @@ def _stop_note(control: Connection) -> str | None:
     return note.error if isinstance(note, StopNote) else None
 
 
+def _map_spool(handed: HandedFd | None) -> Spool | None:
+    if handed is None:
+        return None
+    try:
+        return Spool.from_fd(handed.fd)
+    finally:
+        os.close(handed.fd)  # the mapping keeps the file; under fork this is our copy
+
+
 def worker_main(
     worker_id: int,
     control: Connection,
     channel: Connection,
     settings: WorkerSettings,
-    spool_path: str | None = None,
+    spool_fd: HandedFd | None = None,
 ) -> None:
     """Entry point of a pool worker; returns when the server sends None or goes away.
-    ``spool_path`` is the spool the pool created for it (the pool reads it if it dies)."""
+    ``spool_fd`` is the spool the pool created for it, open (the pool reads it if it dies);
+    the worker maps it and closes the fd, so it never needs the spool's path."""
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
     else:  # a forkserver started for an earlier server may have handed down another one
@@ -273,7 +283,7 @@ def worker_main(
         level=settings.capture_level,
         redactor=Redactor(settings.redact_patterns, defaults=settings.redact_defaults),
         stopped_by="the server",
-        spool=Spool(spool_path) if spool_path else None,
+        spool=_map_spool(spool_fd),
         stop_note=lambda: _stop_note(control),
     )
     import_job_modules(settings.job_modules)

@@ -8,9 +8,13 @@ its work-horse, which created the file — reads what was never released (``read
 and delivers the lines its reader does not have yet, before it records the job's end::
 
     job's process                              survivor (pool / RQ worker)
-    add: seq, render ─► Spool.write ──┐        create(path) before the job's process starts
-    flusher: send batch ─► release ───┤ file   after the death: read_unsent(path, job_id)
+    add: seq, render ─► Spool.write ──┐        create_fd(path) before the job's process starts
+    flusher: send batch ─► release ───┤ file   after the death: read_unsent(fd, job_id)
                                       └──────► lines with seq > what the reader has
+
+The job's process never opens the file: it maps the fd it was handed (``Spool.from_fd``;
+``HandedFd`` carries it across spawn and forkserver, fork inherits it), so a job running as
+another user or in a sandbox that cannot reach the survivor's folder still spools.
 
 File layout (little endian)::
 
@@ -37,6 +41,8 @@ import mmap
 import os
 import struct
 import zlib
+from multiprocessing import reduction
+from typing import Any
 
 MAGIC = b"JTSPOOL1"
 CAPACITY = 8 * 1024 * 1024  # ring bytes: well above 2,048 pending lines of usual size
@@ -61,14 +67,38 @@ def _slot_check(gen: int, position: int, seq: int) -> int:
     return zlib.crc32(struct.pack("<IQQ", gen, position, seq))
 
 
-def create(path: str | os.PathLike[str], capacity: int = CAPACITY) -> None:
-    """Create an empty spool file, 0600, refusing a symlink or an existing file at ``path``."""
+def create_fd(path: str | os.PathLike[str], capacity: int = CAPACITY) -> int:
+    """Create an empty spool file, 0600, refusing a symlink or an existing file at ``path``;
+    returns it open for reading and writing (not inheritable across exec), to hand over."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, HEADER_SIZE + capacity)
         os.pwrite(fd, MAGIC, 0)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def create(path: str | os.PathLike[str], capacity: int = CAPACITY) -> None:
+    """``create_fd`` for a caller that opens the file later."""
+    os.close(create_fd(path, capacity))
+
+
+class HandedFd:
+    """An open fd (a spool, a pipe end) as a process argument: pickled (spawn, forkserver)
+    it becomes a duplicate in the child, as a ``Connection`` does; under fork the child
+    inherits it. The receiver owns ``fd`` and closes it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_handed_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_handed_fd(dup: Any) -> HandedFd:
+    return HandedFd(dup.detach())
 
 
 class Spool:
@@ -77,18 +107,28 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         try:
-            size = os.fstat(fd).st_size
-            self._map = mmap.mmap(fd, size)
+            self._map_fd(fd, str(path))
         finally:
             os.close(fd)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Spool:
+        """Map a spool the survivor created and handed over; ``fd`` stays the caller's."""
+        spool = cls.__new__(cls)
+        spool._map_fd(fd, f"fd {fd}")
+        return spool
+
+    def _map_fd(self, fd: int, name: str) -> None:
+        size = os.fstat(fd).st_size
+        self._map = mmap.mmap(fd, size)
         if self._map[: len(MAGIC)] != MAGIC:
-            raise ValueError(f"{path} is not a jobtrail spool")
+            raise ValueError(f"{name} is not a jobtrail spool")
         self.capacity = size - HEADER_SIZE
         # Past this many unreleased bytes the next line may not fit (it can waste up to one
         # entry's size at the ring's end): the batcher waits for the flusher first.
         self.limit = self.capacity - 2 * (MAX_ENTRY + _ENTRY.size)
         if self.limit <= 0:
-            raise ValueError(f"spool {path} is too small")
+            raise ValueError(f"spool {name} is too small")
         self._view = memoryview(self._map)
         self._pack = _ENTRY.pack_into
         self.head = 0  # byte positions, growing forever; the ring offset is pos % capacity
@@ -144,20 +184,16 @@ class Spool:
         self._map.close()
 
 
-def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, bytes]]:
-    """(seq, line) of each whole line ``job_id``'s process spooled and never released.
+def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[int, bytes]]:
+    """(seq, line) of each whole line ``job_id``'s process spooled and never released;
+    ``spool`` is its path or an fd open on it (read with pread, left open).
 
     Empty when the file is not a spool of this job (its process died before it began the
     job), or nothing was left. Lines may include some the reader already has (the process
     died after sending, before releasing): the caller keeps only seqs above its own.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return []
-    try:
-        with os.fdopen(fd, "rb") as file:
-            data = file.read()
+        data = _read_all(spool)
     except OSError:
         return []
     if len(data) <= HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
@@ -202,6 +238,16 @@ def read_unsent(path: str | os.PathLike[str], job_id: str) -> list[tuple[int, by
         position += _ENTRY.size + length
         scanned += _ENTRY.size + length
     return lines
+
+
+def _read_all(spool: str | os.PathLike[str] | int) -> bytes:
+    if isinstance(spool, int):
+        return os.pread(spool, os.fstat(spool).st_size, 0)
+    fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
 
 
 def unsent_batches(

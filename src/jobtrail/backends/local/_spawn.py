@@ -3,7 +3,7 @@
 What the worker must not inherit (the server's ``__main__``, unflushed output buffers) is
 kept from it; what helper processes started with it must carry (the home's mark) is given
 to them; and its spool (``worker/spool.py``) is created for it here, in the server, which
-outlives it and reads the spool if it dies.
+outlives it and reads the spool if it dies: the worker gets the open fd, never the path.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from jobtrail.processes import WORKER_MARK_ENV
 from jobtrail.worker import spool
@@ -30,9 +33,11 @@ def start_process(
     *,
     name: str,
     helper_mark: str,
+    executable: str | None = None,
 ) -> BaseProcess:
     """Start ``target(*args)`` in a new process of ``ctx``; helpers that start with it (a
-    forkserver, the resource tracker) carry ``helper_mark``."""
+    forkserver, the resource tracker) carry ``helper_mark``. ``executable``: a spawn
+    context's worker starts through it (``isolation.write_launcher``) instead of Python."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()  # a forked child would otherwise write the server's buffer again
@@ -44,12 +49,33 @@ def start_process(
         name=name,
         daemon=False,  # jobs may start multiprocessing children; the pool's stop() ends workers
     )
-    with _without_main_module(), _marked_environment(helper_mark), warnings.catch_warnings():
+    with (
+        _without_main_module(),
+        _marked_environment(helper_mark),
+        _spawn_executable(executable),
+        warnings.catch_warnings(),
+    ):
         # Python 3.12+ warns that fork() from a multi-threaded process may deadlock the
         # child: that is why forkserver is the default; who picks fork has chosen it.
         warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
         process.start()
     return process
+
+
+def launched_pid(launcher_pid: int) -> int:
+    """The worker below its launcher (setpriv's unshare or bwrap forks it once): the
+    process to signal and whose tree is watched, as this host sees it."""
+    try:
+        children = psutil.Process(launcher_pid).children()
+    except psutil.Error:
+        return launcher_pid
+    return children[0].pid if len(children) == 1 else launcher_pid
+
+
+def exitcode(process: BaseProcess, *, launched: bool) -> int | None:
+    """The worker's own exit code: bwrap reports a death by signal N as 128 + N."""
+    code = process.exitcode
+    return 128 - code if launched and code is not None and code > 128 else code
 
 
 @contextlib.contextmanager
@@ -66,6 +92,25 @@ def _without_main_module() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = main
+
+
+@contextlib.contextmanager
+def _spawn_executable(path: str | None) -> Iterator[None]:
+    """Spawn through ``path`` while this worker starts, and only then: multiprocessing keeps
+    one executable for every process it spawns, the resource tracker too (started first,
+    so it is this Python's)."""
+    if path is None:
+        yield
+        return
+    from multiprocessing import resource_tracker, spawn
+
+    resource_tracker.ensure_running()
+    before = spawn.get_executable()
+    spawn.set_executable(path)
+    try:
+        yield
+    finally:
+        spawn.set_executable(before)
 
 
 @contextlib.contextmanager
@@ -98,11 +143,32 @@ class WorkerSpools:
             remove_spool(str(leftover))
         self._folder = folder
 
-    def create(self, worker_id: int) -> str:
+    def create(self, worker_id: int) -> WorkerSpool:
         path = self._folder / f"worker-{worker_id}.spool"
         remove_spool(str(path))
-        spool.create(path)
-        return str(path)
+        return WorkerSpool(str(path), spool.create_fd(path))
+
+
+@dataclass
+class WorkerSpool:
+    """One worker's spool as the pool holds it: the file and an fd open on it, kept for
+    reading after a death; the worker is handed a duplicate of the fd (``handover``)."""
+
+    path: str | None = None
+    fd: int | None = None
+
+    def handover(self) -> spool.HandedFd | None:
+        return spool.HandedFd(self.fd) if self.fd is not None else None
+
+    def unsent(self, job_id: str) -> list[tuple[int, bytes]]:
+        return spool.read_unsent(self.fd, job_id) if self.fd is not None else []
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        remove_spool(self.path)
 
 
 def remove_spool(path: str | None) -> None:

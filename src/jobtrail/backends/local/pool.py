@@ -34,7 +34,13 @@ from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.backends.local._spawn import WorkerSpools, remove_spool, start_process
+from jobtrail.backends.local._spawn import (
+    WorkerSpool,
+    WorkerSpools,
+    exitcode,
+    launched_pid,
+    start_process,
+)
 from jobtrail.backends.local._watches import PoolWatches
 from jobtrail.limits import SAMPLE_EVERY, Limits
 from jobtrail.messages import (
@@ -57,7 +63,6 @@ from jobtrail.processes import (
 )
 from jobtrail.service.ports import NO_LIMITS, SERVER_STOPPED, BackendEvents
 from jobtrail.worker.runtime import STOP_SIGNAL, WorkerSettings, worker_main
-from jobtrail.worker.spool import read_unsent
 
 log = logging.getLogger("jobtrail.pool")
 
@@ -84,7 +89,7 @@ class _Worker:
     cancel: TreeStop | None = None  # its job is being cancelled
     died_at: float | None = None
     drained: bool = False
-    spool: str | None = None  # its spool file, read if it dies during a job
+    spool: WorkerSpool = dataclasses.field(default_factory=WorkerSpool)  # read if it dies
 
 
 class WorkerPool:
@@ -96,8 +101,11 @@ class WorkerPool:
         sink: LogSink,
         events: BackendEvents,
         spool_dir: Path | None = None,
+        launcher: str | None = None,
     ) -> None:
         self.size = size
+        # isolation's launcher: each worker is pid 1 of a PID namespace, below the launcher
+        self._launcher = launcher
         self._spools = WorkerSpools(spool_dir) if spool_dir is not None else None
         self._ctx = context
         self._settings = settings
@@ -202,7 +210,7 @@ class WorkerPool:
         for worker in workers:
             worker.process.join(1.0)
             worker.control.close()
-            remove_spool(worker.spool)
+            worker.spool.close()
         with self._lock:
             self._exiting = True
         self._wake()
@@ -213,8 +221,11 @@ class WorkerPool:
     def handle_message(self, worker_id: int, message: Message) -> None:
         if isinstance(message, Progress):
             self._events.job_progress(message.job_id, message.pct, message.step)
-        elif isinstance(message, Started):
-            self._events.job_started(message.job_id, message.pid)
+        elif isinstance(message, Started):  # its pid as this host sees it (not a namespace's)
+            with self._lock:
+                worker = self._workers.get(worker_id)
+                pid = message.pid if worker is None else worker.pid
+            self._events.job_started(message.job_id, pid)
         elif isinstance(message, End):
             self._job_end_message(worker_id, message.job_id, message.outcome)
         elif isinstance(message, Ready):
@@ -222,6 +233,8 @@ class WorkerPool:
                 worker = self._workers.get(worker_id)
                 if worker is not None:
                     worker.ready = True
+                    if self._launcher is not None:
+                        worker.pid = launched_pid(worker.pid)
                     self._fast_deaths = 0
             self._wake()
 
@@ -272,20 +285,21 @@ class WorkerPool:
         worker_id = self._next_id
         control_r, control_w = self._ctx.Pipe(duplex=False)
         channel_r, channel_w = self._ctx.Pipe(duplex=False)
-        spool_path = self._spools.create(worker_id) if self._spools is not None else None
+        spool = self._spools.create(worker_id) if self._spools is not None else WorkerSpool()
         process = start_process(
             self._ctx,
             worker_main,
-            (worker_id, control_r, channel_w, self._settings, spool_path),
+            (worker_id, control_r, channel_w, self._settings, spool.handover()),
             name=f"jobtrail-worker-{worker_id}",
             helper_mark=f"{self._settings.home_mark}/server",
+            executable=self._launcher,
         )
         control_r.close()
         channel_w.close()
         pid = process.pid
         assert pid is not None  # set by start()
         self._workers[worker_id] = _Worker(
-            worker_id, process, pid, control_w, time.monotonic(), spool=spool_path
+            worker_id, process, pid, control_w, time.monotonic(), spool=spool
         )
         self._sink.add_channel(worker_id, channel_r)
 
@@ -334,18 +348,17 @@ class WorkerPool:
                 if worker.cancel is not None:
                     outcome = Outcome.cancelled()
                 else:
-                    outcome = self._watches.died(worker.worker_id, worker.process.exitcode)
+                    code = exitcode(worker.process, launched=self._launcher is not None)
+                    outcome = self._watches.died(worker.worker_id, code)
                 self._events.job_ended(job_id, outcome)
             worker.control.close()
-            remove_spool(worker.spool)
+            worker.spool.close()
             del self._workers[worker.worker_id]
 
     def _recover_spool(self, worker: _Worker, job_id: str) -> None:
         """Write what the dead worker's spool held and its pipe never delivered."""
-        if worker.spool is None:
-            return
         try:
-            recovered = self._sink.recover(job_id, read_unsent(worker.spool, job_id))
+            recovered = self._sink.recover(job_id, worker.spool.unsent(job_id))
         except Exception:  # the job's end must be recorded whatever the spool holds
             log.exception("reading the spool of worker %s failed", worker.worker_id)
             return

@@ -1,10 +1,11 @@
 """The hot routes' bodies, spliced from the stored bytes, equal what the pydantic models gave.
 
-``GET /api/jobs/{id}`` and ``GET /api/jobs/{id}/logs`` no longer build ``JobOut`` and
-``LogsOut``; here each body is compared, key order included, with the models' dump of the
-same service answers (the old route code), for jobs whose records are plain, messy (control
-characters, bad UTF-8, 70 kB lines, tracebacks), fielded and failed. ``logstore.raw`` is
-tested on the lines a worker never writes (torn, NaN, keys in another order).
+``GET /api/jobs/{id}``, ``GET /api/jobs/{id}/logs`` and ``/logs/search`` no longer build
+``JobOut``, ``LogsOut`` and ``SearchOut``; here each body is compared, key order included,
+with the models' dump of the same service answers (the old route code), for jobs whose
+records are plain, messy (control characters, bad UTF-8, 70 kB lines, tracebacks), fielded
+and failed; a filtered stream and download send the stored lines themselves. ``logstore.raw``
+is tested on the lines a worker never writes (torn, NaN, keys in another order).
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ from typing import Any
 
 import pytest
 
+from jobtrail.api.bodies import search_body
 from jobtrail.api.schemas import JobOut, LogFormat, LogRecordOut, LogsOut, job_out
-from jobtrail.logstore import FieldMatch, JobLogStore, raw
+from jobtrail.api.schemas.search import SearchOut, search_out
+from jobtrail.logstore import FieldMatch, JobLogStore, SearchMatch, SearchPage, raw
 from jobtrail.records import LEVEL_BITS, text_line
+from support.bodies import old_search, ordered
 from support.live import Live
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _ordered(value: Any) -> Any:
-    """JSON as nested (key, value) lists, so equality includes key order."""
-    if isinstance(value, dict):
-        return [(k, _ordered(v)) for k, v in value.items()]
-    if isinstance(value, list):
-        return [_ordered(v) for v in value]
-    return value
 
 
 def _old_job(live: Live, job_id: str) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def test_job_body_equals_the_models(live: Live, jobs: list[str]) -> None:
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
         body = response.json()
-        assert _ordered(body) == _ordered(_old_job(live, job_id)), job_id
+        assert ordered(body) == ordered(_old_job(live, job_id)), job_id
         JobOut.model_validate_json(response.content)  # the documented model holds it
     assert any(len(live.job(j)["recent_logs"]) == 50 for j in jobs)
 
@@ -97,7 +92,7 @@ def test_job_body_of_a_running_job(live: Live, tmp_path: Path) -> None:
     body, old = live.job(running), _old_job(live, running)
     assert body["duration_s"] <= old["duration_s"], "so far: it grows"
     body["duration_s"] = old["duration_s"]
-    assert _ordered(body) == _ordered(old)
+    assert ordered(body) == ordered(old)
     gate.write_text("")
     live.wait(running)
 
@@ -124,7 +119,7 @@ def test_logs_body_equals_the_models(
         assert response.status_code == 200, response.text
         store_query = {("min_level" if k == "level" else k): v for k, v in query.items()}
         old = _old_logs(live, job_id, fmt, **store_query)
-        assert _ordered(response.json()) == _ordered(old), (job_id, query)
+        assert ordered(response.json()) == ordered(old), (job_id, query)
         LogsOut.model_validate_json(response.content)
 
 
@@ -134,7 +129,7 @@ def test_logs_body_with_field_filters(live: Live, jobs: list[str]) -> None:
         f"/api/jobs/{fielded}/logs", params={"format": "json", "field": ["attempt:3"]}
     )
     old = _old_logs(live, fielded, "json", fields=FieldMatch.parse(["attempt:3"]))
-    assert _ordered(response.json()) == _ordered(old)
+    assert ordered(response.json()) == ordered(old)
     assert response.json()["logs"], "the filter matched records"
 
 
@@ -191,3 +186,65 @@ def test_recent_heads_are_recents_records_cut(tmp_path: Path) -> None:
         assert heads == old and [h["seq"] for h in heads] == [5, 3, 2]
     finally:
         store.close()
+
+
+# -- search, the filtered stream and the filtered download: stored lines, spliced ----------
+SEARCHES = [
+    {"q": "e"},
+    {"q": "record", "context": 5, "max": 1000},
+    {"q": ".", "regex": True, "max": 3, "context": 0},
+    {"q": "error", "ignore_case": True, "level": "ERROR", "context": 20},
+]
+
+
+@pytest.mark.parametrize("query", SEARCHES, ids=repr)
+def test_search_body_equals_the_models(live: Live, jobs: list[str], query: dict[str, Any]) -> None:
+    found = 0
+    for job_id in jobs:
+        response = live.http.get(f"/api/jobs/{job_id}/logs/search", params=query)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert ordered(response.json()) == ordered(old_search(live, job_id, **query)), job_id
+        found += len(SearchOut.model_validate_json(response.content).matches)
+    assert found, "something matched"
+
+
+def test_search_matches_of_lines_in_other_shapes() -> None:
+    before = [HEAD + b'"b","thread":"T"}', HEAD.replace(b":3,", b":4,") + b'"c"}']
+    shapes = [
+        HEAD + b'"m","thread":"T","fields":{"a":1}}',  # the worker's
+        b'{"message":"m","seq":3,"level":"INFO","timestamp":"t","logger":"a","thread":"x"}',
+        HEAD + b'"m"}',  # no thread
+        HEAD + b'"m","thread":"T","before":1,"after":{"x":2}}',  # keys the context replaces
+    ]
+    for line in shapes:
+        match = SearchMatch(json.loads(line), [json.loads(b) for b in before], [], line, before)
+        page = SearchPage([match], 1, False, None, 4, 1)
+        body = json.loads(search_body("j", "m", False, False, page))
+        old = search_out("j", "m", False, False, page).model_dump(mode="json")
+        assert ordered(body) == ordered(old), line
+
+
+def _records_sent(text: str) -> list[str]:
+    """The data of each ``record`` event of a Server-Sent Events body."""
+    out = []
+    for frame in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+        if fields.get("event") == "record":
+            out.append(fields["data"])
+    return out
+
+
+def test_a_filtered_stream_and_download_send_the_stored_lines(live: Live, jobs: list[str]) -> None:
+    sent = 0
+    for job_id in jobs:
+        page = live.server.read(job_id, tail=10000, after=0, min_level="WARNING")
+        lines = [line.decode() for line in page.lines]
+        stream = live.http.get(f"/api/jobs/{job_id}/logs/stream", params={"level": "WARNING"})
+        assert _records_sent(stream.text) == lines, job_id
+        assert [json.loads(x) for x in lines] == page.records
+        params = {"level": "WARNING", "format": "jsonl"}
+        download = live.http.get(f"/api/jobs/{job_id}/logs/download", params=params)
+        assert download.text.splitlines() == lines, job_id
+        sent += len(lines)
+    assert sent, "the filter let records through"

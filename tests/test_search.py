@@ -14,6 +14,7 @@ import re2
 
 from jobtrail.logstore.patterns import compile_pattern, required_literal
 from jobtrail.records import encode_record
+from support.bodies import old_search, ordered
 from support.live import Live, server_config
 from support.modes import MODES, serve_in_mode
 
@@ -158,6 +159,22 @@ def test_filters(both: Live, corpus: str) -> None:
     assert "since" in search(both, corpus, 422, q="x", since="yesterday")["detail"]
     unknown = search(both, corpus, 422, q="x", grep="y")["detail"]
     assert "unknown query parameter 'grep'" in unknown and "q, regex, ignore_case" in unknown
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"q": "Needle", "context": 3},
+        {"q": "line\nsecond", "context": 20},
+        {"q": r"ne+dle", "regex": True, "ignore_case": True, "max": 5, "level": "ERROR"},
+    ],
+    ids=repr,
+)
+def test_the_body_is_the_models_answer_from_the_stored_lines(
+    both: Live, corpus: str, query: dict[str, Any]
+) -> None:
+    found = search(both, corpus, **query)
+    assert found["matches"] and ordered(found) == ordered(old_search(both, corpus, **query))
 
 
 def test_unknown_and_missing(both: Live, corpus: str) -> None:

@@ -17,11 +17,13 @@ from typing import Any
 import msgspec
 
 from jobtrail.api.schemas import LogFormat, timestamp
-from jobtrail.logstore import LogPage
+from jobtrail.logstore import LogPage, SearchPage, raw
 from jobtrail.models import Job
 
 # default=str, as the stream's frames encode (a job's result is whatever it returned)
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+HEAD_KEYS = ("seq", "timestamp", "level", "logger", "message")  # LogRecordOut's own
 
 
 def _array(items: list[bytes]) -> msgspec.Raw:
@@ -76,3 +78,39 @@ def logs_body(job_id: str, page: LogPage, entries: list[str] | None, log_file: s
         "more": page.more,
     }
     return _encode(body)
+
+
+def search_body(job_id: str, q: str, regex: bool, ignore_case: bool, page: SearchPage) -> bytes:
+    """``SearchOut``'s JSON: each match the stored line with its neighbours' lines spliced in
+    where ``SearchMatchOut`` puts them, after the record's head (its declared keys)."""
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "q": q,
+        "regex": regex,
+        "ignore_case": ignore_case,
+        "total_matches": page.total_matches or 0,
+        "matches": _array([_match(m.line, m.before_lines, m.after_lines) for m in page.matches]),
+        "more": page.more,
+        "next_after": page.next_after,
+        "truncated_before": page.truncated_before if page.truncated_before > 1 else None,
+        "latest_seq": page.latest_seq,
+    }
+    return _encode(body)
+
+
+def _match(line: bytes, before: list[bytes], after: list[bytes]) -> bytes:
+    context = b',"before":' + raw.array(before) + b',"after":' + raw.array(after)
+    end = raw.head_end(line)
+    rest = line[end:] if end is not None else b""
+    if end is not None and b'"before":' not in rest and b'"after":' not in rest:
+        return line[:end] + context + rest
+    # another shape, or keys of the same names (which the context replaces): the model's
+    # order, its declared keys first, then the record's others as stored
+    record = _decode(line)
+    ordered = {k: record[k] for k in HEAD_KEYS if k in record}
+    ordered["before"], ordered["after"] = (
+        msgspec.Raw(raw.array(before)),
+        msgspec.Raw(raw.array(after)),
+    )
+    ordered.update((k, v) for k, v in record.items() if k not in ordered)
+    return _encode(ordered)

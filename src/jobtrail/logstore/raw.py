@@ -65,12 +65,20 @@ def head(line: bytes) -> bytes | None:
         found = _head.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    cut = line.find(_THREAD)
-    if cut > 0:
-        shown = line[:cut] + b"}"
-        if _in_order(shown):
-            return shown
+    end = head_end(line)
+    if end is not None:
+        return line[:end] + b"}"
     return encode(found)  # stored in another shape: the head encoded in its order
+
+
+def head_end(line: bytes) -> int | None:
+    """Where the head ends in a whole record's line, the worker's shape (``line[:end] + b"}"``
+    is the head's JSON, and ``line[end:]`` the other keys from ``,"thread":`` on); None for
+    a line stored in another shape."""
+    cut = line.find(_THREAD)
+    if cut > 0 and _in_order(line[:cut] + b"}"):
+        return cut
+    return None
 
 
 def _in_order(shown: bytes) -> bool:

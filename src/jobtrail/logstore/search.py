@@ -19,11 +19,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobtrail.logstore import raw
 from jobtrail.logstore.files import Entry
 from jobtrail.logstore.patterns import Pattern, compile_pattern
 from jobtrail.logstore.queries import FieldMatch, Record, RecordFilter, query_filter
 from jobtrail.logstore.segments import SegmentReader
-from jobtrail.records import decode_record
 
 MAX_CONTEXT = 20
 # Adjacent batches are read together up to this much, into one reused buffer: big enough
@@ -69,9 +69,15 @@ def search_query(
 
 @dataclass
 class SearchMatch:
+    """A match and its neighbours, each as its record and as the line to serve (``raw``:
+    the stored line, so an answer splices it instead of encoding the record again)."""
+
     record: Record
     before: list[Record] = field(default_factory=list)
     after: list[Record] = field(default_factory=list)
+    line: bytes = b""
+    before_lines: list[bytes] = field(default_factory=list)
+    after_lines: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +96,7 @@ class SearchPage:
 @dataclass
 class _Hit:
     record: Record
+    line: bytes  # as served (see ``raw.decode``)
     pos: int  # segment position in the reader
     start: int  # byte offset of the line in its segment
     end: int  # byte offset of its newline
@@ -152,9 +159,9 @@ def _scan(reader: SegmentReader, query: SearchQuery) -> Iterator[_Hit]:
                 line = bytes(view[s:e])
                 if query.pattern.refuses(line):
                     continue
-                record = flt(line)
-                if record is not None and query.pattern.matches(record):
-                    yield _Hit(record, p, off + s, off + e)
+                found = flt.pair(line)
+                if found is not None and query.pattern.matches(found[1]):
+                    yield _Hit(found[1], found[0], p, off + s, off + e)
             if len(blob) > SCAN_BYTES:
                 blob = bytearray(SCAN_BYTES)
 
@@ -170,14 +177,20 @@ def find_matches(reader: SegmentReader, query: SearchQuery) -> SearchPage:
         elif not query.count_all:
             break
     more = total > len(hits)
-    matches = [
-        SearchMatch(
-            h.record,
-            _before(reader, h.pos, h.start, query.context),
-            _after(reader, h.pos, h.end + 1, query.context),
+    matches = []
+    for h in hits:
+        before = _before(reader, h.pos, h.start, query.context)
+        after = _after(reader, h.pos, h.end + 1, query.context)
+        matches.append(
+            SearchMatch(
+                h.record,
+                [record for _, record in before],
+                [record for _, record in after],
+                h.line,
+                [line for line, _ in before],
+                [line for line, _ in after],
+            )
         )
-        for h in hits
-    ]
     next_after = int(hits[-1].record["seq"]) if more else None
     return SearchPage(matches, total if query.count_all else None, more, next_after)
 
@@ -191,21 +204,24 @@ def _indexed_end(reader: SegmentReader, seg: int) -> int:
     return off + length
 
 
-def _decoded(parts: Iterable[bytes], n: int) -> list[Record]:
+Pair = tuple[bytes, Record]  # (the line as served, its record): ``raw.decode``
+
+
+def _decoded(parts: Iterable[bytes], n: int) -> list[Pair]:
     """The first ``n`` records of ``parts`` (torn or blank lines skipped); decodes no more."""
-    found: list[Record] = []
+    found: list[Pair] = []
     for part in parts:
         if len(found) >= n:
             break
-        record = decode_record(part) if part else None
-        if record is not None:
-            found.append(record)
+        pair = raw.decode(part) if part else None
+        if pair is not None:
+            found.append(pair)
     return found
 
 
-def _before(reader: SegmentReader, pos: int, end: int, n: int) -> list[Record]:
+def _before(reader: SegmentReader, pos: int, end: int, n: int) -> list[Pair]:
     """Up to ``n`` records stored before byte ``end`` of segment ``pos``, oldest first."""
-    found: list[Record] = []
+    found: list[Pair] = []
     while n > len(found) and pos >= 0:
         seg, window = reader.segments[pos], CONTEXT_WINDOW
         while True:
@@ -222,9 +238,9 @@ def _before(reader: SegmentReader, pos: int, end: int, n: int) -> list[Record]:
     return found
 
 
-def _after(reader: SegmentReader, pos: int, start: int, n: int) -> list[Record]:
+def _after(reader: SegmentReader, pos: int, start: int, n: int) -> list[Pair]:
     """Up to ``n`` records stored from byte ``start`` of segment ``pos`` on, oldest first."""
-    found: list[Record] = []
+    found: list[Pair] = []
     while n > len(found) and pos < len(reader.segments):
         seg, window = reader.segments[pos], CONTEXT_WINDOW
         end = _indexed_end(reader, seg)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
+from jobtrail.api.bodies import search_body
 from jobtrail.api.deps import Service
 from jobtrail.api.routes.logs import Fields
 from jobtrail.api.schemas import ErrorOut, Level, LevelName
-from jobtrail.api.schemas.search import SearchOut, search_out
+from jobtrail.api.schemas.search import SearchOut
 from jobtrail.errors import InvalidQuery
 
 router = APIRouter(prefix="/api", tags=["logs"])
@@ -62,9 +63,10 @@ def search_logs(
     task: Annotated[str | None, Query(max_length=1024)] = None,
     event: Annotated[str | None, Query(max_length=64)] = None,
     fields: Fields = None,
-) -> SearchOut:
+) -> Response:
     """Matches oldest first, each with `context` neighbours from the unfiltered log, and
-    `total_matches` over the whole kept log; a regex RE2 refuses is a 422 quoting why."""
+    `total_matches` over the whole kept log; a regex RE2 refuses is a 422 quoting why.
+    Served from the stored lines (``api/bodies.py``); ``SearchOut`` documents it."""
     service.check_logs(job_id)
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     try:
@@ -83,4 +85,4 @@ def search_logs(
         )
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None
-    return search_out(job_id, q, regex, ignore_case, page)
+    return Response(search_body(job_id, q, regex, ignore_case, page), media_type="application/json")

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from jobtrail.api.deps import Service
 from jobtrail.api.routes.logs import Fields
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat
-from jobtrail.api.sse import PAGE, RecordFilter, dumps, follow, start_cursor
+from jobtrail.api.sse import PAGE, RecordFilter, follow, start_cursor
 from jobtrail.errors import InvalidQuery
 from jobtrail.logstore import FieldMatch, Record
 from jobtrail.records import text_line
@@ -114,7 +114,8 @@ def download_logs(
     )
 
 
-Page = tuple[list[Record], int, bool]  # records oldest first, truncated_before, more
+# records oldest first, their lines as served (``logstore.raw``), truncated_before, more
+Page = tuple[list[Record], list[bytes], int, bool]
 
 
 def _pager(
@@ -135,7 +136,7 @@ def _pager(
             job_id, tail=PAGE, after=after, min_level=level.value, since=since, match=match,
             fields=fields,
         )  # fmt: skip
-        return page.records, page.truncated_before, page.more
+        return page.records, page.lines, page.truncated_before, page.more
 
     def search(after: int) -> Page:
         assert q is not None
@@ -144,7 +145,13 @@ def _pager(
             min_level=level.value, after=after, since=since, match=match, fields=fields,
             count_all=False,
         )  # fmt: skip
-        return [m.record for m in found.matches], found.truncated_before, found.more
+        matches = found.matches
+        return (
+            [m.record for m in matches],
+            [m.line for m in matches],
+            found.truncated_before,
+            found.more,
+        )
 
     return read if q is None else search
 
@@ -156,8 +163,8 @@ async def _download(
     pages: Callable[[int], Page] | None,
     page: Page | None,
 ) -> AsyncIterator[bytes]:
-    """The log page by page, each page read in a thread; without filters (``pages`` None)
-    as the stored lines, which are the records' JSON already."""
+    """The log page by page, each page read in a thread; as JSONL the stored lines, which
+    are the records' JSON already (filtered or not), never encoded again."""
     cursor = 0
     while pages is None:
         raw = await asyncio.to_thread(service.read_lines, job_id, after=cursor, limit=PAGE)
@@ -167,10 +174,10 @@ async def _download(
         if not raw.more:
             return
     while page is not None:
-        records, truncated_before, more = page
+        records, lines, truncated_before, more = page
         if jsonl:
-            if records:
-                yield "".join(dumps(r) + "\n" for r in records).encode()
+            if lines:
+                yield b"\n".join(lines) + b"\n"
         else:
             if cursor == 0 and truncated_before > 1:
                 yield f"[records 1-{truncated_before - 1} were removed by rotation]\n".encode()

@@ -33,7 +33,7 @@ closes, so a follower can say so instead of waiting for the server's shutdown ti
 """
 
 from jobtrail.api.sse.follower import follow, start_cursor
-from jobtrail.api.sse.frames import RecordFilter, dumps
+from jobtrail.api.sse.frames import RecordFilter
 from jobtrail.api.sse.hub import PAGE, stop_streams
 
-__all__ = ["PAGE", "RecordFilter", "dumps", "follow", "start_cursor", "stop_streams"]
+__all__ = ["PAGE", "RecordFilter", "follow", "start_cursor", "stop_streams"]

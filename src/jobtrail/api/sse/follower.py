@@ -30,7 +30,7 @@ from jobtrail.api.sse.frames import (
     end_data,
     event,
     gap,
-    record_frame,
+    line_frame,
     shutdown_data,
     status_data,
 )
@@ -107,7 +107,9 @@ async def from_files(
                 fields=query.fields,
             )
             more, latest, truncated = page.more, page.latest_seq, page.truncated_before
-            out = [record_frame(r) for r in page.records]
+            out = [
+                line_frame(r["seq"], line) for r, line in zip(page.records, page.lines, strict=True)
+            ]
             first = page.first_seq if page.first_seq is not None else latest + 1
             last = page.last_seq if page.records else None
         if truncated > cursor + 1 and first > cursor + 1 and (query.filtered or not out):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from itertools import accumulate, islice
 from typing import Any
 
-from jobtrail.logstore import FieldMatch, LinePage
+from jobtrail.logstore import FieldMatch, LinePage, raw
 from jobtrail.models import Job
-from jobtrail.records import LEVELS, decode_record
+from jobtrail.records import LEVELS
 
 SHUTDOWN_REASON = "the server is stopping"
 _RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -32,8 +32,9 @@ def event(name: str, data: Any, event_id: int | None = None) -> bytes:
     return f"{head}data: {dumps(data)}\n\n".encode()
 
 
-def record_frame(record: Mapping[str, Any]) -> bytes:
-    return event("record", record, int(record["seq"]))
+def line_frame(seq: int, line: bytes) -> bytes:
+    """A record's event from its line as served (``raw``): the stored bytes, not re-encoded."""
+    return _RECORD_FRAME % (seq, line)
 
 
 def status_data(job: Job) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class Block:
             return self.data
         if self._records is None:  # the JSON between each frame's head and its blank line
             self._records = [
-                decode_record(self._frame(i)[len(_RECORD_HEAD % (self.first + i)) : -2])
+                _record(self._frame(i)[len(_RECORD_HEAD % (self.first + i)) : -2])
                 for i in range(len(self.ends))
             ]
         out = []
@@ -126,6 +127,12 @@ class Block:
 
 _RECORD_HEAD = b"event: record\nid: %d\ndata: "  # % seq; event() frames the same way
 _RECORD_FRAME = _RECORD_HEAD + b"%s\n\n"  # % (seq, the record's JSON line)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record of a framed line (msgspec: builds the dict several times faster)."""
+    found = raw.decode(line)
+    return None if found is None else found[1]
 
 
 def gap(first: int, last: int, reason: str) -> Block:

@@ -391,15 +391,25 @@ for i in range(30000):
     print("child", i, flush=True)
     time.sleep(0.001)
 """
+_LINES = """import sys
+n = int(sys.argv[1])
+sys.stdout.write("".join(f"cw {i}\\n" for i in range(n - 1)) + f"cw {n - 1}")
+"""
 
 
 @job("last_words")
 def last_words(
-    records: int = 100, threads: int = 1, child: bool = False, how: str = "sigkill"
+    records: int = 100,
+    threads: int = 1,
+    child: bool = False,
+    how: str = "sigkill",
+    child_lines: int = 0,
+    printed: int = 0,
 ) -> None:
     """Logs `records` numbered lines (`lw <thread> <n>`, split over `threads` threads, while
-    a child process prints if `child`), then dies at once: `how` is sigkill, os_exit or
-    segfault. Every line logged before the death must be in the job's log."""
+    a child process prints if `child`), prints `printed` (`pw <n>`), lets a child print
+    `child_lines` (`cw <n>`, the last without a newline) and exit, then dies at once: `how`
+    is sigkill, os_exit or segfault. Every line before the death must be in the job's log."""
     printer = None
     if child:
         printer = subprocess.Popen([sys.executable, "-c", _PRINTER])
@@ -415,6 +425,10 @@ def last_words(
     emit(0, share[0])
     for w in workers:
         w.join()
+    for n in range(printed):
+        print("pw", n)
+    if child_lines:
+        subprocess.run([sys.executable, "-c", _LINES, str(child_lines)], check=True)
     del printer  # still printing when the job's process dies
     if how == "os_exit":
         os._exit(3)

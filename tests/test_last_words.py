@@ -31,9 +31,11 @@ DEATHS = {
 
 def _bursts(count: int, seed: int) -> list[dict[str, Any]]:
     """Random burst sizes (1 to 5,000, most small), every 4th from 3 threads, every 5th
-    while a child process prints."""
+    while a child process prints; every 6th also prints lines itself and every 10th lets a
+    child print some (the last without a newline) and exit, right before the death."""
     rng = random.Random(seed)
-    return [
+    more = random.Random(seed + 1)
+    bursts: list[dict[str, Any]] = [
         {
             "records": int(10 ** rng.uniform(0, 3.7)),
             "threads": 3 if i % 4 == 0 else 1,
@@ -41,6 +43,12 @@ def _bursts(count: int, seed: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
+    for i, burst in enumerate(bursts):
+        if i % 6 == 3:
+            burst["printed"] = int(10 ** more.uniform(0, 3.5))
+        if i % 10 == 7:
+            burst["child_lines"] = int(10 ** more.uniform(0, 3.7))
+    return bursts
 
 
 def _check_every_line_kept(live: Live, job_id: str, params: dict[str, Any], how: str) -> None:
@@ -62,6 +70,16 @@ def _check_every_line_kept(live: Live, job_id: str, params: dict[str, Any], how:
         assert per_thread[t] == list(range(want)), (
             f"{job_id} ({params}, {how}): thread {t} kept {len(per_thread[t])} of {want} lines"
             " (lost or out of order)"
+        )
+    for tag, key in (("pw", "printed"), ("cw", "child_lines")):  # through fd 1's pipe
+        printed = [
+            int(r["message"].split()[1])
+            for r in records
+            if r["logger"] == "stdout" and r["message"].startswith(tag + " ")
+        ]
+        want = params.get(key, 0)
+        assert printed == list(range(want)), (
+            f"{job_id} ({params}, {how}): kept {len(printed)} of {want} {tag} lines printed"
         )
 
 
@@ -88,6 +106,20 @@ def test_two_hundred_self_kills_lose_nothing(local: Live) -> None:
     _run_deaths(local, _bursts(200, seed=16))
     _serves_on(local)
     assert local.server.health().workers_alive == 2
+
+
+def test_what_a_child_printed_before_the_death_is_kept(local: Live) -> None:
+    """The job's child prints (the last line without a newline) and exits, and the job
+    SIGKILLs itself at once: what its readers had not turned into lines yet, and what was
+    still in the pipe, is in the log (the pool keeps the pipes' read ends)."""
+    _run_deaths(
+        local,
+        [
+            {"records": 1, "child_lines": 1},
+            {"records": 0, "child_lines": 20_000},
+            {"records": 300, "child_lines": 3000, "printed": 3000, "threads": 3},
+        ],
+    )
 
 
 @pytest.mark.parametrize("how", ["os_exit", "segfault"])

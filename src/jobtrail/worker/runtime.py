@@ -42,7 +42,7 @@ from jobtrail.worker.failure import describe as describe_exception
 from jobtrail.worker.handler import install
 from jobtrail.worker.redact import Redactor
 from jobtrail.worker.spool import HandedFd, Spool
-from jobtrail.worker.streams import StreamCapture
+from jobtrail.worker.streams import StreamCapture, StreamPipes
 
 PLAYBOOKS_ENV = "JOBTRAIL_PLAYBOOKS"  # the server's --playbooks, for job types that need it
 TOKEN_ENV = "JOBTRAIL_TOKEN"  # the API token: a job that prints its environment must not leak it
@@ -107,6 +107,7 @@ class JobRuntime:
         worker: str | None = None,
         spool: Spool | None = None,
         stop_note: Callable[[], str | None] | None = None,
+        pipes: StreamPipes | None = None,
     ) -> None:
         global _batcher
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a terminal is the server's
@@ -123,7 +124,7 @@ class JobRuntime:
                 pass
         self.batcher = _batcher = RecordBatcher(send, redact=redactor, spool=spool)
         install(self.batcher, level, clear_inherited=True)
-        self.streams = StreamCapture(self.batcher)
+        self.streams = StreamCapture(self.batcher, spool, pipes)  # pipes: the survivor's
         self.streams.start()
         self._stopped_by = stopped_by
         self._stop_note = stop_note  # why a LIMIT_SIGNAL came, as its sender wrote it
@@ -261,10 +262,12 @@ def worker_main(
     channel: Connection,
     settings: WorkerSettings,
     spool_fd: HandedFd | None = None,
+    pipes: StreamPipes | None = None,
 ) -> None:
     """Entry point of a pool worker; returns when the server sends None or goes away.
     ``spool_fd`` is the spool the pool created for it, open (the pool reads it if it dies);
-    the worker maps it and closes the fd, so it never needs the spool's path."""
+    the worker maps it and closes the fd, so it never needs the spool's path. ``pipes``:
+    fd 1's and 2's, whose read ends the pool keeps too (what they hold at a death is kept)."""
     if settings.playbooks:
         os.environ[PLAYBOOKS_ENV] = settings.playbooks
     else:  # a forkserver started for an earlier server may have handed down another one
@@ -285,6 +288,7 @@ def worker_main(
         stopped_by="the server",
         spool=_map_spool(spool_fd),
         stop_note=lambda: _stop_note(control),
+        pipes=pipes,
     )
     import_job_modules(settings.job_modules)
     channel.send(Ready())

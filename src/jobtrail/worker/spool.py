@@ -23,7 +23,9 @@ File layout (little endian)::
     12  job id len   u32, then the job id at 16 (up to 64 bytes)
     80  two release slots (position u64, seq u64, check u32, pad u32): written in turn, so
         one of them is whole even if the process died while writing the other
-    HEADER_SIZE and on: the ring of entries (length u32, seq u64, commit u64, line bytes)
+    HEADER_SIZE: the stream windows of fd 1 and fd 2 (``window.py``): bytes the stream
+        readers took from their pipes and had not turned into lines yet
+    RING_AT and on: the ring of entries (length u32, seq u64, commit u64, line bytes)
 
 An entry's line is written before its header, and the header's commit word is derived from
 the generation, the seq and the length: a process killed before or while writing the header
@@ -42,17 +44,21 @@ import os
 import struct
 import zlib
 from multiprocessing import reduction
+from threading import get_ident
 from typing import Any
 
-MAGIC = b"JTSPOOL1"
+from jobtrail.worker import window
+
+MAGIC = b"JTSPOOL2"
 CAPACITY = 8 * 1024 * 1024  # ring bytes: well above 2,048 pending lines of usual size
 MAX_ENTRY = 1024 * 1024  # a line larger than this is spooled as an empty placeholder
 HEADER_SIZE = 4096
+RING_AT = HEADER_SIZE + 2 * window.SIZE
 _GEN = struct.Struct("<I")
 _JOB = struct.Struct("<I64s")
 _SLOT = struct.Struct("<QQII")
 _SLOTS_AT = 80
-_ENTRY = struct.Struct("<IQQ")
+_ENTRY = struct.Struct("<IQQQ")
 _WRAP = 0xFFFFFFFF  # an entry length meaning "the next entry starts at the ring's start"
 _MASK = 0xFFFFFFFF
 _HEAD = _ENTRY.size
@@ -72,7 +78,7 @@ def create_fd(path: str | os.PathLike[str], capacity: int = CAPACITY) -> int:
     returns it open for reading and writing (not inheritable across exec), to hand over."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.ftruncate(fd, HEADER_SIZE + capacity)
+        os.ftruncate(fd, RING_AT + capacity)
         os.pwrite(fd, MAGIC, 0)
     except BaseException:
         os.close(fd)
@@ -123,7 +129,7 @@ class Spool:
         self._map = mmap.mmap(fd, size)
         if self._map[: len(MAGIC)] != MAGIC:
             raise ValueError(f"{name} is not a jobtrail spool")
-        self.capacity = size - HEADER_SIZE
+        self.capacity = size - RING_AT
         # Past this many unreleased bytes the next line may not fit (it can waste up to one
         # entry's size at the ring's end): the batcher waits for the flusher first.
         self.limit = self.capacity - 2 * (MAX_ENTRY + _ENTRY.size)
@@ -138,6 +144,8 @@ class Spool:
         self._gen = 0
         self._seed = 0
         self._slot = 0
+        # thread ident -> tag: set by a stream reader while it hands lines to the batcher
+        self.tags: dict[int, int] = {}
 
     def begin(self, job_id: str) -> None:
         """A new job: nothing is unreleased (the last job's lines were all sent)."""
@@ -151,7 +159,10 @@ class Spool:
 
     def write(self, seq: int, line: bytes) -> None:
         """Spool one numbered line; the caller waited while ``full``. On the logging call's
-        path, so kept to two copies and a few sums."""
+        path, so kept to two copies and a few sums. A stream reader's line carries the
+        reader's tag (``tags``), in the same header store: how far its stream is spooled."""
+        tags = self.tags
+        tag = tags.get(get_ident(), 0) if tags else 0
         length = len(line)
         if length > MAX_ENTRY:
             line, length = b"", 0  # delivered as nothing: the placeholder keeps seqs consecutive
@@ -159,13 +170,13 @@ class Spool:
         offset = self._offset
         if offset + size > self.capacity:  # no entry straddles the end: start over at 0
             if self.capacity - offset >= _HEAD:
-                self._pack(self._view, HEADER_SIZE + offset, _WRAP, seq, self._seed ^ seq ^ _WRAP)
+                self._pack(self._view, RING_AT + offset, _WRAP, seq, self._seed ^ seq ^ _WRAP, 0)
             self.head += self.capacity - offset
             offset = 0
-        at = HEADER_SIZE + offset
+        at = RING_AT + offset
         self._view[at + _HEAD : at + size] = line
         # The header last: a process killed before it is written leaves no valid entry.
-        self._pack(self._view, at, length, seq, self._seed ^ seq ^ length)
+        self._pack(self._view, at, length, seq, self._seed ^ seq ^ length ^ tag, tag)
         self._offset = offset + size
         self.head += size
         if self.head - self.tail >= self.limit:
@@ -179,9 +190,38 @@ class Spool:
         self.tail = position
         self.full = self.head - position >= self.limit
 
+    def window(self, index: int) -> memoryview:
+        """Stream ``index``'s window (0: fd 1, 1: fd 2), for its reader's ``StreamWindow``."""
+        at = HEADER_SIZE + index * window.SIZE
+        return self._view[at : at + window.SIZE]
+
     def close(self) -> None:
         self._view.release()
         self._map.close()
+
+
+def stream_tag(index: int, consumed: int) -> int:
+    """The tag of a line of stream ``index`` that ends at stream offset ``consumed``."""
+    return (index + 1) << 56 | consumed
+
+
+def read_window(fd: int, index: int) -> bytes:
+    """What stream ``index``'s reader took from its pipe and never turned into lines, from
+    the spool open on ``fd`` (the survivor's, after the death): its window past the
+    furthest of what it recorded and what its spooled lines' tags say."""
+    try:
+        data = _read_all(fd)
+    except OSError:
+        return b""
+    if len(data) <= RING_AT or data[: len(MAGIC)] != MAGIC:
+        return b""
+    region = memoryview(data)[HEADER_SIZE + index * window.SIZE :][: window.SIZE]
+    consumed, since = window.recorded(region)
+    (gen,) = _GEN.unpack_from(data, 8)
+    for _, tag, _ in _walk(data, gen, since, None):
+        if tag >> 56 == index + 1:
+            consumed = max(consumed, tag & ((1 << 56) - 1))
+    return window.unconsumed(region, consumed)
 
 
 def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[int, bytes]]:
@@ -196,7 +236,7 @@ def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[
         data = _read_all(spool)
     except OSError:
         return []
-    if len(data) <= HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
+    if len(data) <= RING_AT or data[: len(MAGIC)] != MAGIC:
         return []
     (gen,) = _GEN.unpack_from(data, 8)
     length, raw = _JOB.unpack_from(data, 12)
@@ -210,10 +250,16 @@ def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[
     if not slots:
         return []
     seq, position = max(slots)
+    return [(s, line) for s, _, line in _walk(data, gen, position, seq) if line]
+
+
+def _walk(data: bytes, gen: int, position: int, seq: int | None) -> list[tuple[int, int, bytes]]:
+    """(seq, stream tag, line) of the whole entries from ring ``position`` on, each numbered
+    one more than the last (the first ``seq + 1``; any, for ``seq`` None)."""
     seed = _seed(gen)
-    capacity = len(data) - HEADER_SIZE
-    ring = memoryview(data)[HEADER_SIZE:]
-    lines: list[tuple[int, bytes]] = []
+    capacity = len(data) - RING_AT
+    ring = memoryview(data)[RING_AT:]
+    entries: list[tuple[int, int, bytes]] = []
     scanned = 0
     while scanned <= capacity:
         offset = position % capacity
@@ -221,8 +267,8 @@ def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[
             position += capacity - offset
             scanned += capacity - offset
             continue
-        length, entry_seq, commit = _ENTRY.unpack_from(ring, offset)
-        if entry_seq != seq + 1 or commit != seed ^ entry_seq ^ length:
+        length, entry_seq, commit, tag = _ENTRY.unpack_from(ring, offset)
+        if (seq is not None and entry_seq != seq + 1) or commit != seed ^ entry_seq ^ length ^ tag:
             break  # the end, or torn: the process died while writing this entry
         if length == _WRAP:
             position += capacity - offset
@@ -231,13 +277,11 @@ def read_unsent(spool: str | os.PathLike[str] | int, job_id: str) -> list[tuple[
         end = offset + _ENTRY.size + length
         if end > capacity:
             break
-        line = bytes(ring[offset + _ENTRY.size : end])
         seq = entry_seq
-        if line:
-            lines.append((seq, line))
+        entries.append((seq, tag, bytes(ring[offset + _ENTRY.size : end])))
         position += _ENTRY.size + length
         scanned += _ENTRY.size + length
-    return lines
+    return entries
 
 
 def _read_all(spool: str | os.PathLike[str] | int) -> bytes:

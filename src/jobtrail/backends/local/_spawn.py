@@ -2,8 +2,7 @@
 
 What the worker must not inherit (the server's ``__main__``, unflushed output buffers) is
 kept from it; what helper processes started with it must carry (the home's mark) is given
-to them; and its spool (``worker/spool.py``) is created for it here, in the server, which
-outlives it and reads the spool if it dies: the worker gets the open fd, never the path.
+to them (its spool and pipes are ``_last_words.py``'s).
 """
 
 from __future__ import annotations
@@ -14,16 +13,13 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from jobtrail.processes import WORKER_MARK_ENV
-from jobtrail.worker import spool
 
 
 def start_process(
@@ -131,47 +127,3 @@ def _marked_environment(mark: str) -> Iterator[None]:
             os.unsetenv(WORKER_MARK_ENV)
         else:
             os.putenv(WORKER_MARK_ENV, before)
-
-
-class WorkerSpools:
-    """The workers' spools: files in a private folder of the home (0700; files 0600)."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)
-        for leftover in folder.glob("worker-*.spool"):  # a previous server's
-            remove_spool(str(leftover))
-        self._folder = folder
-
-    def create(self, worker_id: int) -> WorkerSpool:
-        path = self._folder / f"worker-{worker_id}.spool"
-        remove_spool(str(path))
-        return WorkerSpool(str(path), spool.create_fd(path))
-
-
-@dataclass
-class WorkerSpool:
-    """One worker's spool as the pool holds it: the file and an fd open on it, kept for
-    reading after a death; the worker is handed a duplicate of the fd (``handover``)."""
-
-    path: str | None = None
-    fd: int | None = None
-
-    def handover(self) -> spool.HandedFd | None:
-        return spool.HandedFd(self.fd) if self.fd is not None else None
-
-    def unsent(self, job_id: str) -> list[tuple[int, bytes]]:
-        return spool.read_unsent(self.fd, job_id) if self.fd is not None else []
-
-    def close(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-        remove_spool(self.path)
-
-
-def remove_spool(path: str | None) -> None:
-    if path is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

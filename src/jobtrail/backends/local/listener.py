@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
 from jobtrail.messages import Batch, End, Message
 from jobtrail.worker.spool import unsent_batches
+from jobtrail.worker.streams import Record, render_tail
 
 log = logging.getLogger("jobtrail.listener")
 
@@ -68,14 +69,24 @@ class LogListener:
             self._channels[conn] = worker_id
         self._wake()
 
-    def recover(self, job_id: str, lines: list[tuple[int, bytes]]) -> int:
+    def recover(
+        self, job_id: str, lines: list[tuple[int, bytes]], tail: Sequence[Record] = ()
+    ) -> int:
         """Write the (seq, line) pairs of a dead worker's spool that are newer than what its
-        pipe delivered, in order; called once its pipe is drained. Returns how many."""
+        pipe delivered, in order, then ``tail`` (what its fd 1 and 2 held, ``stream_tail``)
+        numbered after them; called once its pipe is drained. Returns how many."""
         written = 0
-        for first_seq, chunk in unsent_batches(lines, self._last_seq.pop(job_id, 0)):
+        last = self._last_seq.pop(job_id, 0)
+        for first_seq, chunk in unsent_batches(lines, last):
             # level mask 0: the store indexes the batch as holding every level
             self._sink.append(job_id, b"".join(chunk), first_seq, len(chunk), 0)
             written += len(chunk)
+            last = first_seq + len(chunk) - 1
+        rendered = render_tail(tail, last + 1)
+        for start in range(0, len(rendered), 256):
+            chunk = rendered[start : start + 256]
+            self._sink.append(job_id, b"".join(chunk), last + 1 + start, len(chunk), 0)
+        written += len(rendered)
         self._sink.close_job(job_id)  # as its End would have
         self.records += written
         return written

@@ -34,13 +34,8 @@ from typing import Any, Protocol
 
 import psutil
 
-from jobtrail.backends.local._spawn import (
-    WorkerSpool,
-    WorkerSpools,
-    exitcode,
-    launched_pid,
-    start_process,
-)
+from jobtrail.backends.local._last_words import Recovering, WorkerSpool, WorkerSpools
+from jobtrail.backends.local._spawn import exitcode, launched_pid, start_process
 from jobtrail.backends.local._watches import PoolWatches
 from jobtrail.limits import SAMPLE_EVERY, Limits
 from jobtrail.messages import (
@@ -70,11 +65,10 @@ DRAIN_TIMEOUT = 5.0  # after a worker died, how long its descendants may keep it
 STOP_GRACE = 3.0  # on stop, how long a running job may take to stop before its tree is killed
 
 
-class LogSink(Protocol):
+class LogSink(Recovering, Protocol):
     """Where worker pipes go: the listener reads them and hands control messages back."""
 
     def add_channel(self, worker_id: int, conn: Connection) -> None: ...
-    def recover(self, job_id: str, lines: list[tuple[int, bytes]]) -> int: ...
 
 
 @dataclass
@@ -90,6 +84,7 @@ class _Worker:
     died_at: float | None = None
     drained: bool = False
     spool: WorkerSpool = dataclasses.field(default_factory=WorkerSpool)  # read if it dies
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # its job's
 
 
 class WorkerPool:
@@ -106,7 +101,7 @@ class WorkerPool:
         self.size = size
         # isolation's launcher: each worker is pid 1 of a PID namespace, below the launcher
         self._launcher = launcher
-        self._spools = WorkerSpools(spool_dir) if spool_dir is not None else None
+        self._spools = WorkerSpools(spool_dir)
         self._ctx = context
         self._settings = settings
         self._sink = sink
@@ -285,17 +280,18 @@ class WorkerPool:
         worker_id = self._next_id
         control_r, control_w = self._ctx.Pipe(duplex=False)
         channel_r, channel_w = self._ctx.Pipe(duplex=False)
-        spool = self._spools.create(worker_id) if self._spools is not None else WorkerSpool()
+        spool = self._spools.create(worker_id)
         process = start_process(
             self._ctx,
             worker_main,
-            (worker_id, control_r, channel_w, self._settings, spool.handover()),
+            (worker_id, control_r, channel_w, self._settings, *spool.handover()),
             name=f"jobtrail-worker-{worker_id}",
             helper_mark=f"{self._settings.home_mark}/server",
             executable=self._launcher,
         )
         control_r.close()
         channel_w.close()
+        spool.started()
         pid = process.pid
         assert pid is not None  # set by start()
         self._workers[worker_id] = _Worker(
@@ -344,7 +340,7 @@ class WorkerPool:
             if worker.job_id is not None:
                 job_id = worker.job_id
                 worker.job_id = None
-                self._recover_spool(worker, job_id)  # its last words, before its end
+                worker.spool.recover(self._sink, job_id, self._settings, worker.params)
                 if worker.cancel is not None:
                     outcome = Outcome.cancelled()
                 else:
@@ -354,16 +350,6 @@ class WorkerPool:
             worker.control.close()
             worker.spool.close()
             del self._workers[worker.worker_id]
-
-    def _recover_spool(self, worker: _Worker, job_id: str) -> None:
-        """Write what the dead worker's spool held and its pipe never delivered."""
-        try:
-            recovered = self._sink.recover(job_id, worker.spool.unsent(job_id))
-        except Exception:  # the job's end must be recorded whatever the spool holds
-            log.exception("reading the spool of worker %s failed", worker.worker_id)
-            return
-        if recovered:
-            log.info("job %s: %d line(s) recovered from its worker's spool", job_id, recovered)
 
     def _orphans_of(self, worker: _Worker) -> list[psutil.Process]:
         """Descendants of a dead worker: reparented, so found by the mark they inherited."""
@@ -400,7 +386,7 @@ class WorkerPool:
                 except (OSError, ValueError):
                     self._pending.appendleft(task)
                     continue
-                worker.job_id = task.job_id
+                worker.job_id, worker.params = task.job_id, task.params
                 self._watches.start(worker.worker_id, worker.pid, worker.control, task, mark)
 
     def _escalate_cancels(self) -> None:

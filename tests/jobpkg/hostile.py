@@ -13,15 +13,16 @@ attack its mode must stop. The attacks:
     a needle in this job's own environment (what it was handed).
 ``proc_mem``
     read the memory of the processes that hold secrets: ``target_pids`` (the server,
-    ``jobtrail worker``) and this job's ancestors up to the first of them. ``ok``: some
-    memory was readable (the token is then there for the taking: requests carry it); the
-    detail says whether a needle was in what was read.
+    ``jobtrail worker``) and this job's ancestors up to the first of them (a forkserver, an
+    RQ worker). ``ok``: some target's memory was readable; ``reached`` lists those pids
+    (a server's is the token's: every request carries it), ``needles`` the needles found
+    in what was read.
 ``ptrace``
     ``PTRACE_ATTACH`` to each target (then wait for its stop and ``PTRACE_DETACH``, so a
-    success leaves it running).
+    success leaves it running); ``reached``: the pids attached.
 ``signal``
     ``kill(pid, 0)`` to each target, then ``SIGCONT`` (harmless to a running process, and
-    allowed exactly when any other signal would be).
+    allowed exactly when any other signal would be); ``reached``: the pids signalled.
 ``read_db`` / ``list_home``
     open the job database (``home``/jobs.sqlite3) and read its first page; list ``home``.
 ``read_log`` / ``read_extra_vars``
@@ -137,38 +138,41 @@ def _read_mem(pid: int, needles: list[bytes]) -> tuple[int, list[int]]:
 
 
 def _proc_mem(targets: list[int], needles: list[bytes]) -> Result:
-    details, readable = [], False
+    details, reached, needles_found = [], [], set[int]()
     for pid in targets:
         try:
             total, found = _read_mem(pid, needles)
         except OSError as exc:
             details.append(f"pid {pid}: {exc.strerror}")
             continue
-        readable = readable or total > 0
+        if total:
+            reached.append(pid)
+        needles_found.update(found)
         details.append(f"pid {pid}: read {total} bytes, needles found {found}")
-    return _entry(readable, "; ".join(details) or "not tried: no target")
+    entry = _entry(bool(reached), "; ".join(details) or "not tried: no target")
+    return {**entry, "reached": reached, "needles": sorted(needles_found)}
 
 
 def _ptrace(targets: list[int]) -> Result:
     _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     _libc.ptrace.restype = ctypes.c_long
-    details, attached = [], False
+    details, reached = [], []
     for pid in targets:
         if _libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
             details.append(f"pid {pid}: {os.strerror(ctypes.get_errno())}")
             continue
-        attached = True
+        reached.append(pid)
         try:
             os.waitpid(pid, getattr(os, "__WALL", 0x40000000))
         except ChildProcessError:
             pass
         _libc.ptrace(PTRACE_DETACH, pid, None, None)
         details.append(f"pid {pid}: attached (and detached)")
-    return _entry(attached, "; ".join(details) or "not tried: no target")
+    return {**_entry(bool(reached), "; ".join(details) or "not tried"), "reached": reached}
 
 
 def _signal(targets: list[int]) -> Result:
-    details, sent = [], False
+    details, reached = [], []
     for pid in targets:
         try:
             os.kill(pid, 0)
@@ -176,9 +180,9 @@ def _signal(targets: list[int]) -> Result:
         except OSError as exc:
             details.append(f"pid {pid}: {exc.strerror}")
             continue
-        sent = True
+        reached.append(pid)
         details.append(f"pid {pid}: signal 0 and SIGCONT delivered")
-    return _entry(sent, "; ".join(details) or "not tried: no target")
+    return {**_entry(bool(reached), "; ".join(details) or "not tried"), "reached": reached}
 
 
 def _read(path: str) -> Result:

@@ -103,6 +103,12 @@ def _add_serve(sub: Verbs) -> None:
         "(env JOBTRAIL_TOKEN)",
     )
     p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the token from PATH, which only this user may read (as ssh wants of a "
+        "key): it then shows in no process's command line or environment",
+    )
+    p.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without a token"
     )
     p.add_argument(
@@ -118,6 +124,7 @@ def _add_serve(sub: Verbs) -> None:
         help="'local' (default: pool, SQLite, files) or redis://HOST:PORT/DB to run jobs on "
         "`jobtrail worker` processes on any host (env JOBTRAIL_BACKEND)",
     )
+    worker.add_backend_file_argument(p)
     p.add_argument(
         "--otlp-endpoint",
         metavar="URL",

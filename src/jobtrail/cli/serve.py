@@ -15,7 +15,6 @@ import argparse
 import errno
 import ipaddress
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -28,10 +27,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from jobtrail import secrecy
 from jobtrail.cli.exits import START_FAILURE, CLIError, exit_code
 from jobtrail.cli.logformat import server_logging
 from jobtrail.cli.logs import follow
 from jobtrail.cli.output import display
+from jobtrail.cli.worker import BACKEND_ENV, secret_env_names, secret_option
 from jobtrail.client import Client
 from jobtrail.errors import JobModuleError
 from jobtrail.registry import import_job_modules, job_types
@@ -80,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jobtrail.api.app import ApiServer, create_app
 
     server_logging(args.log_format)
-    os.environ.pop(TOKEN_ENV, None)  # job processes must not inherit it
+    _keep_secrets(args)
     # The listener and stream threads share the GIL with the event loop: a request waits for
     # the GIL up to this long (default 5 ms) while they work. At 1 ms, GET /api/jobs/{id} p99
     # with 4 jobs flooding went from 4.7-5.9 ms to 4.3-4.4 ms (benchmarks/api_latency.py).
@@ -124,6 +125,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ).start()
     uv.run(sockets=[sock])
     return 0
+
+
+def _keep_secrets(args: argparse.Namespace) -> None:
+    """The token and a Redis password out of every job's reach (``jobtrail.secrecy``):
+    read from their files, then out of this process's argv and environment by one
+    re-execution, which comes back here with them handed over."""
+    handed = secrecy.take_handover()
+    if handed is not None:
+        args.token = handed.get("token")
+        args.backend = handed.get("backend", args.backend)
+        return
+    args.token = secret_option(args, "token", "--token", TOKEN_ENV)
+    args.backend = secret_option(args, "backend", "--backend", BACKEND_ENV)
+    secrets = {"token": args.token} if args.token else {}
+    if secrecy.url_password(args.backend or ""):
+        secrets["backend"] = args.backend
+    secrecy.keep_out_of_proc(
+        secrets, {"token": "--token", "backend": "--backend"}, secret_env_names()
+    )
 
 
 def _check_log_export(config: ServerConfig) -> None:

@@ -8,30 +8,83 @@ the distributed extra (rq, redis) and the job modules. Then
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
 
+from jobtrail import secrecy
+from jobtrail.cli.exits import CLIError
 from jobtrail.cli.output import stderr_logging
 from jobtrail.errors import JobModuleError
 from jobtrail.limits import server_limits
 from jobtrail.registry import import_job_modules
 from jobtrail.service.config import is_redis_url
+from jobtrail.worker.runtime import TOKEN_ENV
+
+BACKEND_ENV = "JOBTRAIL_BACKEND"
+log = logging.getLogger("jobtrail.cli")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``jobtrail worker``."""
     parser.add_argument(
         "--backend",
-        default=os.environ.get("JOBTRAIL_BACKEND", ""),
+        default=os.environ.get(BACKEND_ENV, ""),
         help="redis://HOST:PORT/DB, the same as the API servers' (env JOBTRAIL_BACKEND)",
     )
+    add_backend_file_argument(parser)
     parser.add_argument(
         "--concurrency", type=int, default=os.cpu_count() or 2, help="jobs at a time"
     )
     add_job_module_arguments(parser)
     parser.add_argument("--playbooks", help="directory of Ansible playbooks")
     add_limit_arguments(parser)
+
+
+def add_backend_file_argument(parser: argparse.ArgumentParser) -> None:
+    """--backend-file, the same for ``serve`` and ``worker``."""
+    parser.add_argument(
+        "--backend-file",
+        metavar="PATH",
+        help="read the backend URL (one with a Redis password) from PATH, which only this "
+        "user may read, so the password shows in no process's command line or environment",
+    )
+
+
+def secret_option(args: argparse.Namespace, name: str, option: str, env: str) -> str | None:
+    """The value of a secret ``option`` (``--token``, ``--backend``): from its file
+    (``option``-file) if given, else as parsed (the option, else ``env``). Warns, one
+    line, when it was given on the command line, where anyone on the host can read it
+    until the command re-executes without it (``jobtrail.secrecy``)."""
+    path = getattr(args, f"{name}_file", None)
+    given = any(arg == option or arg.startswith(f"{option}=") for arg in sys.argv[1:])
+    if path:
+        if given:
+            raise CLIError(f"give {option} or {option}-file, not both")
+        try:
+            return secrecy.read_secret_file(path, f"{option}-file")
+        except secrecy.SecretFileError as exc:
+            raise CLIError(str(exc)) from None
+    value: str | None = getattr(args, name)
+    if given and value and (name == "token" or secrecy.url_password(value)):
+        log.warning(
+            "%s on the command line is visible to every user of this host "
+            "until jobtrail re-executes without it; use %s-file or env %s",
+            option,
+            option,
+            env,
+        )
+    return value
+
+
+def secret_env_names() -> list[str]:
+    """The variables a job must not find in a jobtrail process's ``/proc/PID/environ``:
+    the token, and the backend URL when it holds a password."""
+    names = [TOKEN_ENV]
+    if secrecy.url_password(os.environ.get(BACKEND_ENV, "")):
+        names.append(BACKEND_ENV)
+    return names
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +140,17 @@ def _refuse(message: str) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    stderr_logging()
+    handed = secrecy.take_handover()
+    if handed is not None:
+        args.backend = handed.get("backend", args.backend)
+    else:
+        try:
+            args.backend = secret_option(args, "backend", "--backend", BACKEND_ENV) or ""
+        except CLIError as exc:
+            return _refuse(str(exc))
+        secret = {"backend": args.backend} if secrecy.url_password(args.backend) else {}
+        secrecy.keep_out_of_proc(secret, {"backend": "--backend"}, secret_env_names())
     if not args.backend or not is_redis_url(args.backend):
         return _refuse("--backend redis://HOST:PORT/DB is required")
     if args.concurrency < 1:
@@ -99,7 +163,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         import_job_modules(args.jobs_module or (), args.app_dir)
     except JobModuleError as exc:
         return _refuse(str(exc))
-    stderr_logging()
     return run_workers(
         args.backend,
         args.concurrency,

@@ -449,6 +449,31 @@ time.sleep(60)
 """
 
 
+@job("cgroup_oom")
+def cgroup_oom(parent: str, name: str, limit_mb: int = 64) -> None:
+    """Moves its process into a fresh memory cgroup `parent`/`name` (cgroup v1 or v2)
+    limited to `limit_mb` (swap too), then takes 8 MB at a time, logging each: the kernel's
+    OOM killer kills it. The caller removes the cgroup."""
+    path = os.path.join(parent, name)
+    os.mkdir(path)
+    limit = str(limit_mb * 1024 * 1024)
+    v1 = os.path.exists(os.path.join(path, "memory.limit_in_bytes"))
+    limits = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"] if v1 else ["memory.max"]
+    limits += [] if v1 else ["memory.swap.max"]
+    for knob in limits:  # memsw after the memory limit: it may not be below it
+        if os.path.exists(os.path.join(path, knob)):
+            with open(os.path.join(path, knob), "w") as f:
+                f.write(limit if knob != "memory.swap.max" else "0")
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    log.info("in memory cgroup %s, limited to %d MB", name, limit_mb)
+    held = []
+    for step in range(1, 200):
+        held.append(b"\x01" * (8 * 1024 * 1024))  # written, so resident
+        log.info("holds %d MB more", step * 8)
+    log.error("still alive holding %d MB: the cgroup's limit did not apply", len(held) * 8)
+
+
 @job("hog")
 def hog(steps: int = 40, mb: int = 10, in_child: bool = False) -> None:
     """Takes `mb` more MB every 50 ms, `steps` times (in a child process if `in_child`),

@@ -5,8 +5,10 @@ shows its peak memory. Each in both modes (local pool; RQ workers on a real redi
 
 from __future__ import annotations
 
+import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from jobtrail.limits import CGROUP_FS, KMSG, OOM_KILLED, memory_cgroup
 from support.live import Live, live_server
 from support.live import server_config as make_config
 from support.modes import MODES, serve_in_mode
@@ -95,6 +98,50 @@ def test_a_timeout_stops_the_whole_tree(live: Live) -> None:
     while any(_alive(pid) for pid in pids):
         assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
         time.sleep(0.1)
+    serves_on(live)
+
+
+def _memory_cgroup_parent() -> str:
+    """Where the test job makes its cgroup: below this process's memory cgroup (cgroup v1,
+    as root), whose limits then still apply to it."""
+    root = Path(CGROUP_FS, "memory")
+    if not (root / "cgroup.procs").exists() or os.geteuid() != 0:
+        pytest.skip("needs cgroup v1's memory controller and root")
+    return str(root / (memory_cgroup(os.getpid()) or "/").lstrip("/"))
+
+
+def _remove_cgroup(path: Path) -> None:
+    """rmdir once the killed process has left it (a dying process holds it a moment)."""
+    deadline = time.monotonic() + 20
+    while path.exists():
+        try:
+            path.rmdir()
+        except OSError:
+            assert time.monotonic() < deadline, f"cgroup {path} still busy"
+            time.sleep(0.1)
+
+
+def test_a_job_the_kernels_oom_killer_kills_says_so(live: Live) -> None:
+    """The job moves its process into a memory cgroup of its own, limited to 64 MB, and
+    allocates: the kernel kills it, and the job says so, counted in its cgroup."""
+    parent = _memory_cgroup_parent()
+    name = f"jobtrail-oom-{uuid.uuid4().hex[:12]}"
+    try:
+        params = {"parent": parent, "name": name, "limit_mb": 64}
+        job = live.wait(submit(live, "cgroup_oom", params)["job_id"], timeout=120)
+        assert job["status"] == "failed", job
+        assert job["error"].startswith(f"job process died: {OOM_KILLED} (SIGKILL; ")
+        if os.access(KMSG, os.R_OK):  # the kernel's log names the pid and the cgroup
+            said = rf"; pid \d+: its memory cgroup /\S*/{name} was at its limit\)$"
+            assert re.search(said, job["error"]), job["error"]
+        lines = messages(live, job["job_id"])
+        assert f"in memory cgroup {name}, limited to 64 MB" in lines, lines[:5]
+        held = [line for line in lines if line.startswith("holds ")]
+        assert held == [f"holds {8 * (i + 1)} MB more" for i in range(len(held))], held
+        assert 1 <= len(held) <= 9, "killed near its 64 MB, every line before kept"
+        assert not any(line.startswith("still alive") for line in lines)
+    finally:
+        _remove_cgroup(Path(parent, name))
     serves_on(live)
 
 

@@ -18,10 +18,20 @@ would fail jobs that use 80. The sum of the tree's RSS is what a person means by
 used 312 MB"; its precision is the sampling window (a job can allocate past the limit for
 up to SAMPLE_EVERY before it is seen), pages shared by forked processes count once per
 process, and a descendant that left the tree (it daemonised) is not counted.
+
+A job whose process the kernel's OOM killer ended (a SIGKILL nobody here sent) says so when
+a kill was counted since it started, host-wide (``/proc/vmstat``) or in the memory cgroup
+its process was last seen in (``oom_kill`` of v1's ``memory.oom_control``, v2's
+``memory.events``). Then the kernel's log (``/dev/kmsg``, readable by root) names the pid it
+killed and why: this pid, and its cgroup at its limit or the machine out of memory. Without
+that record (not root, log rotated) the counters say it: a cgroup's counts only that
+cgroup's kills, /proc/vmstat the machine's, where another process's OOM kill at the same
+moment would be taken for this one's.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +50,10 @@ SAMPLE_EVERY = 0.2  # seconds between two looks at a tree: the memory limit's pr
 LIMIT_SIGNAL = signal.SIGUSR2
 MB = 1024 * 1024
 VMSTAT = "/proc/vmstat"
+CGROUP_FS = "/sys/fs/cgroup"
+KMSG = "/dev/kmsg"
+KMSG_SLACK = 5.0  # seconds: the kernel log's clock and CLOCK_MONOTONIC may differ a little
+OOM_KILLED = "killed by the kernel's out-of-memory killer"
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,75 @@ def oom_kills() -> int | None:
     return None
 
 
+def memory_cgroup(pid: int) -> str | None:
+    """The memory cgroup ``pid`` is in (its path below the hierarchy's root), when that is
+    not the root; None for the root or where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    unified = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path if path != "/" else None  # v1: the memory hierarchy's
+        if controllers == "":
+            unified = path
+    mounted_v1 = os.path.isdir(os.path.join(CGROUP_FS, "memory"))
+    return unified if unified not in (None, "/") and not mounted_v1 else None
+
+
+def cgroup_oom_kills(path: str) -> int | None:
+    """``oom_kill`` of memory cgroup ``path`` (v1 or v2): the kills in it and below it."""
+    for name in (f"memory{path}/memory.oom_control", f"{path.lstrip('/')}/memory.events"):
+        try:
+            with open(os.path.join(CGROUP_FS, name), "rb") as f:
+                for line in f:
+                    if line.startswith(b"oom_kill "):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def kernel_oom_kill(pid: int, since: float) -> str | None:
+    """Why the kernel's log says its OOM killer killed ``pid`` after ``since`` (monotonic
+    seconds, about the log's clock): "its memory cgroup X was at its limit" or "the machine
+    was out of memory"; None without such a record or a readable log."""
+    try:
+        fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    found: dict[bytes, bytes] | None = None
+    want = str(pid).encode()
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break  # the end of the log
+            except OSError:
+                continue  # overwritten while read (EPIPE): go on with the next
+            head, _, text = record.partition(b";")
+            if not record or not text.startswith(b"oom-kill:"):
+                if not record:
+                    break
+                continue
+            fields = dict(f.split(b"=", 1) for f in text[9:].strip().split(b",") if b"=" in f)
+            meta = head.split(b",")
+            if fields.get(b"pid") == want and len(meta) > 2 and int(meta[2]) / 1e6 >= since:
+                found = fields
+    finally:
+        os.close(fd)
+    if found is None:
+        return None
+    if found.get(b"constraint") == b"CONSTRAINT_MEMCG":
+        memcg = found.get(b"oom_memcg", b"?").decode(errors="replace")
+        return f"its memory cgroup {memcg} was at its limit"
+    return "the machine was out of memory"
+
+
 def tree_rss(pid: int) -> int:
     """Bytes resident in ``pid`` and its descendants now (0 if it is gone)."""
     total = 0
@@ -139,6 +222,8 @@ class TreeWatch:
         self._stop: TreeStop | None = None
         self._started = time.monotonic()  # the timeout counts from here
         self._oom_kills = oom_kills()
+        self._cgroup: tuple[str, int] | None = None  # the job's memory cgroup, its kills
+        self._follow_cgroup()
 
     @property
     def peak_rss_mb(self) -> float | None:
@@ -147,6 +232,33 @@ class TreeWatch:
     def sample(self) -> None:
         self._last_bytes = tree_rss(self.pid)
         self.peak_bytes = max(self.peak_bytes, self._last_bytes)
+        self._follow_cgroup()
+
+    def _follow_cgroup(self) -> None:
+        """The job's process may move itself into a cgroup of its own: count kills there."""
+        path = memory_cgroup(self.pid)
+        if path is not None and (self._cgroup is None or self._cgroup[0] != path):
+            kills = cgroup_oom_kills(path)
+            if kills is not None:
+                self._cgroup = (path, kills)
+
+    def _oom_killed(self) -> str | None:
+        """What says the kernel's OOM killer killed the job's process (see the module's
+        notes), None if nothing does."""
+        in_cgroup = host = False
+        if self._cgroup is not None:
+            path, before = self._cgroup
+            now = cgroup_oom_kills(path)
+            in_cgroup = now is not None and now > before
+        if self._oom_kills is not None:
+            now = oom_kills()
+            host = now is not None and now > self._oom_kills
+        if not (in_cgroup or host):
+            return None
+        logged = kernel_oom_kill(self.pid, self._started - KMSG_SLACK)
+        if logged is not None:
+            return f"pid {self.pid}: {logged}"
+        return f"memory cgroup {self._cgroup[0]}" if in_cgroup and self._cgroup else "oom_kill rose"
 
     def saw(self, resident_bytes: int) -> None:
         """A peak measured another way (the kernel's high-water mark of a reaped process)."""
@@ -183,14 +295,12 @@ class TreeWatch:
 
     def died(self, exitcode: int | None) -> Outcome:
         """The outcome of a job whose process died without reporting one: the limit that
-        stopped it, or the kernel's OOM killer when its count rose while a SIGKILL nobody
-        here sent ended the job (another process's OOM kill at the same moment would be
-        taken for this one's), or how the process ended."""
+        stopped it, or the kernel's OOM killer when a kill was counted (in the job's memory
+        cgroup, else host-wide) while a SIGKILL nobody here sent ended the job, or how the
+        process ended."""
         if self.error is not None:
             return Outcome(JobStatus.FAILED, self.error, peak_rss_mb=self.peak_rss_mb)
         cause = death_reason(exitcode)
-        if exitcode == -signal.SIGKILL and self._oom_kills is not None:
-            now = oom_kills()
-            if now is not None and now > self._oom_kills:
-                cause = "killed by the kernel's out-of-memory killer (SIGKILL; oom_kill rose)"
+        if exitcode == -signal.SIGKILL and (where := self._oom_killed()) is not None:
+            cause = f"{OOM_KILLED} (SIGKILL; {where})"
         return replace(Outcome.died(cause), peak_rss_mb=self.peak_rss_mb)

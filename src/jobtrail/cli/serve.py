@@ -76,12 +76,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Check what can fail in one line (job modules, the home, the port) before any worker
     starts; then uvicorn runs the app, whose lifespan starts and stops the service."""
+    server_logging(args.log_format)
+    _keep_secrets(args)  # first: a re-execution then repeats only the CLI's own imports
     import uvicorn
 
     from jobtrail.api.app import ApiServer, create_app
 
-    server_logging(args.log_format)
-    _keep_secrets(args)
     # The listener and stream threads share the GIL with the event loop: a request waits for
     # the GIL up to this long (default 5 ms) while they work. At 1 ms, GET /api/jobs/{id} p99
     # with 4 jobs flooding went from 4.7-5.9 ms to 4.3-4.4 ms (benchmarks/api_latency.py).

@@ -96,7 +96,7 @@ class ScrapeCollector(Collector):
         )
         yield CounterMetricFamily(
             "jobtrail_export_dropped",
-            "Records OTLP export left out: queue full, over its CPU share, given up, rotated away",
+            "Records OTLP export left out: queue full, given up, rotated away, unread at stop",
             value=snap.export_lost,
         )
         yield CounterMetricFamily(

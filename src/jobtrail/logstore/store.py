@@ -121,6 +121,11 @@ class JobLogStore:
             with self._lock:
                 self.bytes_read += reader.bytes_read
 
+    @property
+    def root(self) -> Path:
+        """The directory of every job's log, for a reader in another process (OTLP export)."""
+        return Path(self._root)
+
     def log_path(self, job_id: str) -> Path:
         return Path(self._path(job_id))
 

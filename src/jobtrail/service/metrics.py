@@ -61,7 +61,7 @@ class Snapshot:
     batches: int  # batches and records the ingest appended since the server started
     records: int
     export_queued: int = 0  # OTLP export (service/otel.py), all 0 when it is off: waiting,
-    export_lost: int = 0  # dropped + throttled + failed + skipped,
+    export_lost: int = 0  # dropped + failed + skipped,
     export_sent: int = 0  # and exported
 
 
@@ -100,11 +100,7 @@ class JobMetrics:
                 batches=service.ingest.batches,
                 records=service.ingest.records,
                 export_queued=export.queued if export else 0,
-                export_lost=(
-                    export.dropped + export.throttled + export.failed + export.skipped
-                    if export
-                    else 0
-                ),
+                export_lost=export.dropped + export.failed + export.skipped if export else 0,
                 export_sent=export.exported if export else 0,
             )
 

@@ -1,86 +1,61 @@
-"""OpenTelemetry log export: every record the store writes, sent to an OTLP/HTTP receiver.
+"""OpenTelemetry log export: every record the store writes, sent to an OTLP/HTTP receiver by
+an exporter process of the server's own.
 
 ::
 
     listener ──append──> JobLogStore ──observe("append")──> LogExport._observe (a set add)
-                                                                 │ own thread, never the
-                                                                 ▼ listener's or the loop's
-                       store.read_lines(after=exported_to[job]) ──> one OTel LogRecord a line
-                                                                 │ skipped and counted when
-                                                                 ▼ QUEUE_RECORDS wait already
-                      SDK BatchLogRecordProcessor (its thread) ──> OTLPLogExporter (HTTP)
+                                                                 │ own thread
+                                                                 ▼
+          exporter process's stdin  <── "a JOB\\n" per job with new lines (a few bytes)
+              │ reads the job's lines from the files, converts, SDK batch processor, HTTP
+              ▼                                   (service/_otel_exporter.py)
+          its stdout ──> reports thread: counts and positions ──> stats(), /metrics, the log
 
-The export reads the store's files as the summary keeper does, so it sees exactly what was
-written (masked, numbered, whichever backend ran the job) and the workers capture nothing
-twice. Nothing on the write path waits for the network: the listener's hook is a set add,
-this module's thread never blocks on the exporter (a record finds room in the queue or is
-dropped, counted in ``ExportStats``), and the SDK's own thread does the HTTP. A receiver
-that is down, or answers slowly, costs dropped exports, never slower capture.
+The server hands over job names, not records: the exporter process reads the store's files
+itself, as the summary keeper does, so it sees exactly what was written (masked, numbered,
+whichever backend ran the job), the workers capture nothing twice, and the files are the
+export's buffer. The conversion and the SDK, 60 to 100 µs of Python a record, run in that
+process at a lower priority, never under the server's GIL: nothing on the write path waits
+for them, and a receiver that is down or slow costs counted drops, never slower capture.
 
-Needs the ``otel`` extra (opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http).
+The process dies with the server (its stdin closes; it also watches its parent's pid) and
+is started again if it dies (a backoff of 1 s doubling to 30 s), resuming from the positions
+it last reported; what it had queued and not sent is counted as failed.
+
+Needs the ``otel`` extra (opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http), which
+only the exporter process imports; importing this module checks that it is installed.
 """
 
 from __future__ import annotations
 
-import calendar
+import contextlib
+import importlib.util
 import json
 import logging
 import os
-import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
-from opentelemetry.sdk.resources import Resource
+from dataclasses import dataclass, fields
+from typing import IO, Any
 
 from jobtrail.logstore import JobLogStore
-from jobtrail.records import decode_record
 from jobtrail.service.config import OTLP_ENDPOINT_ENV as ENDPOINT_ENV
 
-# Records waiting for the exporter before new ones are dropped: at about 0.5 KB each, 1 MB
-# of memory at most, and about a tenth of a second of four jobs logging at full speed.
-QUEUE_RECORDS = 2048
-BATCH_RECORDS = 512  # the SDK's default batch: one HTTP request each
-SCHEDULE_MS = 500  # a batch not yet full goes out after this long (a live view's delay)
-# The export's share of one core (its thread's and the exporter's CPU time), past which it
-# drops records (counted as throttled) until it is under again: it converts and encodes in
-# Python, about 100 us a record, holding the GIL the listener needs. Unbounded, four jobs
-# logging at full speed were captured at half the speed (benchmarks/throughput.py --otlp).
-# A token bucket: CPU_SHARE seconds of credit a second, at most CPU_BURST saved, so a burst
-# (about 2,000 records) and the first export's set-up pass, and a flood is held to the share.
-CPU_SHARE = 0.1
-CPU_BURST = 0.2
-CHECK_EVERY = 64  # records between looks at the CPU used
-GATHER = 0.1  # a pass waits this long after a wake, so a burst is read in one run
-READ_LINES = 1024  # lines per read of the store (see summary.READ_LINES)
-STOP_MS = 3000  # what a stopping server gives the exporter to send what is queued
-REPORT_EVERY = 10.0  # seconds between log lines saying how many records were dropped
-JOBS_KEPT = 4096  # jobs whose position is kept: a late line of one is then not sent again
-SERVICE_NAME = "jobtrail"  # unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name one
-LOGS_PATH = "/v1/logs"
+for _needed in ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.http"):
+    if importlib.util.find_spec(_needed) is None:  # checked here: `serve` names the extra
+        raise ImportError(f"No module named {_needed!r}")
 
-SEVERITY = {
-    "DEBUG": SeverityNumber.DEBUG,
-    "INFO": SeverityNumber.INFO,
-    "WARNING": SeverityNumber.WARN,
-    "ERROR": SeverityNumber.ERROR,
-    "CRITICAL": SeverityNumber.FATAL,
-}
-# A record's own keys; any other top-level key is one of the Ansible fields (host, task...)
-_OWN_KEYS = frozenset(
-    ("seq", "timestamp", "level", "logger", "message", "thread", "exc_text", "fields")
-)
+QUEUE_RECORDS = 2048  # the exporter's queue (see _otel_exporter.QUEUE_RECORDS)
+GATHER = 0.1  # a pass waits this long after a wake, so a burst is named once
+REPORT_EVERY = 10.0  # seconds between log lines saying how many records were left out
+JOBS_KEPT = 4096  # jobs whose position is kept for a restarted exporter process
+STOP_WAIT = 3.0 + 5.0  # the process's STOP_MS, and its start-up if it just started
+RESTART_FIRST, RESTART_MAX = 1.0, 30.0  # seconds before a dead process is started again
+LOGS_PATH = "/v1/logs"
+EXPORTER_MODULE = "jobtrail.service._otel_exporter"
 
 log = logging.getLogger("jobtrail.otel")
 
@@ -100,112 +75,120 @@ class ExportStats:
     exported: int  # handed to the exporter and accepted by the receiver
     queued: int  # waiting for the exporter or being sent (at most ``capacity`` waiting)
     capacity: int
-    dropped: int  # not queued: ``capacity`` records were already waiting
-    throttled: int  # not converted: the export had used its CPU_SHARE of the time
+    dropped: int  # not queued: the queue was full while the receiver was slow or down
     failed: int  # the exporter gave up on them (receiver down or refusing, after retries)
     skipped: int  # never read: rotation removed them first (or the store could not write)
 
 
-class _CountingExporter(LogRecordExporter):
-    """The OTLP exporter, counting what it was handed and what it could not send: the SDK's
-    queue has no counter of its own (it drops silently, with a deduplicated warning)."""
+@dataclass
+class _Counts:
+    """One exporter process's report (see _otel_exporter.ProcessExport._report)."""
 
-    def __init__(self, inner: LogRecordExporter) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-        self.handed = 0  # taken off the SDK's queue (being sent, sent or failed)
-        self.sent = 0
-        self.failed = 0
-        self.cpu = 0.0  # seconds of CPU its calls took (encoding, HTTP) in the SDK's thread
+    emitted: int = 0
+    handed: int = 0
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    skipped: int = 0
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        with self._lock:
-            self.handed += len(batch)
-        result = LogRecordExportResult.FAILURE
-        started = time.thread_time()
+    def add(self, other: _Counts) -> None:
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class _ExporterProcess:
+    """The running exporter process and the threads that read its reports and its stderr."""
+
+    def __init__(self, root: str, endpoint: str, on_report: Any) -> None:
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", EXPORTER_MODULE, root, endpoint],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self._stdin = self.proc.stdin
+        self._threads = [
+            threading.Thread(target=_read_reports, args=(self.proc.stdout, on_report)),
+            threading.Thread(target=_relay_log, args=(self.proc.stderr,)),
+        ]
+        for thread in self._threads:
+            thread.name, thread.daemon = f"otlp-exporter-{self.proc.pid}", True
+            thread.start()
+
+    def send(self, lines: list[str]) -> bool:
+        """Write commands; False when the process is gone."""
         try:
-            result = self._inner.export(batch)
-        finally:
-            with self._lock:
-                self.cpu += time.thread_time() - started
-                if result is LogRecordExportResult.SUCCESS:
-                    self.sent += len(batch)
-                else:
-                    self.failed += len(batch)
-        return result
+            self._stdin.write("".join(lines).encode())
+            self._stdin.flush()
+        except OSError:  # BrokenPipeError: it died (seen by ``alive``)
+            return False
+        return True
 
-    def shutdown(self) -> None:
-        self._inner.shutdown()  # type: ignore[no-untyped-call]
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
+    def close(self, timeout: float) -> None:
+        """Close its stdin (its stop), give it ``timeout`` to send what is queued and exit."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("OTLP exporter process %d did not stop in time: killed", self.proc.pid)
+            self.proc.kill()
+            self.proc.wait()
+        self.join()
 
-
-def _resource() -> Resource:
-    """service.name (jobtrail unless the environment names it), its version, the host."""
-    try:
-        from importlib.metadata import version
-
-        attributes: dict[str, Any] = {"service.version": version("jobtrail")}
-    except Exception:  # run from a source tree: no version to name
-        attributes = {}
-    attributes["host.name"] = socket.gethostname()
-    resource = Resource.create(attributes)
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
-    return resource
+    def join(self) -> None:
+        """Once it exited: its last reports read, its pipes closed."""
+        for thread in self._threads:
+            thread.join(5)
+        with contextlib.suppress(OSError):
+            self._stdin.close()
 
 
-def _value(value: Any) -> Any:
-    """An attribute value: JSON scalars as they are, objects and lists as their JSON text."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return "null" if value is None else value
-    return json.dumps(value, separators=(",", ":"), default=str)
+def _read_reports(stream: IO[bytes], on_report: Any) -> None:
+    with stream:
+        for line in stream:
+            try:
+                on_report(json.loads(line))
+            except ValueError:
+                log.warning("OTLP exporter process: unreadable report %r", line[:200])
 
 
-class _Clock:
-    """Nanoseconds since the epoch of a stored timestamp (``2026-11-25T12:00:00.123456Z``);
-    the second's part is cached because records come in bursts."""
-
-    def __init__(self) -> None:
-        self._prefix = ""
-        self._seconds = 0
-
-    def __call__(self, stamp: str) -> int:
-        prefix = stamp[:19]
-        if prefix != self._prefix:
-            self._seconds = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
-            self._prefix = prefix
-        micros = int(stamp[20:26]) if len(stamp) >= 26 else 0
-        return (self._seconds * 1_000_000 + micros) * 1000
+def _relay_log(stream: IO[bytes]) -> None:
+    """The process's own log lines, logged here, so they take the server's log format."""
+    with stream:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            name, _, rest = line.partition(" ")
+            level = logging.getLevelName(name)
+            if isinstance(level, int) and rest:
+                log.log(level, "OTLP exporter process: %s", rest)
+            elif line:
+                log.warning("OTLP exporter process: %s", line)
 
 
 class LogExport:
-    """Exports every job's records from the store's files, in its own thread."""
+    """Names the jobs with new lines to the exporter process, and keeps its counts."""
 
     def __init__(self, store: JobLogStore, endpoint: str | None) -> None:
-        self._store = store
-        url = logs_endpoint(endpoint) if endpoint else None  # None: the environment's
-        self._exporter = _CountingExporter(OTLPLogExporter(endpoint=url))
-        self.endpoint = url or self._exporter_url()
-        self._processor = BatchLogRecordProcessor(
-            self._exporter,
-            schedule_delay_millis=SCHEDULE_MS,
-            max_export_batch_size=BATCH_RECORDS,
-            # room for what is being handed over: the SDK's queue never drops, ours counts
-            max_queue_size=QUEUE_RECORDS + BATCH_RECORDS,
-        )
-        self._provider = LoggerProvider(resource=_resource())
-        self._provider.add_log_record_processor(self._processor)
-        self._logger = self._provider.get_logger("jobtrail")
-        self._clock = _Clock()
-        self._lock = threading.Lock()  # guards the sets below; held for a set operation
+        self._root = os.fspath(store.root)
+        self._url = logs_endpoint(endpoint) if endpoint else ""  # "": the environment's
+        self.endpoint = self._url or self._exporter_url()
+        self._lock = threading.Lock()  # guards what follows; held for a few operations
         self._dirty: set[str] = set()
-        self._exported_to: OrderedDict[str, int] = OrderedDict()  # seq read up to, per job
-        self._emitted = self._dropped = self._skipped = self._throttled = 0
-        self._reported = (0, 0, 0, 0)
-        self._credit = CPU_BURST  # seconds of CPU the export may still use
-        self._credit_at = (time.monotonic(), 0.0)  # (when, CPU used by then) it was counted
+        self._deleted: list[str] = []
+        self._known: OrderedDict[str, int] = OrderedDict()  # jobs named, and the seq read
+        self._ended = _Counts()  # the processes that ended, their unsent records as failed
+        self._current = _Counts()  # the running process's last report
+        self._process: _ExporterProcess | None = None
+        self._restart_at = 0.0
+        self._backoff = RESTART_FIRST
+        self.restarts = 0
+        self._reported = (0, 0, 0)
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -218,166 +201,158 @@ class LogExport:
                 return value if name == ENDPOINT_ENV[0] else logs_endpoint(value)
         return ""
 
+    @property
+    def exporter_pid(self) -> int | None:
+        """The exporter process's pid (None while none runs)."""
+        process = self._process
+        return process.proc.pid if process is not None and process.alive() else None
+
     def start(self) -> None:
+        self._process = _ExporterProcess(self._root, self._url, self._on_report)
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Read what is left, then give the exporter STOP_MS to send it; idempotent."""
+        """Name what is left, then let the process send it (STOP_WAIT at most); idempotent."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            # the last pass runs in this thread, whose CPU time the bucket has not seen
-            self._credit_at = (time.monotonic(), time.thread_time() + self._exporter.cpu)
-            self._pass()
-        # The public shutdown() waits up to 30 s for a receiver that is down; its batch
-        # processor takes the bound (a second call returns at once).
-        batches = getattr(self._processor, "_batch_processor", None)
-        if batches is not None:
-            batches.shutdown(timeout_millis=STOP_MS)
-        else:  # pragma: no cover - another SDK version's layout
-            self._processor.shutdown()  # type: ignore[no-untyped-call]
         self._report()
 
     def stats(self) -> ExportStats:
-        sent, failed = self._exporter.sent, self._exporter.failed
+        with self._lock:
+            total = _Counts()
+            total.add(self._ended)
+            total.add(self._current)
+            current = self._current
         return ExportStats(
             self.endpoint,
-            sent,
-            max(0, self._emitted - sent - failed),
+            total.sent,
+            max(0, current.emitted - current.sent - current.failed),
             QUEUE_RECORDS,
-            self._dropped,
-            self._throttled,
-            self._exporter.failed,
-            self._skipped,
+            total.dropped,
+            total.failed,
+            total.skipped,
         )
 
     # -- the store's hook (the listener's thread: must return at once) -----------------
     def _observe(self, job_id: str, what: str) -> None:
-        if what == "append" and job_id in self._dirty:  # queued, the event set: no lock
+        if what == "append" and job_id in self._dirty:  # named, the event set: no lock
             return
         with self._lock:
             if what == "delete":
                 self._dirty.discard(job_id)
-                self._exported_to.pop(job_id, None)
-                return
-            self._dirty.add(job_id)
+                self._known.pop(job_id, None)
+                self._deleted.append(job_id)
+            else:
+                self._dirty.add(job_id)
         if not self._wake.is_set():
             self._wake.set()
 
-    # -- the export's thread ----------------------------------------------------------------
+    # -- the reports thread ------------------------------------------------------------
+    def _on_report(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self._current = _Counts(*(int(report[f.name]) for f in fields(_Counts)))
+            for job_id, seq in report["positions"].items():
+                if job_id in self._known:  # not deleted meanwhile
+                    self._known[job_id] = seq
+
+    # -- the export's thread -------------------------------------------------------------
     def _run(self) -> None:
         reported_at = time.monotonic()
-        while not self._stopping:
-            if self._wake.wait(REPORT_EVERY) and not self._stopping:
+        while True:
+            stopping = self._stopping
+            if not stopping and self._wake.wait(REPORT_EVERY / 10) and not self._stopping:
                 time.sleep(GATHER)
             self._wake.clear()
             try:
                 self._pass()
-            except Exception:  # keep exporting the other jobs; this one is read again
+            except Exception:  # keep naming jobs; the process's state is checked again
                 log.exception("OTLP export pass failed")
+            if stopping:
+                self._close()
+                return
             if time.monotonic() - reported_at >= REPORT_EVERY:
                 reported_at = time.monotonic()
                 self._report()
 
     def _pass(self) -> None:
+        """Name the jobs with new lines to a live process (starting one if it died)."""
+        process = self._process
+        if process is None or not process.alive():
+            process = self._restart(process)
+            if process is None:
+                return
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-        for job_id in sorted(dirty):
-            self._export_job(job_id)
-        with self._lock:  # the jobs written to longest ago go first (ended ones, by far)
-            while len(self._exported_to) > JOBS_KEPT:
-                self._exported_to.popitem(last=False)
+            lines = [f"d {job_id}\n" for job_id in self._deleted]
+            self._deleted.clear()
+            for job_id in sorted(dirty):
+                lines.append(f"a {job_id}\n")
+                self._known.setdefault(job_id, 0)
+                self._known.move_to_end(job_id)
+            while len(self._known) > JOBS_KEPT:  # the jobs named longest ago go first
+                self._known.popitem(last=False)
+        if lines and not process.send(lines):
+            with self._lock:  # named again to the next process (all known jobs are)
+                self._dirty |= dirty
 
-    def _export_job(self, job_id: str) -> None:
-        """Read the job's lines past its position and hand each over as a LogRecord."""
-        job_type = job_id.rsplit("-", 1)[0]
-        after = self._exported_to.get(job_id, 0)
-        while True:
-            page = self._store.read_lines(job_id, after=after, limit=READ_LINES)
-            if page.seqs and page.seqs[0] > after + 1:  # rotated away (or never stored)
-                self._skipped += page.seqs[0] - after - 1
-            over = self._over_budget()
-            for n, (seq, line) in enumerate(zip(page.seqs, page.lines, strict=True)):
-                after = seq
-                if n % CHECK_EVERY == CHECK_EVERY - 1:
-                    over = self._over_budget()
-                if over:
-                    self._throttled += 1  # not parsed: costs next to nothing
-                    continue
-                if self._emitted - self._exporter.handed >= QUEUE_RECORDS:
-                    self._dropped += 1
-                    continue
-                record = self._record(job_id, job_type, line)
-                if record is not None:
-                    self._logger.emit(record)
-                    self._emitted += 1
-            if page.seqs:
-                with self._lock:
-                    self._exported_to[job_id] = after
-                    self._exported_to.move_to_end(job_id)
-            if not page.more:
-                return
-
-    def _over_budget(self) -> bool:
-        """Whether the export spent its CPU credit (see CPU_SHARE)."""
-        now, used = time.monotonic(), time.thread_time() + self._exporter.cpu
-        then, used_then = self._credit_at
-        earned = CPU_SHARE * (now - then)
-        self._credit = min(CPU_BURST, self._credit + earned) - (used - used_then)
-        self._credit_at = (now, used)
-        return self._credit < 0
-
-    def _record(self, job_id: str, job_type: str, line: bytes) -> LogRecord | None:
-        """One stored line as an OTel log record: the message as the body, the level as
-        severity, and the rest as attributes (the job's own names win over a field's)."""
-        found = decode_record(line)
-        if found is None:
+    def _restart(self, dead: _ExporterProcess | None) -> _ExporterProcess | None:
+        """A process that died is counted out; a new one starts once its backoff passed."""
+        if dead is not None:
+            dead.join()
+            lived = time.monotonic() - dead.started_at
+            delay = RESTART_FIRST if lived > RESTART_MAX else self._backoff
+            self._backoff = min(delay * 2, RESTART_MAX)  # for a process that dies at once
+            self._restart_at = time.monotonic() + delay
+            self._fold_current()
+            self._process = None
+            log.warning(
+                "OTLP exporter process %d exited (code %s); starting another in %.0f s",
+                dead.proc.pid,
+                dead.proc.returncode,
+                delay,
+            )
+        if self._stopping or time.monotonic() < self._restart_at:
             return None
-        attributes: dict[str, Any] = {}
-        fields = found.get("fields")
-        if isinstance(fields, dict):
-            for key, value in fields.items():
-                attributes[str(key)] = _value(value)
-        for key, value in found.items():
-            if key not in _OWN_KEYS:
-                attributes[f"ansible.{key}"] = _value(value)
-        if isinstance(found.get("exc_text"), str):
-            attributes["exception.stacktrace"] = found["exc_text"]
-        attributes["jobtrail.job_id"] = job_id
-        attributes["jobtrail.job_type"] = job_type
-        attributes["jobtrail.seq"] = found["seq"]
-        attributes["code.namespace"] = str(found.get("logger", ""))
-        attributes["thread.name"] = str(found.get("thread", ""))
-        level = str(found.get("level", "INFO"))
-        stamp = found.get("timestamp")
-        return LogRecord(
-            timestamp=self._clock(stamp) if isinstance(stamp, str) else None,
-            observed_timestamp=time.time_ns(),
-            severity_text=level,
-            severity_number=SEVERITY.get(level, SeverityNumber.INFO),
-            body=str(found.get("message", "")),
-            attributes=attributes,
-        )
+        process = _ExporterProcess(self._root, self._url, self._on_report)
+        self._process = process
+        self.restarts += 1
+        with self._lock:  # where the last one got to, and every job it may not have read
+            lines = [f"p {job_id} {seq}\n" for job_id, seq in self._known.items() if seq]
+            lines += [f"a {job_id}\n" for job_id in self._known]
+        process.send(lines)
+        return process
+
+    def _fold_current(self) -> None:
+        """The last report of a process that ended: what it had not sent failed."""
+        with self._lock:
+            current = self._current
+            current.failed += max(0, current.emitted - current.sent - current.failed)
+            self._ended.add(current)
+            self._current = _Counts()
+
+    def _close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.close(STOP_WAIT)
+            self._fold_current()
 
     def _report(self) -> None:
-        """A log line when records were lost since the last one: the drops are shown."""
+        """A log line when records were left out since the last one: the drops are shown."""
         stats = self.stats()
-        now = (stats.dropped, stats.throttled, stats.failed, stats.skipped)
+        now = (stats.dropped, stats.failed, stats.skipped)
         if now != self._reported:
             log.warning(
-                "OTLP export to %s: %d records dropped (queue of %d full), %d throttled "
-                "(export over %d%% of a core), %d failed to send, %d rotated away unread, "
-                "%d exported so far",
+                "OTLP export to %s: %d records dropped (queue of %d full, receiver slow or "
+                "down), %d failed to send, %d rotated away unread, %d exported so far",
                 stats.endpoint,
                 stats.dropped - self._reported[0],
                 stats.capacity,
-                stats.throttled - self._reported[1],
-                int(CPU_SHARE * 100),
-                stats.failed - self._reported[2],
-                stats.skipped - self._reported[3],
+                stats.failed - self._reported[1],
+                stats.skipped - self._reported[2],
                 stats.exported,
             )
-            self._reported = now
+        self._reported = now

@@ -173,6 +173,29 @@ def test_prometheus_scrapes_the_server(both: Live, tmp_path: Path) -> None:
         follower.join(10)
 
 
+def test_listener_lag_is_the_age_of_what_waits(both: Live, tmp_path: Path) -> None:
+    """A store that cannot write (its lock held, as a hung disk would) while a job logs:
+    the listener (or stream ingest) falls behind, and the lag Prometheus sees grows past a
+    second; written again, it is back to 0 once the job ended."""
+    live = both
+    prometheus = Prometheus(tmp_path, live.url.removeprefix("http://"))
+    job_id = ""
+    try:
+        prometheus.wait_for('up{job="jobtrail"}', 1.0)
+        prometheus.wait_for("jobtrail_listener_lag_seconds", 0.0)
+        job_id = live.submit("chatty", count=10**6, burst=10, pause=0.01)["job_id"]
+        wait_until(lambda: live.logs(job_id, tail=1)["latest_seq"] > 0, 30, "the job's lines")
+        with live.server.store._write_lock:  # what a hung disk does to the writer
+            prometheus.wait_for("jobtrail_listener_lag_seconds > bool 1", 1.0)
+        live.http.post(f"/api/jobs/{job_id}/cancel")
+        live.wait(job_id)
+        prometheus.wait_for("jobtrail_listener_lag_seconds", 0.0)
+    finally:
+        if job_id and live.job(job_id)["status"] in ("pending", "running"):
+            live.http.post(f"/api/jobs/{job_id}/cancel")
+        prometheus.close()
+
+
 def test_metrics_need_the_token_unless_public(tmp_path: Path) -> None:
     config = server_config(tmp_path / "home", token=TOKEN, workers=1)
     with TestClient(create_app(config)) as client:

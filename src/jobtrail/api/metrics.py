@@ -66,6 +66,11 @@ class ScrapeCollector(Collector):
         yield CounterMetricFamily(
             "jobtrail_batches_captured", "Batches of records this server wrote", value=snap.batches
         )
+        yield GaugeMetricFamily(
+            "jobtrail_listener_lag_seconds",
+            "Age of the oldest batch of records waiting to be written (0: none waits)",
+            value=snap.listener_lag,
+        )
         yield CounterMetricFamily(
             "jobtrail_records_dropped",
             "Records the jobs ended since the server started lost (in the job or at the store)",

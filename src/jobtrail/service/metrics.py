@@ -8,7 +8,8 @@ the way a job or a record takes.
                 ├─ records.list_jobs        the active jobs by status and type
                 ├─ records.ended_since      jobs ended since the last scrape, folded into
                 │                           counts by status and type, drops, durations
-                └─ ingest.batches/records   what the listener (or stream ingest) wrote
+                └─ ingest.batches/records   what the listener (or stream ingest) wrote,
+                   ingest.lag_seconds()     and how old the oldest batch still waiting is
 
 The ended jobs are folded from the records, so the counters cost nothing between scrapes
 and say the same in both modes. A job's ``completed_at`` is stamped before its record is
@@ -60,6 +61,7 @@ class Snapshot:
     dropped: int  # records the ended jobs lost (in their process or at the store)
     batches: int  # batches and records the ingest appended since the server started
     records: int
+    listener_lag: float = 0.0  # seconds: the oldest batch waiting to be written (the ingest's)
     export_queued: int = 0  # OTLP export (service/otel.py), all 0 when it is off: waiting,
     export_lost: int = 0  # dropped + failed + skipped,
     export_sent: int = 0  # and exported
@@ -99,6 +101,7 @@ class JobMetrics:
                 dropped=self._dropped,
                 batches=service.ingest.batches,
                 records=service.ingest.records,
+                listener_lag=service.ingest.lag_seconds(),
                 export_queued=export.queued if export else 0,
                 export_lost=export.dropped + export.failed + export.skipped if export else 0,
                 export_sent=export.exported if export else 0,

@@ -98,6 +98,10 @@ class LogIngest(Protocol):
     batches: int  # batches and records appended so far (read by the metrics)
     records: int
 
+    def lag_seconds(self) -> float:
+        """The age of the oldest batch waiting to be written (0 when none waits)."""
+        ...
+
     def start(self) -> None: ...
     def stop(self) -> None: ...
 

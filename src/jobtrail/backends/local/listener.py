@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
 from jobtrail.messages import Batch, End, Message
+from jobtrail.records import decode_record
 from jobtrail.worker.spool import unsent_batches
 from jobtrail.worker.streams import Record, render_tail
 
@@ -59,6 +62,8 @@ class LogListener:
         self._stopping = False
         self.batches = 0
         self.records = 0
+        self._waiting = False  # in wait(): every pipe was empty (nothing waits)
+        self._last_payload = b""  # the batch written last, for ``lag_seconds``
         self._thread = threading.Thread(target=self._run, name="jobtrail-listener", daemon=True)
 
     def start(self) -> None:
@@ -91,6 +96,20 @@ class LogListener:
         self.records += written
         return written
 
+    def lag_seconds(self) -> float:
+        """0 while the listener waits on empty pipes; while it reads, the age of the first
+        record of the batch it writes or wrote last: the pipes are FIFO, so what still waits
+        in them was sent after it (the age counts the worker's batching too, a few ms)."""
+        payload = self._last_payload
+        if self._waiting or not payload:
+            return 0.0
+        first = decode_record(payload[: payload.find(b"\n")])
+        stamp = first.get("timestamp") if first else None
+        if not isinstance(stamp, str):
+            return 0.0
+        written = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        return max(0.0, time.time() - written)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is readable now, then stop; records sent later are not written."""
         self._stopping = True
@@ -113,7 +132,9 @@ class LogListener:
         while True:
             with self._lock:
                 conns = list(self._channels)
+            self._waiting = True
             ready = wait([*conns, self._wake_r])
+            self._waiting = False
             for item in ready:
                 if item == self._wake_r:
                     os.read(self._wake_r, 4096)
@@ -144,6 +165,7 @@ class LogListener:
 
     def _handle(self, worker_id: int, message: Message) -> None:
         if isinstance(message, Batch):
+            self._last_payload = message.payload  # before: a write that hangs shows its age
             self._sink.append(
                 message.job_id,
                 message.payload,

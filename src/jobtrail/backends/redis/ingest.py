@@ -85,6 +85,21 @@ class StreamIngest:
         with self._lock:
             return len(self._last)
 
+    def lag_seconds(self) -> float:
+        """The age of the oldest entry not read yet of the streams read: an entry's id is
+        its XADD time in ms, by Redis's clock, which TIME reads in the same round trip."""
+        with self._lock:
+            streams = [(b.log_key(job_id), last) for job_id, last in self._last.items()]
+        if not streams:
+            return 0.0
+        with self._conn.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for key, last in streams:
+                pipe.xrange(key, min=b"(" + last, count=1)
+            (seconds, micros), *firsts = pipe.execute()
+        oldest = min((int(found[0][0].split(b"-")[0]) for found in firsts if found), default=None)
+        return 0.0 if oldest is None else max(0.0, seconds + micros / 1e6 - oldest / 1000)
+
     # -- the loop -----------------------------------------------------------------------------
     def _run(self) -> None:
         refreshed = 0.0

@@ -1,5 +1,5 @@
-"""How ``serve`` writes its own log lines on stderr: text for a person, or one JSON object
-per line for a log shipper (journald's JSON, Loki's promtail, a container runtime).
+"""How ``serve`` and ``worker`` write their own log lines on stderr: text for a person, or
+one JSON object per line for a log shipper (journald's JSON, Loki's promtail, a container runtime).
 
 uvicorn's own lines go the same way: with ``--log-format json`` it gets no logging config of
 its own (``log_config=None``), so its loggers propagate to the root handler set up here.
@@ -7,6 +7,7 @@ its own (``log_config=None``), so its loggers propagate to the root handler set 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -44,9 +45,27 @@ def _utc(created: float) -> str:
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
 
 
+def add_log_format_argument(parser: argparse.ArgumentParser, whose: str) -> None:
+    """--log-format, for ``worker`` as for ``serve``."""
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help=f"{whose} own log lines on stderr: text, or json (one object a line: time, "
+        "level, logger, message) for a log shipper",
+    )
+
+
+def logs_json() -> bool:
+    """Whether stderr holds JSON lines only (``server_logging("json")``): a line meant for a
+    person is then logged instead of printed."""
+    return any(isinstance(h.formatter, JsonLineFormatter) for h in logging.getLogger().handlers)
+
+
 def server_logging(log_format: str) -> None:
-    """Set up the root logger for ``serve``; ``json`` also routes ``warnings`` through it, so
-    no line on stderr is anything but JSON."""
+    """Set up the root logger for ``serve`` and ``worker``; ``json`` also routes ``warnings``
+    through it, so no line on stderr is anything but JSON. A ``worker``'s RQ processes are
+    forked, so they log the same way (RQ adds no handler of its own when the root has one)."""
     if log_format != "json":
         stderr_logging()
         return

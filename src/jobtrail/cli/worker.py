@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from jobtrail import secrecy
 from jobtrail.cli.exits import CLIError
-from jobtrail.cli.output import stderr_logging
+from jobtrail.cli.logformat import add_log_format_argument, logs_json, server_logging
 from jobtrail.errors import JobModuleError
 from jobtrail.limits import server_limits
 from jobtrail.registry import import_job_modules
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_module_arguments(parser)
     parser.add_argument("--playbooks", help="directory of Ansible playbooks")
     add_limit_arguments(parser)
+    add_log_format_argument(parser, "the worker's")
 
 
 def add_backend_file_argument(parser: argparse.ArgumentParser) -> None:
@@ -135,12 +136,15 @@ def add_job_module_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _refuse(message: str) -> int:
-    print(f"jobtrail worker: {message}", file=sys.stderr)
+    if logs_json():
+        log.error("jobtrail worker: %s", message)
+    else:
+        print(f"jobtrail worker: {message}", file=sys.stderr)
     return 2
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    stderr_logging()
+    server_logging(args.log_format)
     handed = secrecy.take_handover()
     if handed is not None:
         args.backend = handed.get("backend", args.backend)

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -301,7 +300,7 @@ def run_workers(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"jobtrail worker: {concurrency} RQ worker(s) on {url}", file=sys.stderr, flush=True)
+    log.info("jobtrail worker: %d RQ worker(s) on %s", concurrency, url)  # JSON if asked
     while not stopping.is_set():
         for index in range(concurrency):
             proc = children.get(index)

@@ -26,6 +26,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v tini >/dev/null || missing+=(tini)
 command -v zsh >/dev/null || missing+=(zsh)
+command -v bwrap >/dev/null || missing+=(bubblewrap)  # tests/test_isolation.py: serve --sandbox
 command -v prometheus >/dev/null || missing+=(prometheus)  # test_metrics.py scrapes with it
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null; then

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from jobtrail.errors import JobtrailError
 
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 JOBS_TMP_MODE = 0o1733  # USER may create entries, but not list them, nor remove another's
 
@@ -96,18 +97,30 @@ class Isolation:
         create its private directories first. Killed when its parent (thread) dies."""
         if self.sandbox:
             return [*self._bwrap(), "--", *argv]
-        unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=KILL", "--"]
+        unshare = ["unshare", "--pid", "--ipc", "--fork", "--mount-proc", "--kill-child=KILL", "--"]
+        if self.jobs_tmp is not None:
+            # the jobs' folder, a tmpfs of this worker's own (its mount namespace): a job
+            # cannot open another worker's job's files, even by a path it was told
+            mount = f'mount -n -t tmpfs -o mode={JOBS_TMP_MODE:o} tmpfs "$0" && exec "$@"'
+            argv = ["sh", "-c", mount, self.jobs_tmp, *argv]
         return ["setpriv", "--pdeathsig", "KILL", "--", *unshare, *argv]
 
     def _bwrap(self) -> list[str]:
         args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-        for path in self.hidden:
-            args += ["--tmpfs", path]
-        for path in self.visible:
-            args += ["--ro-bind", path, path]
-        args += ["--dir", self.cwd]  # spawn's bootstrap enters the server's folder
-        args += ["--unshare-pid", "--as-pid-1", "--die-with-parent"]
+        for path in self.hidden:  # empty, and closed even to root: it has no capabilities
+            args += ["--perms", "0000", "--tmpfs", path]
+        made: set[str] = set()
+        for path in dict.fromkeys([*self.visible, self.cwd]):  # spawn enters the server's cwd
+            # bwrap would make the folders on the way 0700 (inside /tmp's tmpfs): USER
+            # could not pass; an existing folder is left as it is
+            for folder in [*reversed(Path(path).parents[:-1]), Path(path)]:
+                if str(folder) not in made:
+                    made.add(str(folder))
+                    args += ["--perms", "0755", "--dir", str(folder)]
+            if path in self.visible:
+                args += ["--ro-bind", path, path]
+        args += ["--unshare-pid", "--unshare-ipc", "--as-pid-1", "--die-with-parent"]
         # root keeps only what it needs to become USER; as root itself, no capability at all
         keep = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if self.user else []
         return [*args, "--cap-drop", "ALL", *keep]
@@ -144,12 +157,19 @@ class Isolation:
 
 def become(user: JobUser) -> None:
     """Drop root for ``user``: groups first (they need root), then gid, then uid, all three
-    ids of each, so nothing can switch back; no setuid program may raise it again."""
+    ids of each, so nothing can switch back; no setuid program may raise it again.
+
+    The change of user makes the process non-dumpable, which would leave its own /proc
+    entries root's: a job could not read /proc/self/environ, nor list /proc/self/fd (which
+    ``subprocess`` uses to close fds). It is made dumpable again, as a process that USER
+    started is: its PID namespace keeps it out of other jobs' sight."""
     os.setgroups(list(user.groups))
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     try:
         os.setuid(0)
     except PermissionError:
@@ -166,7 +186,8 @@ def prepare(
     playbooks: Path | None,
     sys_path: Sequence[str],
 ) -> Isolation:
-    """The isolation asked for, checked (root, the user, bwrap); nothing is made yet."""
+    """The isolation asked for, checked (root, the user, bwrap); for ``--job-user`` alone,
+    with the mount point of its workers' temporary folders."""
     if user_name is None and not sandbox:
         return Isolation()
     flag = "--job-user" if user_name is not None else "--sandbox"
@@ -196,26 +217,17 @@ def _overlaps(path: Path, home: Path) -> bool:
 
 
 def _jobs_tmp_for(home: Path) -> str:
-    """``--job-user`` without a sandbox (which has a /tmp of its own): a folder of the host's
-    temporary folder for this home's jobs' private directories."""
+    """``--job-user`` without a sandbox (which has a /tmp of its own): the mount point, in
+    the host's temporary folder, of each worker's own tmpfs for its jobs' directories.
+    Root's, so that nobody else can put something in its place."""
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
-    return str(Path(tempfile.gettempdir()) / f"jobtrail-jobs-{digest}")
-
-
-def open_jobs_tmp(isolation: Isolation) -> None:
-    """Make the jobs' folder: root's, mode 1733; what a killed job left in it is removed.
-    Once the home is this server's (another server's jobs may use it until then)."""
-    if isolation.jobs_tmp is None or isolation.sandbox:
-        return
-    folder = Path(isolation.jobs_tmp)
+    folder = Path(tempfile.gettempdir()) / f"jobtrail-jobs-{digest}"
     with contextlib.suppress(FileExistsError):
-        folder.mkdir(mode=0o700)
+        folder.mkdir(mode=0o755)
     info = folder.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
         raise IsolationError(f"{folder} exists and is not root's folder: remove it")
-    for leftover in folder.iterdir():
-        shutil.rmtree(leftover, ignore_errors=True)
-    os.chmod(folder, JOBS_TMP_MODE)
+    return str(folder)
 
 
 def write_launcher(isolation: Isolation, folder: Path, python: str = sys.executable) -> str:

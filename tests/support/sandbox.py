@@ -3,6 +3,7 @@ tests run jobtrail as its service user without systemd or a container engine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -10,7 +11,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -133,3 +137,110 @@ def json_lines(stderr: str) -> list[dict[str, str]]:
     for entry in entries:
         assert {"time", "level", "logger", "message"} <= entry.keys(), entry
     return entries
+
+
+# -- a root server whose jobs run as another user (--job-user, --sandbox) ----------------------
+JOB_USER = "jtjob"  # shared by every test file that runs jobs as another user
+
+
+def job_user() -> str:
+    """The tests' ``--job-user``: made once, never removed, since test files running at
+    the same time (pytest-xdist) share it; made again by whichever finds it missing."""
+    try:
+        pwd.getpwnam(JOB_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--user-group", JOB_USER],
+            capture_output=True,
+            check=False,  # another test may have made it meanwhile
+        )
+        pwd.getpwnam(JOB_USER)
+    return JOB_USER
+
+
+def as_root_reachable() -> list[str]:
+    """The command that follows, run as root in a mount namespace of its own where another
+    user can run this venv's Python and read the checkout, as it could a real install's
+    (the test's Python may live in pyenv's folder under /root, 0700)."""
+    stage, put_back = keep_reachable(tmp_covered=False)
+    script = "\n".join(
+        ["set -e", "mount -n --make-rprivate /", *stage, *hide_root(), *put_back, 'exec "$@"']
+    )
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh"]
+
+
+@dataclass
+class RootServer:
+    """``jobtrail serve`` in a process of its own (run as root by ``serve_as_root``)."""
+
+    url: str
+    process: subprocess.Popen[str]
+    http: httpx.Client
+    home: Path
+
+    def submit(self, job_type: str, **params: Any) -> str:
+        response = self.http.post("/api/jobs", json={"type": job_type, "params": params})
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait(self, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        wanted = statuses or ("completed", "failed", "cancelled")
+        wait_until(lambda: self.job(job_id)["status"] in wanted, timeout, f"{job_id} {wanted}")
+        return self.job(job_id)
+
+    def run(self, job_type: str, **params: Any) -> dict[str, Any]:
+        return self.wait(self.submit(job_type, **params))
+
+    def messages(self, job_id: str) -> list[str]:
+        response = self.http.get(f"/api/jobs/{job_id}/logs", params={"format": "json"})
+        assert response.status_code == 200, response.text
+        return [str(record["message"]) for record in response.json()["logs"]]
+
+
+@contextlib.contextmanager
+def serve_as_root(
+    home: Path, *options: str, cwd: Path, token: str | None = None
+) -> Iterator[RootServer]:
+    """``jobtrail serve --home HOME OPTIONS`` as root where other users reach this venv
+    (``as_root_reachable``), run from ``cwd``, with ``token`` in its environment (then
+    sent by ``http``); stopped (SIGTERM, then SIGKILL) after."""
+    from support.live import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "jobtrail.cli", "serve", "--home", str(home)]
+    output = home.with_name(f"{home.name}.out")
+    with output.open("w") as out:
+        process = subprocess.Popen(
+            [*as_root_reachable(), *command, "--port", str(port), *options],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "JOBTRAIL_TOKEN": token} if token else None,
+        )
+
+    def serving() -> bool:
+        assert process.poll() is None, output.read_text()
+        try:
+            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(serving, 60, "the server to answer /api/health")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
+            yield RootServer(url, process, http, home)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -9,7 +9,7 @@ from typing import TypeAlias
 
 from jobtrail.cli import cleanup, completion, jobs, logs, report, serve, worker
 from jobtrail.cli import mcp as mcp_verb
-from jobtrail.cli.logformat import LOG_FORMATS
+from jobtrail.cli.logformat import add_log_format_argument
 from jobtrail.client import DEFAULT_URL
 from jobtrail.models import JobStatus
 from jobtrail.service.config import START_METHODS, default_home, default_start_method
@@ -89,13 +89,7 @@ def _add_serve(sub: Verbs) -> None:
         action="store_true",
         help="serve /metrics without the token (for a Prometheus that cannot send one)",
     )
-    p.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="text",
-        help="the server's own log lines on stderr: text, or json (one object a line: time, "
-        "level, logger, message) for a log shipper",
-    )
+    add_log_format_argument(p, "the server's")
     p.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),

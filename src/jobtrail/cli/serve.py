@@ -70,6 +70,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         otlp_endpoint=args.otlp_endpoint or None,
         job_memory_mb=args.job_memory_mb,
         job_timeout=args.job_timeout,
+        job_user=args.job_user or None,
+        sandbox=args.sandbox,
     )
 
 
@@ -94,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_log_export(config)
     _import_job_modules(config.job_modules, args.app_dir)
+    _check_isolation(config)
     service = _open_service(config)
     try:
         sock = _listen(args.host, args.port)
@@ -161,6 +164,30 @@ def _import_job_modules(modules: Sequence[str], app_dir: str) -> None:
     try:
         import_job_modules(modules, app_dir)
     except JobModuleError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _check_isolation(config: ServerConfig) -> None:
+    """--job-user / --sandbox that cannot work (no such user, not root, a path the user
+    cannot reach): one line, exit 2, before the home is opened."""
+    from jobtrail import isolation
+
+    if (config.job_user or config.sandbox) and config.backend != "local":
+        raise CLIError(
+            "--job-user and --sandbox apply where jobs run: pass them to jobtrail worker"
+        )
+    try:
+        chosen = isolation.prepare(
+            config.job_user,
+            config.sandbox,
+            home=config.home,
+            playbooks=config.playbooks,
+            sys_path=sys.path,
+        )
+        isolation.check_reachable(
+            chosen, config.job_modules, playbooks=config.playbooks, sys_path=sys.path
+        )
+    except isolation.IsolationError as exc:
         raise CLIError(str(exc)) from None
 
 

@@ -72,3 +72,5 @@ class ServerConfig:
     job_memory_mb: int = 0  # a job's memory limit when neither it nor its type sets one; 0: none
     job_timeout: float = 0.0  # the same for its timeout, in seconds
     otlp_endpoint: str | None = None  # an OTLP/HTTP receiver for every record: service/otel.py
+    job_user: str | None = None  # jobs run as this user (the server as root): jobtrail.isolation
+    sandbox: bool = False  # each worker runs under bubblewrap: jobtrail.isolation

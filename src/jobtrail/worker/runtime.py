@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from jobtrail.errors import JobFailed
+from jobtrail.isolation import Isolation
 from jobtrail.limits import LIMIT_SIGNAL
 from jobtrail.messages import Outcome, Ready, Started, StopNote, Task
 from jobtrail.models import JobStatus
@@ -218,6 +219,7 @@ class WorkerSettings:
     sys_path: tuple[str, ...] = field(default_factory=tuple)
     redact_patterns: tuple[str, ...] = ()
     redact_defaults: bool = True
+    isolation: Isolation = field(default_factory=Isolation)  # --job-user, --sandbox
 
 
 def _watch_server(settings: WorkerSettings) -> None:
@@ -275,6 +277,7 @@ def worker_main(
     for path in settings.sys_path:
         if path not in sys.path:
             sys.path.append(path)
+    settings.isolation.enter()  # before JobRuntime: a change of user clears PDEATHSIG
     if settings.server_pid:
         threading.Thread(
             target=_watch_server, args=(settings,), name="jobtrail-watchdog", daemon=True
@@ -300,6 +303,10 @@ def worker_main(
         if isinstance(task, StopNote):  # it came after the job it was about had ended:
             channel.send(Ready())  # the pool held this worker back for it; it goes on
             continue
-        if task is None or runtime.run(task):
+        if task is None:
+            break
+        with settings.isolation.job_temp():  # its private TMPDIR and HOME, if isolated
+            stopped = runtime.run(task)
+        if stopped:
             break  # stopped, or a cancelled job may have left state behind: replace me
     runtime.close()

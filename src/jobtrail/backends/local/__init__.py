@@ -23,6 +23,7 @@ import psutil
 from jobtrail.backends.local.listener import LogListener
 from jobtrail.backends.local.pool import WorkerPool
 from jobtrail.backends.local.records import LocalJobRecords
+from jobtrail.isolation import prepare, write_launcher
 from jobtrail.limits import Limits
 from jobtrail.logstore import JobLogStore
 from jobtrail.messages import CANCELLED_BEFORE_START, Outcome
@@ -94,8 +95,17 @@ def open_backend(
         lambda worker_id, message: pool.handle_message(worker_id, message),
         lambda worker_id: pool.worker_drained(worker_id),
     )
-    context = multiprocessing.get_context(config.start_method)
-    if config.start_method == "forkserver":
+    isolation = prepare(
+        config.job_user,
+        config.sandbox,
+        home=home.path,
+        playbooks=config.playbooks,
+        sys_path=sys.path,
+    )
+    # an isolated worker is spawned through its launcher, each in a PID namespace of its own
+    launcher = write_launcher(isolation, home.path / "run") if isolation.active else None
+    context = multiprocessing.get_context("spawn" if launcher else config.start_method)
+    if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(["jobtrail.worker.runtime"])
     settings = WorkerSettings(
         home_mark=home.mark,
@@ -106,10 +116,18 @@ def open_backend(
         playbooks=os.environ.get(PLAYBOOKS_ENV),
         redact_patterns=config.redact_patterns,
         redact_defaults=config.redact_defaults,
-        server_pid=os.getpid(),
+        # in its namespace the server is out of sight: the launcher's PDEATHSIG stops it
+        server_pid=0 if launcher else os.getpid(),
         server_started=psutil.Process().create_time(),
+        isolation=isolation,
     )
     pool = WorkerPool(
-        config.workers, context, settings, listener, events, spool_dir=home.path / "spool"
+        config.workers,
+        context,
+        settings,
+        listener,
+        events,
+        spool_dir=home.path / "spool",
+        launcher=launcher,
     )
     return Backend(records, PoolExecution(pool, records, events, home.mark), listener)

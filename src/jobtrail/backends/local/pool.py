@@ -34,8 +34,9 @@ from typing import Any, Protocol
 
 import psutil
 
+from jobtrail.backends.local import _spawn
 from jobtrail.backends.local._last_words import Recovering, WorkerSpool, WorkerSpools
-from jobtrail.backends.local._spawn import exitcode, launched_pid, start_process
+from jobtrail.backends.local._spawn import start_process
 from jobtrail.backends.local._watches import PoolWatches
 from jobtrail.limits import SAMPLE_EVERY, Limits
 from jobtrail.messages import (
@@ -99,8 +100,7 @@ class WorkerPool:
         launcher: str | None = None,
     ) -> None:
         self.size = size
-        # isolation's launcher: each worker is pid 1 of a PID namespace, below the launcher
-        self._launcher = launcher
+        self._launcher = launcher  # isolation's: each worker in a PID namespace below it
         self._spools = WorkerSpools(spool_dir)
         self._ctx = context
         self._settings = settings
@@ -216,11 +216,9 @@ class WorkerPool:
     def handle_message(self, worker_id: int, message: Message) -> None:
         if isinstance(message, Progress):
             self._events.job_progress(message.job_id, message.pct, message.step)
-        elif isinstance(message, Started):  # its pid as this host sees it (not a namespace's)
-            with self._lock:
-                worker = self._workers.get(worker_id)
-                pid = message.pid if worker is None else worker.pid
-            self._events.job_started(message.job_id, pid)
+        elif isinstance(message, Started):  # its pid as this host sees it, not a namespace's
+            worker = self._workers.get(worker_id)  # its pid is set on this thread (Ready)
+            self._events.job_started(message.job_id, message.pid if worker is None else worker.pid)
         elif isinstance(message, End):
             self._job_end_message(worker_id, message.job_id, message.outcome)
         elif isinstance(message, Ready):
@@ -229,7 +227,7 @@ class WorkerPool:
                 if worker is not None:
                     worker.ready = True
                     if self._launcher is not None:
-                        worker.pid = launched_pid(worker.pid)
+                        worker.pid = _spawn.launched_pid(worker.pid)
                     self._fast_deaths = 0
             self._wake()
 
@@ -344,7 +342,7 @@ class WorkerPool:
                 if worker.cancel is not None:
                     outcome = Outcome.cancelled()
                 else:
-                    code = exitcode(worker.process, launched=self._launcher is not None)
+                    code = _spawn.exitcode(worker.process, launched=self._launcher is not None)
                     outcome = self._watches.died(worker.worker_id, code)
                 self._events.job_ended(job_id, outcome)
             worker.control.close()

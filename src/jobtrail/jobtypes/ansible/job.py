@@ -271,7 +271,12 @@ def _ini(hosts: list[str]) -> str:
     for host in hosts:
         if host in LOCAL_HOSTS:
             python = shlex.quote(sys.executable)
-            lines.append(f"{host} ansible_connection=local ansible_python_interpreter={python}")
+            # its own temporary folder, not ~USER/.ansible/tmp: a --job-user may have no home
+            remote_tmp = shlex.quote(os.path.join(tempfile.gettempdir(), ".ansible-tmp"))
+            lines.append(
+                f"{host} ansible_connection=local ansible_python_interpreter={python} "
+                f"ansible_remote_tmp={remote_tmp}"
+            )
         else:
             lines.append(host)
     return "\n".join(lines) + "\n"

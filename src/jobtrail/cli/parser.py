@@ -81,6 +81,7 @@ def _add_serve(sub: Verbs) -> None:
         help="CPU niceness of job processes (0: same as server)",
     )
     worker.add_limit_arguments(p)
+    add_isolation_arguments(p)
     p.add_argument(
         "--access-log", action="store_true", help="log every request (costs CPU under load)"
     )
@@ -126,6 +127,22 @@ def _add_serve(sub: Verbs) -> None:
         "http://collector:4318 (also env OTEL_EXPORTER_OTLP_ENDPOINT; extra 'otel')",
     )
     p.set_defaults(func=serve.cmd_serve)
+
+
+def add_isolation_arguments(p: argparse.ArgumentParser) -> None:
+    """``--job-user`` and ``--sandbox`` (jobtrail.isolation), for whatever runs jobs."""
+    p.add_argument(
+        "--job-user",
+        metavar="USER",
+        help="run every job as USER (the server runs as root): a job then cannot read the "
+        "home, other jobs' files, nor signal the server or other jobs",
+    )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run each worker under bubblewrap: a read-only system, a /tmp of its own, the "
+        "home hidden (apt-get install bubblewrap)",
+    )
 
 
 def _add_client_verbs(sub: Verbs) -> None:

@@ -159,6 +159,9 @@ def test_a_job_finds_the_token_nowhere(given: str, tmp_path: Path) -> None:
         wait_healthy(url, server)
         found = run_hostile(url, TOKEN, [server.proc.pid], [TOKEN, DECOY])
         assert_out_of_reach(found, [server.proc.pid])
+        # a pool worker started by the forkserver: nothing of the server's in its memory
+        assert found["own_memory"]["detail"].startswith("read "), found["own_memory"]
+        assert not found["own_memory"]["ok"], found["own_memory"]
         if given == "env":  # the client still takes its token from the environment
             listed = subprocess.run(
                 [*CLI, "jobs", "--url", url], env={**os.environ, "JOBTRAIL_TOKEN": TOKEN},
@@ -226,6 +229,8 @@ def test_distributed_jobs_find_neither_the_token_nor_the_redis_password(tmp_path
                 assert_out_of_reach(found, holders)
                 # the RQ worker above the job's horse holds the connection: out of reach too
                 assert found["proc_mem"]["reached"] == found["ptrace"]["reached"] == []
+                # the horse's own Redis connection has the password (README "Security")
+                assert found["own_memory"]["needles"] == [1], found["own_memory"]
             assert sum(WARNING in line for line in server.lines()) == 1
             assert not any(WARNING in line for w in (w1, w2) for line in w.lines())
 

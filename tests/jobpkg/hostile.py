@@ -11,6 +11,10 @@ attack its mode must stop. The attacks:
     not themselves hold the text that is looked for.
 ``own_environ``
     a needle in this job's own environment (what it was handed).
+``own_memory``
+    a needle in this job's own memory: what its process holds without asking (a copy of
+    the server's heap under the ``fork`` start method; an RQ horse's Redis connection). A
+    child process does the search, so this process never decodes the needles itself.
 ``proc_mem``
     read the memory of the processes that hold secrets: ``target_pids`` (the server,
     ``jobtrail worker``) and this job's ancestors up to the first of them (a forkserver, an
@@ -43,9 +47,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +108,46 @@ def _own_environ(needles: list[bytes]) -> Result:
     return _entry(bool(found), f"needles {', '.join(found)}" if found else "no needle found")
 
 
+def _own_memory(needles_hex: list[str]) -> Result:
+    """This process reads its own memory (always allowed, dumpable or not) and streams it
+    to a child that knows the needles, so no needle is decoded in here."""
+    code = "from jobpkg.hostile import search_stream; search_stream()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *needles_hex],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert child.stdin and child.stdout and child.stderr
+    total = 0
+    try:
+        for chunk in _memory("self"):
+            child.stdin.write(len(chunk).to_bytes(8, "little") + chunk)
+            total += len(chunk)
+    except BrokenPipeError:
+        pass  # the child died: its stderr says why
+    finally:
+        child.stdin.close()
+    out, err = child.stdout.read(), child.stderr.read()
+    child.wait(120)
+    if child.returncode != 0:
+        return _entry(False, f"the search failed: {err.decode().strip()[-300:]}")
+    found = json.loads(out)
+    detail = f"read {total} bytes; needles found {found}"
+    return {**_entry(bool(found), detail), "needles": found}
+
+
+def search_stream() -> None:
+    """In the child ``own_memory`` starts: the needles (hex in argv) in the chunks on stdin
+    (each 8 bytes of length, then the bytes), the indexes found as JSON on stdout."""
+    needles = [bytes.fromhex(n) for n in sys.argv[1:]]
+    found: set[int] = set()
+    stream = sys.stdin.buffer
+    while head := stream.read(8):
+        chunk = stream.read(int.from_bytes(head, "little"))
+        found.update(n for n, needle in enumerate(needles) if needle in chunk)
+    print(json.dumps(sorted(found)))
+
+
 def _targets(target_pids: list[int]) -> list[int]:
     """The given pids, and this job's ancestors up to the first of them (the processes in
     between, a forkserver or an RQ worker, may hold what their parent holds)."""
@@ -115,25 +163,34 @@ def _targets(target_pids: list[int]) -> list[int]:
     return targets
 
 
-def _read_mem(pid: int, needles: list[bytes]) -> tuple[int, list[int]]:
-    """Bytes read from ``pid``'s writable mappings and the needles found in them."""
-    total, found = 0, set[int]()
+def _memory(pid: int | str) -> Iterator[bytes]:
+    """The contents of ``pid``'s writable mappings, up to MEM_READ_LIMIT in all."""
+    total = 0
     with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
+        regions = maps.read().splitlines()  # read whole first: reading below maps more
+        for line in regions:
             fields = line.split()
             if "w" not in fields[1] or (len(fields) > 5 and fields[5].startswith("[v")):
                 continue
             start, end = (int(x, 16) for x in fields[0].split("-"))
             size = min(end - start, MEM_READ_LIMIT - total)
             if size <= 0:
-                break
+                return
             try:
                 mem.seek(start)
                 chunk = mem.read(size)
             except OSError:
                 continue
             total += len(chunk)
-            found.update(n for n, needle in enumerate(needles) if needle in chunk)
+            yield chunk
+
+
+def _read_mem(pid: int, needles: list[bytes]) -> tuple[int, list[int]]:
+    """Bytes read from ``pid``'s writable mappings and the needles found in them."""
+    total, found = 0, set[int]()
+    for chunk in _memory(pid):
+        total += len(chunk)
+        found.update(n for n, needle in enumerate(needles) if needle in chunk)
     return total, sorted(found)
 
 
@@ -256,12 +313,14 @@ def hostile(
     extra_vars_path: str = "",
 ) -> dict[str, Result]:
     """Tries to reach the server's secrets, home, other jobs and processes; says what worked."""
+    own_memory = _own_memory(list(needles_hex or ()))  # first: before they are decoded here
     needles = [bytes.fromhex(n) for n in needles_hex or ()]
     targets = _targets(list(target_pids or ()))
     result: dict[str, Result] = {}
     result["proc_environ"] = _scan("environ", needles)
     result["proc_cmdline"] = _scan("cmdline", needles)
     result["own_environ"] = _own_environ(needles)
+    result["own_memory"] = own_memory
     result["proc_mem"] = _proc_mem(targets, needles)
     result["ptrace"] = _ptrace(targets)
     result["signal"] = _signal(targets)

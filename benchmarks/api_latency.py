@@ -11,18 +11,23 @@ Targets: p99 < 100 ms (aim < 10 ms), idle and loaded; p99 loaded <= 3x p99 idle.
 ``/api/health``, ``GET /api/jobs/{id}`` and ``logs?tail=100`` in turn (also with
 ``format=json``), and the ratios are to ``/api/health`` in the same phase. Targets (issue 17):
 idle, jobs/{id} p50 <= 1.5x health p50 and logs?tail=100 p50 <= 2x; with 4 clients under the
-flood, p99 <= 10 ms and <= 3x the same clients' idle p99, for each path.
+flood, p99 <= 10 ms and <= 3x the same clients' idle p99, for each path. ``--backend redis``
+runs the same in distributed mode: a redis-server and 4 ``jobtrail worker`` processes on this
+machine, the server's ``StreamIngest`` writing the floods' records.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 from _http_clients import run_clients
-from _server import jobtrail_server
+from _server import Server, jobtrail_server
 from _stats import Checks, summary_ms, table
 
 P99_LIMIT_MS = 100.0
@@ -81,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small run for smoke testing")
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--mode", choices=("sequential", "clients"), default="sequential")
+    parser.add_argument(
+        "--backend", choices=("local", "redis"), default="local", help="--mode clients only"
+    )
     args = parser.parse_args(argv)
     samples = args.samples or (200 if args.quick else 1000)
     warmup = 20 if args.quick else 100
     if args.mode == "clients":
-        return clients_mode(samples, warmup)
+        return clients_mode(samples, warmup, args.backend)
     checks = Checks("api_latency")
     print(
         f"api_latency: GET /api/jobs/{{id}}, {samples} sequential requests a phase, "
@@ -150,10 +158,29 @@ def client_paths(job_id: str) -> dict[str, str]:
     }
 
 
-def measure_clients(rounds: int, warmup: int) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
+@contextlib.contextmanager
+def served(backend: str) -> Iterator[Server]:
+    """A server with FLOODS workers: its own pool, or RQ workers on a Redis of its own."""
+    if backend == "local":
+        with jobtrail_server(workers=FLOODS) as srv:
+            yield srv
+        return
+    from distributed import redis_server, worker_procs  # needs the extra distributed
+
+    with (
+        redis_server() as url,
+        worker_procs(url, FLOODS),
+        jobtrail_server(workers=FLOODS, extra_args=("--backend", url)) as srv,
+    ):
+        yield srv
+
+
+def measure_clients(
+    rounds: int, warmup: int, backend: str = "local"
+) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
     """{(phase, clients): {path name: summary_ms}}, plus the capture rate under the flood."""
     out: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
-    with jobtrail_server(workers=FLOODS) as srv:
+    with served(backend) as srv:
         job_id = srv.submit("flood", records=200)
         done = srv.wait(job_id)
         assert done["status"] == "completed", done
@@ -188,13 +215,16 @@ def measure_clients(rounds: int, warmup: int) -> dict[tuple[str, int], dict[str,
     return out
 
 
-def clients_mode(rounds: int, warmup: int) -> int:
-    checks = Checks("api_latency clients")
+def clients_mode(rounds: int, warmup: int, backend: str = "local") -> int:
+    checks = Checks(f"api_latency clients {backend}")
     print(
-        f"api_latency --mode clients: {rounds} rounds a client and phase, each client its own "
-        f"process with one kept-alive http.client connection; {FLOODS} flood jobs"
+        f"api_latency --mode clients --backend {backend}: {rounds} rounds a client and phase, "
+        f"each client its own process with one kept-alive http.client connection; "
+        f"{FLOODS} flood jobs"
     )
-    res = measure_clients(rounds, warmup)
+    load = os.getloadavg()[0]
+    res = measure_clients(rounds, warmup, backend)
+    print(f"load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     rows: list[list[object]] = []
     for (phase, clients), paths in res.items():
         health = paths["health"]

@@ -165,13 +165,7 @@ def test_capture_cancel_and_a_memory_limit_under_job_user(
     messages = server.messages(output["job_id"])
     assert "child says hi" in messages and "from os.system" in messages
 
-    waiting = server.submit("process_tree", seconds=60)
-    server.wait(waiting, "running")
-    wait_until(lambda: len(_tree(server)) >= 3, 30, "the job's child and grandchild")
-    tree = _tree(server)
-    assert server.http.post(f"/api/jobs/{waiting}/cancel").status_code == 200
-    assert server.wait(waiting)["status"] == "cancelled"
-    wait_until(lambda: not any(p.is_running() for p in tree), 30, "the job's tree to stop")
+    _cancels(server)
 
     response = server.http.post(
         "/api/jobs", json={"type": "hog", "params": {"steps": 40, "mb": 10}, "memory_mb": 150}
@@ -195,10 +189,11 @@ def test_the_hostile_job_gets_nowhere_under_job_user_and_sandbox(
     _gets_nowhere(servers("both"))
 
 
-def test_a_sandboxed_job_runs_as_the_user_in_a_private_folder(
+def test_a_sandboxed_job_runs_as_the_user_and_is_cancelled(
     servers: Callable[[str], RootServer],
 ) -> None:
     _runs_as_the_user(servers("both"))
+    _cancels(servers("both"))  # the pool signals bwrap's child, not bwrap
 
 
 def test_the_hostile_job_gets_nowhere_under_sandbox(servers: Callable[[str], RootServer]) -> None:
@@ -225,6 +220,17 @@ def _runs_as_the_user(server: RootServer) -> None:
     assert max(me["processes"]) < 100, me["processes"]  # only its own (and its child's)
     second = server.run("whoami")["result"]
     assert second["tmpdir"] != me["tmpdir"], "a new private folder for each job"
+
+
+def _cancels(server: RootServer) -> None:
+    """A cancel stops the job's whole tree (its worker, child and grandchild)."""
+    waiting = server.submit("process_tree", seconds=60)
+    server.wait(waiting, "running")
+    wait_until(lambda: len(_tree(server)) >= 3, 30, "the job's child and grandchild")
+    tree = _tree(server)
+    assert server.http.post(f"/api/jobs/{waiting}/cancel").status_code == 200
+    assert server.wait(waiting)["status"] == "cancelled"
+    wait_until(lambda: not any(p.is_running() for p in tree), 30, "the job's tree to stop")
 
 
 def _tree(server: RootServer) -> list[psutil.Process]:

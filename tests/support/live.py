@@ -5,6 +5,8 @@ in ``finally``; the pytest fixtures over it are in ``conftest``."""
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import socket
 import threading
 import time
@@ -22,10 +24,44 @@ from jobtrail.service import JobService, ServerConfig
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _worker_ports() -> range:
+    """This test process's own ports: below the kernel's ephemeral range (which ``bind(0)``
+    and every outgoing connection draw from), one slice per pytest-xdist worker (a slice of
+    its own for a run without xdist), so that no other test process of the run picks a port
+    of it between ``free_port()`` and the server's bind. Empty where there is no room."""
+    low = min(_ephemeral_low(), 32_768)
+    if low < 12_000:
+        return range(0)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1"… under xdist
+    slot = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    slots = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) + 1, 9)
+    size = (low - 10_000) // slots
+    start = 10_000 + (slot % slots) * size
+    return range(start, start + size)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, for a server a test starts as a process (an
+    in-process uvicorn gets a bound socket instead: ``live_server``). Picked at random in
+    this process's slice (``_worker_ports``), so that parallel test processes never share
+    one; the kernel's pick where there is no slice."""
+    ports = _worker_ports()
+    for _ in range(200):
+        port = random.choice(ports) if ports else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or still in TIME_WAIT): another one
+            return int(sock.getsockname()[1])
+    raise AssertionError(f"no free port in {ports}")
 
 
 @dataclass
@@ -83,13 +119,17 @@ def server_config(home: Path, **overrides: Any) -> ServerConfig:
 @contextlib.contextmanager
 def live_server(config: ServerConfig) -> Iterator[Live]:
     app = create_app(config)
-    port = free_port()
+    # bound here and handed over: no other process can take the port before uvicorn listens
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
     uv = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=3
         )
     )
-    thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(
+        target=uv.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 30
@@ -102,3 +142,4 @@ def live_server(config: ServerConfig) -> Iterator[Live]:
     finally:
         uv.should_exit = True
         thread.join(60)
+        listener.close()  # uvicorn closes it on shutdown; not if it never started

@@ -32,8 +32,10 @@ def need(*programs: str, package: str) -> None:
 
 
 def free_uid() -> int:
-    """A uid no account has: the service's user, as systemd-sysusers would add it."""
-    uid = 61_000
+    """A uid no account has: the service's user, as systemd-sysusers would add it. One
+    range of 100 per pytest-xdist worker, so that tests running at once get different ones."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1"… under xdist
+    uid = 61_000 + (int(worker[2:]) + 1 if worker[2:].isdigit() else 0) * 100
     while True:
         try:
             pwd.getpwuid(uid)
@@ -121,9 +123,14 @@ def as_user(uid: int, state: Path, volume: str) -> list[str]:
     return ["unshare", "--mount", "--", "sh", "-c", script, "sh", *setpriv]
 
 
-def wait_serving(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_serving(
+    url: str, process: subprocess.Popen[str], timeout: float = 60, output: Path | None = None
+) -> None:
+    """Until ``url`` answers; if the server exits first, fail with what it said (its
+    pipes, or the file ``output`` it writes to)."""
+
     def serving() -> bool:
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, output.read_text() if output else process.communicate()
         try:
             return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
         except httpx.TransportError:
@@ -224,16 +231,8 @@ def serve_as_root(
             text=True,
             env={**os.environ, "JOBTRAIL_TOKEN": token} if token else None,
         )
-
-    def serving() -> bool:
-        assert process.poll() is None, output.read_text()
-        try:
-            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        wait_until(serving, 60, "the server to answer /api/health")
+        wait_serving(url, process, output=output)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
             yield RootServer(url, process, http, home)

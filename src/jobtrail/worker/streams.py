@@ -167,7 +167,11 @@ class StreamCapture:
         self._emit_text(raw, logger, level)
 
     def _emit_text(self, raw: bytes, logger: str, level: str) -> None:
-        self.batcher.add(*line_record(raw, logger, level))
+        text = raw.decode("utf-8", "replace")
+        if text.startswith(CHILD_RECORD_PREFIX):
+            self.batcher.add(*line_record(raw, logger, level))
+        else:  # the usual line, without line_record's tuple: this is the stdout path
+            self.batcher.add(level, logger, clean_text(text), "-")
 
 
 def line_record(raw: bytes, logger: str, level: str) -> Record:

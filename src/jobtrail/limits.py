@@ -23,10 +23,13 @@ A job whose process the kernel's OOM killer ended (a SIGKILL nobody here sent) s
 a kill was counted since it started, host-wide (``/proc/vmstat``) or in the memory cgroup
 its process was last seen in (``oom_kill`` of v1's ``memory.oom_control``, v2's
 ``memory.events``). Then the kernel's log (``/dev/kmsg``, readable by root) names the pid it
-killed and why: this pid, and its cgroup at its limit or the machine out of memory. Without
-that record (not root, log rotated) the counters say it: a cgroup's counts only that
-cgroup's kills, /proc/vmstat the machine's, where another process's OOM kill at the same
-moment would be taken for this one's.
+killed and why: this pid, and its cgroup at its limit or the machine out of memory; a
+readable log without such a record means the kill was another process's (a record of a
+pid never sampled counts when its cgroup is below the one the job started in: a cgroup the
+job made, or another job of the same server did at the same moment). Where the log
+cannot be read (not root) the counters say it: a cgroup's counts only that cgroup's
+kills, /proc/vmstat the machine's, where another process's OOM kill at the same moment
+would be taken for this one's.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,8 +106,13 @@ def timed_out(timeout_s: float) -> str:
 def oom_kills() -> int | None:
     """The kernel's count of out-of-memory kills since boot (``oom_kill`` in /proc/vmstat,
     Linux 4.13+; memory-cgroup kills count too); None where it cannot be read."""
+    return _oom_kill_line(VMSTAT)
+
+
+def _oom_kill_line(path: str) -> int | None:
+    """The number on the ``oom_kill`` line of a kernel counter file, None without one."""
     try:
-        with open(VMSTAT, "rb") as f:
+        with open(path, "rb") as f:
             for line in f:
                 if line.startswith(b"oom_kill "):
                     return int(line.split()[1])
@@ -133,28 +141,29 @@ def memory_cgroup(pid: int) -> str | None:
 
 
 def cgroup_oom_kills(path: str) -> int | None:
-    """``oom_kill`` of memory cgroup ``path`` (v1 or v2): the kills in it and below it."""
+    """``oom_kill`` of memory cgroup ``path``: v1 counts that cgroup's kills only (measured
+    here: a child cgroup's kill leaves its parent's count alone), v2 those below it too."""
     for name in (f"memory{path}/memory.oom_control", f"{path.lstrip('/')}/memory.events"):
-        try:
-            with open(os.path.join(CGROUP_FS, name), "rb") as f:
-                for line in f:
-                    if line.startswith(b"oom_kill "):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            continue
+        kills = _oom_kill_line(os.path.join(CGROUP_FS, name))
+        if kills is not None:
+            return kills
     return None
 
 
-def kernel_oom_kill(pid: int, since: float) -> str | None:
-    """Why the kernel's log says its OOM killer killed ``pid`` after ``since`` (monotonic
-    seconds, about the log's clock): "its memory cgroup X was at its limit" or "the machine
-    was out of memory"; None without such a record or a readable log."""
+def kernel_oom_kill(pids: Collection[int], since: float, below: str | None = None) -> str | None:
+    """Why the kernel's log says its OOM killer killed one of ``pids`` after ``since``
+    (monotonic seconds, about the log's clock) or, failing that, a process in a cgroup
+    strictly ``below`` the job's (one it made: a child it had no sample of yet): "pid N:
+    its memory cgroup X was at its limit" or "pid N: the machine was out of memory"; ""
+    when the log has no such record; None when it cannot be read."""
     try:
         fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     found: dict[bytes, bytes] | None = None
-    want = str(pid).encode()
+    inside: dict[bytes, bytes] | None = None
+    want = {str(pid).encode() for pid in pids}
+    prefix = below.rstrip("/").encode() + b"/" if below else None
     try:
         while True:
             try:
@@ -170,22 +179,31 @@ def kernel_oom_kill(pid: int, since: float) -> str | None:
                 continue
             fields = dict(f.split(b"=", 1) for f in text[9:].strip().split(b",") if b"=" in f)
             meta = head.split(b",")
-            if fields.get(b"pid") == want and len(meta) > 2 and int(meta[2]) / 1e6 >= since:
+            if len(meta) < 3 or int(meta[2]) / 1e6 < since:
+                continue
+            if fields.get(b"pid") in want:
                 found = fields
+            elif prefix is not None and fields.get(b"task_memcg", b"").startswith(prefix):
+                inside = fields
     finally:
         os.close(fd)
+    found = found or inside
     if found is None:
-        return None
+        return ""
+    pid = found[b"pid"].decode()
     if found.get(b"constraint") == b"CONSTRAINT_MEMCG":
         memcg = found.get(b"oom_memcg", b"?").decode(errors="replace")
-        return f"its memory cgroup {memcg} was at its limit"
-    return "the machine was out of memory"
+        return f"pid {pid}: its memory cgroup {memcg} was at its limit"
+    return f"pid {pid}: the machine was out of memory"
 
 
-def tree_rss(pid: int) -> int:
-    """Bytes resident in ``pid`` and its descendants now (0 if it is gone)."""
+def tree_rss(pid: int, seen: set[int] | None = None) -> int:
+    """Bytes resident in ``pid`` and its descendants now (0 if it is gone); their pids are
+    added to ``seen``."""
     total = 0
     for proc in tree_of(pid):
+        if seen is not None:
+            seen.add(proc.pid)
         try:
             total += proc.memory_info().rss
         except psutil.Error:
@@ -223,6 +241,8 @@ class TreeWatch:
         self._started = time.monotonic()  # the timeout counts from here
         self._oom_kills = oom_kills()
         self._cgroup: tuple[str, int] | None = None  # the job's memory cgroup, its kills
+        self._pids = {pid}  # every pid seen in the tree: the one the OOM killer chose
+        self._home_cgroup = memory_cgroup(pid)  # where it started
         self._follow_cgroup()
 
     @property
@@ -230,7 +250,7 @@ class TreeWatch:
         return round(self.peak_bytes / MB, 1) if self.peak_bytes else None
 
     def sample(self) -> None:
-        self._last_bytes = tree_rss(self.pid)
+        self._last_bytes = tree_rss(self.pid, self._pids)
         self.peak_bytes = max(self.peak_bytes, self._last_bytes)
         self._follow_cgroup()
 
@@ -255,9 +275,9 @@ class TreeWatch:
             host = now is not None and now > self._oom_kills
         if not (in_cgroup or host):
             return None
-        logged = kernel_oom_kill(self.pid, self._started - KMSG_SLACK)
-        if logged is not None:
-            return f"pid {self.pid}: {logged}"
+        logged = kernel_oom_kill(self._pids, self._started - KMSG_SLACK, self._home_cgroup)
+        if logged is not None:  # the log is readable: it decides (the kill was another's)
+            return logged or None
         return f"memory cgroup {self._cgroup[0]}" if in_cgroup and self._cgroup else "oom_kill rose"
 
     def saw(self, resident_bytes: int) -> None:

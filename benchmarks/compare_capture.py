@@ -23,6 +23,13 @@ One invocation runs every section and writes ``benchmarks/RESULTS.md``:
 
 ``--quick`` is a smoke run (< 60 s, figures not meaningful; prints the Markdown instead of
 writing RESULTS.md unless ``--out`` is given).
+
+``--baseline-src DIR`` adds a variant in the same run: jobtrail (nice 10) served from another
+checkout's ``src`` (``git worktree add /tmp/before <commit>``; the server runs with it first
+on its PYTHONPATH), alternated with the others, and the target that this one's throughput is
+within 10 % of it. ``--variants`` keeps only some (short names: ``jobtrail``, ``nice0``,
+``noredact``, ``baseline``, or a stack's name; ``filehandler`` always runs: the tables
+compare with it).
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ JOBTRAIL_VARIANTS: dict[str, tuple[int, tuple[str, ...], tuple[int, ...] | None]
     JTNR: (10, ("--no-redact",), (1, 4)),  # diagnostic: what the redaction check costs
 }
 ALL_VARIANTS = [*JOBTRAIL_VARIANTS, *VARIANTS]
+JTB = "jobtrail before (nice 10, --baseline-src)"
+SHORT = {"jobtrail": JT10, "nice0": JT0, "noredact": JTNR, "baseline": JTB}
+BASELINE_SRC: dict[str, str] = {}  # variant -> the src directory its server imports first
 QUEUES = ("stdlib-queue", "loguru-enqueue", "concurrent-log-handler")
 BASELINE = "filehandler"
 RESULTS = BENCH_DIR / "RESULTS.md"
@@ -224,15 +234,15 @@ def throughput_section(
     runs: dict[tuple[str, int], list[Run]] = {}
     for n in procs:
         with contextlib.ExitStack() as stack:
-            servers = {
-                name: stack.enter_context(
-                    jobtrail_server(
-                        workers=n, worker_nice=nice, extra_args=extra, start_method="fork"
-                    )
-                )
-                for name, (nice, extra, only) in JOBTRAIL_VARIANTS.items()
-                if only is None or n in only
-            }
+            servers = {}
+            for name, (nice, extra, only) in JOBTRAIL_VARIANTS.items():
+                if name in ALL_VARIANTS and (only is None or n in only):
+                    with _pythonpath(BASELINE_SRC.get(name)):  # read when the server starts
+                        servers[name] = stack.enter_context(
+                            jobtrail_server(
+                                workers=n, worker_nice=nice, extra_args=extra, start_method="fork"
+                            )
+                        )
             for i, srv in enumerate(servers.values()):  # warm-up: imports, first files
                 jobtrail_run(srv, n, 1000, tmp, f"warm-{i}-{n}")
             for r in range(repeat):
@@ -305,7 +315,7 @@ def throughput_section(
     submit = [
         f"{n}: {statistics.median(r.expected / r.extra['submit_seconds'] for r in rs):,.0f}"
         for n in procs
-        if (rs := runs[(JT10, n)])
+        if (rs := runs.get((JT10, n), []))
     ]
     text = [
         "## Throughput: the same workload through each stack",
@@ -335,9 +345,21 @@ def throughput_section(
     ]
     report.sections.append("\n".join(text))
 
+    if JTB in ALL_VARIANTS and JT10 in ALL_VARIANTS:
+        ratios = {n: med[(JT10, n)] / med[(JTB, n)] for n in procs}
+        report.target(
+            "Capture: jobtrail within 10 % of its baseline (--baseline-src) at every N",
+            all(r >= 0.9 for r in ratios.values()),
+            ", ".join(
+                f"{n}: {med[(JT10, n)]:,.0f} vs {med[(JTB, n)]:,.0f} = {r:.2f}x"
+                for n, r in ratios.items()
+            ),
+        )
     # targets (the default configuration, nice 10, decides; nice 0 shown too)
     for name in (JT10, JT0):
-        if 4 in procs:
+        if name not in ALL_VARIANTS:
+            continue
+        if 4 in procs and all(q in ALL_VARIANTS for q in QUEUES):
             best_name = max(QUEUES, key=lambda q: med[(q, 4)])
             ratio = med[(name, 4)] / med[(best_name, 4)]
             report.target(
@@ -373,7 +395,9 @@ def throughput_section(
                 f"{med[(name, 8)]:,.0f} vs {med[(name, 2)]:,.0f} = {s:.2f}x",
             )
     others_lost = {
-        name: sum(r.expected - r.found for n in procs for r in runs[(name, n)]) for name in VARIANTS
+        name: sum(r.expected - r.found for n in procs for r in runs[(name, n)])
+        for name in VARIANTS
+        if name in ALL_VARIANTS
     }
     log(f"  records lost by the other stacks: {others_lost}")
 
@@ -858,6 +882,41 @@ SECTIONS = ("throughput", "breakdown", "stall", "api", "tail", "store")
 
 
 @contextlib.contextmanager
+def _pythonpath(src: str | None) -> Iterator[None]:
+    """``src`` first on the PYTHONPATH of what starts meanwhile (a baseline's server)."""
+    if src is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _select_variants(baseline_src: str | None, variants: str | None) -> None:
+    """Add the baseline variant, keep only the chosen ones (FileHandler always)."""
+    global ALL_VARIANTS
+    if baseline_src:
+        src = str(Path(baseline_src).resolve())
+        if not (Path(src) / "jobtrail" / "__init__.py").exists():
+            raise SystemExit(f"--baseline-src {baseline_src}: no jobtrail package there")
+        JOBTRAIL_VARIANTS[JTB] = (10, (), None)
+        BASELINE_SRC[JTB] = src
+        ALL_VARIANTS = [JT10, JTB, *(v for v in ALL_VARIANTS if v != JT10)]
+    if variants:
+        chosen = {SHORT.get(v.strip(), v.strip()) for v in variants.split(",") if v.strip()}
+        unknown = chosen - set(ALL_VARIANTS)
+        if unknown:
+            raise SystemExit(f"--variants: unknown {', '.join(sorted(unknown))}")
+        ALL_VARIANTS = [v for v in ALL_VARIANTS if v in chosen or v == BASELINE]
+
+
+@contextlib.contextmanager
 def _tmpdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="jobtrail-compare-"))
     try:
@@ -874,7 +933,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", default="1,2,4,8", help="process counts, comma separated")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="which sections to run")
     parser.add_argument("--out", type=Path, default=None, help="Markdown output file")
+    parser.add_argument("--baseline-src", default=None, help="another checkout's src: a variant")
+    parser.add_argument("--variants", default=None, help="only these variants, comma separated")
     args = parser.parse_args(argv)
+    _select_variants(args.baseline_src, args.variants)
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:

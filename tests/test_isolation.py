@@ -93,7 +93,7 @@ def _extra_vars_file(server: RootServer, marker: str) -> str | None:
     patterns = [
         "tmp/jobtrail-ansible-*/env/extravars",
         "tmp/job-*/jobtrail-ansible-*/env/extravars",
-        "tmp/jobtrail-jobs-*/job-*/jobtrail-ansible-*/env/extravars",
+        "tmp/jobtrail-jobs/job-*/jobtrail-ansible-*/env/extravars",
     ]
     for child in psutil.Process(server.process.pid).children(recursive=True):
         root = f"/proc/{child.pid}/root/"

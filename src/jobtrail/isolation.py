@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import pwd
@@ -197,7 +196,7 @@ def prepare(
     if sandbox and shutil.which("bwrap") is None:
         raise IsolationError("--sandbox needs bubblewrap: apt-get install bubblewrap")
     home = home.resolve()
-    jobs_tmp = "/tmp" if sandbox else (_jobs_tmp_for(home) if user is not None else None)
+    jobs_tmp = "/tmp" if sandbox else (_jobs_tmp_for() if user is not None else None)
     visible = [str(playbooks.resolve())] if playbooks is not None and playbooks.is_dir() else []
     for entry in sys_path:
         path = Path(entry or ".").resolve()
@@ -216,12 +215,12 @@ def _overlaps(path: Path, home: Path) -> bool:
     return path == home or home in path.parents or path in home.parents
 
 
-def _jobs_tmp_for(home: Path) -> str:
+def _jobs_tmp_for() -> str:
     """``--job-user`` without a sandbox (which has a /tmp of its own): the mount point, in
-    the host's temporary folder, of each worker's own tmpfs for its jobs' directories.
+    the host's temporary folder, of each worker's own tmpfs for its jobs' directories. One
+    for every server: each worker mounts its own over it, in its own mount namespace.
     Root's, so that nobody else can put something in its place."""
-    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / f"jobtrail-jobs-{digest}"
+    folder = Path(tempfile.gettempdir()) / "jobtrail-jobs"
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o755)
     info = folder.lstat()

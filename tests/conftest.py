@@ -1,25 +1,26 @@
 """The shared fixtures: servers started for a test or a module (``support.live``), stopped
 after it. Helpers that are not fixtures live in ``support`` and are imported from there.
 
-Also how the suite runs in parallel (``pytest -n N --dist loadfile --no-loadscope-reorder``,
-as tox's cov environment runs it): each test module runs in one pytest-xdist worker, so that
-its module-scoped servers start once, the slowest modules are handed out first, and the
-slowest of all is split (``pytest_xdist_make_scheduler`` below); a timeout under xdist fails
-its test, not the run (``_alarm_held``).
+How the suite runs in parallel (pytest-xdist) is ``support.parallel``, whose hooks are
+imported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support.live import Live, live_server, server_config
+from support.parallel import (  # noqa: F401  (hooks: pytest finds them by name)
+    pytest_collection_modifyitems,
+    pytest_runtest_logfinish,
+    pytest_runtest_logreport,
+    pytest_runtest_logstart,
+    pytest_xdist_make_scheduler,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,97 +40,3 @@ def fresh(tmp_path: Path) -> Iterator[Live]:
 @pytest.fixture(autouse=True, scope="session")
 def _start_method_banner() -> None:
     os.environ.setdefault("JOBTRAIL_START_METHOD", "forkserver")
-
-
-# The slowest modules, slowest first (the sum of their tests' durations in one run with -n 4,
-# under load: test_cli 1675 s, test_web 169, test_ansible_data 156, test_ansible 147,
-# test_distributed 101, test_deploy 85, test_schema 82; the rest 60 s or less), so that none
-# of them starts last and runs alone. A module split in N runs as N parts of consecutive
-# tests, each with its own module-scoped servers: only where one module would otherwise run
-# long after all the others ended.
-SLOW_FIRST = (
-    "test_cli", "test_web", "test_ansible_data", "test_ansible", "test_distributed",
-    "test_deploy", "test_schema",
-)  # fmt: skip
-SPLIT = {"test_cli": 6}
-# Modules that must not run at the same time as each other: run by one worker, one by one.
-TOGETHER: tuple[tuple[str, ...], ...] = ()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under xdist: the slowest modules first (a stable sort: each module's tests keep their
-    order). The controller hands out work in this order (``--no-loadscope-reorder``)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-        items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
-
-
-@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` with SPLIT and TOGETHER: a worker is handed a whole module (or
-    part, or set of modules) at a time, so module-scoped servers start once per worker.
-    (``--dist loadgroup``'s ``xdist_group`` marks are lost under pytest 9: xdist 3.8 renames
-    ``item._nodeid``, which pytest 9 no longer reads.)"""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    together = {module: "+".join(group) for group in TOGETHER for module in group}
-    unit: dict[str, str] = {}  # test id -> its work unit
-
-    class ModuleParts(LoadScopeScheduling):  # type: ignore[misc]
-        def schedule(self) -> None:
-            collection = next(iter(self.registered_collections.values()))
-            modules: dict[str, list[str]] = {}
-            for nodeid in collection:
-                modules.setdefault(nodeid.split("::", 1)[0], []).append(nodeid)
-            for module, nodeids in modules.items():
-                stem = Path(module).stem
-                parts = SPLIT.get(stem, 1)
-                name = together.get(stem, module)
-                for i, nodeid in enumerate(nodeids):
-                    unit[nodeid] = name if parts == 1 else f"{name}#{i * parts // len(nodeids)}"
-            super().schedule()
-
-        def _split_scope(self, nodeid: str) -> str:
-            return unit.get(nodeid) or nodeid.split("::", 1)[0]
-
-    return ModuleParts(config, log)
-
-
-@contextlib.contextmanager
-def _alarm_held() -> Iterator[None]:
-    """pytest-timeout's SIGALRM held back while this block runs (its handler swapped for one
-    that takes note: blocking the signal would not do, another thread would take it); one
-    that came meanwhile fires again 50 ms after, in the test's own code (or never, had the
-    test ended: pytest-timeout then disarms it)."""
-    came: list[int] = []
-    handler = signal.signal(signal.SIGALRM, lambda signum, frame: came.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGALRM, handler)
-        if came:
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-
-
-# Under xdist a worker sends each of these to the controller from within the hook, while
-# pytest-timeout's alarm is armed: a timeout that lands in that send breaks the worker's
-# channel, and the whole run ends in an INTERNALERROR (seen under load), not in one failure.
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_logstart() -> Iterator[None]:
-    with _alarm_held():
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_logreport() -> Iterator[None]:
-    with _alarm_held():
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_logfinish() -> Iterator[None]:
-    with _alarm_held():
-        return (yield)

@@ -7,4 +7,5 @@
 * ``proxy``: a TCP proxy whose connections a test can cut;
 * ``requirements``: what a test needs from the machine, and how to install it;
 * ``coverage_data``: the coverage data step of ``tox -e …-cov``.
+* ``parallel``: how the suite runs in parallel (pytest-xdist): a plugin ``conftest`` imports.
 """

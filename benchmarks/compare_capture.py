@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _baseline import chosen, pythonpath, source_tree
 from _server import BENCH_DIR, TERMINAL, Server, jobtrail_server
 from _stats import Checks, summary_ms
 from _variants import VARIANTS, run_local
@@ -237,7 +238,7 @@ def throughput_section(
             servers = {}
             for name, (nice, extra, only) in JOBTRAIL_VARIANTS.items():
                 if name in ALL_VARIANTS and (only is None or n in only):
-                    with _pythonpath(BASELINE_SRC.get(name)):  # read when the server starts
+                    with pythonpath(BASELINE_SRC.get(name)):  # read when the server starts
                         servers[name] = stack.enter_context(
                             jobtrail_server(
                                 workers=n, worker_nice=nice, extra_args=extra, start_method="fork"
@@ -881,39 +882,15 @@ def render(report: Report, header: list[str], notes: str = NOTES) -> str:
 SECTIONS = ("throughput", "breakdown", "stall", "api", "tail", "store")
 
 
-@contextlib.contextmanager
-def _pythonpath(src: str | None) -> Iterator[None]:
-    """``src`` first on the PYTHONPATH of what starts meanwhile (a baseline's server)."""
-    if src is None:
-        yield
-        return
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, before]))
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = before
-
-
 def _select_variants(baseline_src: str | None, variants: str | None) -> None:
     """Add the baseline variant, keep only the chosen ones (FileHandler always)."""
     global ALL_VARIANTS
     if baseline_src:
-        src = str(Path(baseline_src).resolve())
-        if not (Path(src) / "jobtrail" / "__init__.py").exists():
-            raise SystemExit(f"--baseline-src {baseline_src}: no jobtrail package there")
         JOBTRAIL_VARIANTS[JTB] = (10, (), None)
-        BASELINE_SRC[JTB] = src
+        BASELINE_SRC[JTB] = source_tree(baseline_src)
         ALL_VARIANTS = [JT10, JTB, *(v for v in ALL_VARIANTS if v != JT10)]
     if variants:
-        chosen = {SHORT.get(v.strip(), v.strip()) for v in variants.split(",") if v.strip()}
-        unknown = chosen - set(ALL_VARIANTS)
-        if unknown:
-            raise SystemExit(f"--variants: unknown {', '.join(sorted(unknown))}")
-        ALL_VARIANTS = [v for v in ALL_VARIANTS if v in chosen or v == BASELINE]
+        ALL_VARIANTS = chosen(ALL_VARIANTS, variants, SHORT, BASELINE)
 
 
 @contextlib.contextmanager

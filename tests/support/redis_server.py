@@ -25,15 +25,19 @@ WORKER_COMMAND = ("jobtrail.cli", "worker")
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, appendonly: bool = False, password: str = ""
+    ) -> None:
         self.dir = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password  # requirepass, and in the URL
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -45,9 +49,12 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
+        args += ["--requirepass", self.password] if self.password else []
         with open(self.dir / "redis.log", "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(
+            port=self.port, password=self.password or None, socket_connect_timeout=0.2
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -77,8 +84,10 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path, appendonly: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(directory, appendonly=appendonly)
+def redis_server(
+    directory: Path, appendonly: bool = False, password: str = ""
+) -> Iterator[RedisServer]:
+    server = RedisServer(directory, appendonly=appendonly, password=password)
     server.start()
     try:
         yield server

@@ -1,23 +1,43 @@
-"""What runs inside RQ's work-horse (a fresh fork per job): jobtrail's runtime, then the job.
+"""What runs inside RQ's work-horse (a fresh fork per job): a relay, and the job's process.
 
-The horse sets itself up with the same ``JobRuntime`` as a pool worker (capture, signals,
-mark, nice) and runs the job through it, so start, outcome, leftover children and the
-end-of-job barrier behave exactly as in the local pool. Only ``send`` differs: every
-message is one ``XADD`` to the job's stream (``messages.to_fields``), called from the
-batcher's flusher thread (one per batch, never per record). Each line is also spooled
-(``worker/spool.py``) into a file the RQ worker created before forking the horse; if the
-horse dies, the RQ worker sends what the stream does not have yet (``send_unsent``) before
-the job's end.
+::
+
+    RQ worker ─ fork ─► horse (run_job): Redis, and nothing of the job's code
+                          │ fork, then forget_redis (no socket, no URL, no password)
+                          ▼
+                        job's process: JobRuntime (capture, signals, mark, nice), the job
+                          │ send = a pipe to the horse (``messages``)
+                          ▼
+                        horse: each message XADDed to the job's stream, in order (StreamSender)
+
+The job's process runs the same ``JobRuntime`` as a pool worker, so start, outcome, leftover
+children and the end-of-job barrier behave as in the local pool; only ``send`` differs, as
+there, and the horse XADDs what arrives, one entry per batch. Cancels and limits are sent to
+the job's process by the RQ worker itself (its tree, not the horse's); a signal sent to the
+horse is passed on to it. A limit's reason comes down a pipe the RQ worker created for the
+job (``JOB_FDS["notes"]``), as the pool's ``StopNote`` does. Each line is also spooled
+(``worker/spool.py``) into a file the RQ worker created before forking the horse. If the job's
+process dies before its end, the horse relays what the pipe still held and then dies the same
+way (signal or exit code), so the RQ worker reads the spool, sends what the stream lacks
+(``send_unsent``) and the end with the cause, as for a horse that died.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import signal
 import socket
-from typing import Any
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
 
 import redis
 
 from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis._forget import forget_redis
+from jobtrail.limits import LIMIT_SIGNAL
 from jobtrail.messages import (
     CANCELLED_BEFORE_START,
     Batch,
@@ -28,15 +48,22 @@ from jobtrail.messages import (
     from_fields,
     to_fields,
 )
+from jobtrail.models import JobStatus
+from jobtrail.processes import die_with_parent, kill_tree, processes_marked
 from jobtrail.worker.redact import Redactor
-from jobtrail.worker.runtime import JobRuntime
+from jobtrail.worker.runtime import STOP_SIGNAL, JobRuntime
 from jobtrail.worker.spool import Spool, read_unsent, unsent_batches
+from jobtrail.worker.streams import StreamPipes, render_tail, stream_tail
 
 HOST = socket.gethostname()
 # Set by the `jobtrail worker` process before it starts working; the horse inherits it.
 WORKER: dict[str, str] = {"url": "", "mark": "", "name": ""}
-# Set by the RQ worker before it forks the horse of a job: the spool it created for it.
-SPOOL: dict[str, str] = {"path": ""}
+# Set by the RQ worker before it forks the horse: fds it created for the job (-1: none),
+# its spool and the two ends of its notes pipe; and its fd 1 and fd 2 pipes.
+JOB_FDS: dict[str, int] = {"spool": -1, "notes": -1, "notes_w": -1}
+JOB_PIPES: dict[str, StreamPipes | None] = {"pipes": None}
+FORWARDED = (signal.SIGTERM, STOP_SIGNAL, LIMIT_SIGNAL)  # the horse passes these on
+LEFTOVER_DRAIN_SECONDS = 2.0  # after the job's process died: what its pipe still holds
 
 
 class StreamSender:
@@ -68,52 +95,197 @@ class StreamSender:
 
 def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[str, Any]) -> str:
     """The RQ job function: returns the jobtrail status (the outcome travels on the stream)."""
+    die_with_parent()  # the RQ worker is gone: nobody would read the job's end
     conn = b.connect(WORKER["url"])
     send = StreamSender(conn, job_id)
     if conn.exists(b.cancel_key(job_id)):  # cancelled between dequeue and here
         send(End(job_id, Outcome.cancelled(CANCELLED_BEFORE_START)))
         return "cancelled"
-    runtime = JobRuntime(
-        send,
-        mark=f"{WORKER['mark']}/{job_id}",
-        nice=int(options.get("nice", 0)),
-        level=int(options.get("level", 10)),
-        redactor=Redactor(
-            tuple(options.get("redact_patterns", ())), defaults=bool(options.get("redact", True))
-        ),
-        stopped_by=f"jobtrail worker on {HOST}",
-        host=HOST,
-        worker=WORKER["name"] or None,
-        spool=Spool(SPOOL["path"]) if SPOOL["path"] else None,
-        stop_note=lambda: _stop_note(conn, job_id),
-    )
-    stopped = runtime.run(Task(job_id, job_type, params))
-    runtime.close()
-    return "cancelled" if stopped else "ended"
+    _close(JOB_FDS.pop("notes_w", -1))  # the RQ worker's end: the job must not write notes
+    relay = JobRelay(send)
+    pid = os.fork()
+    if pid == 0:
+        relay.become_job_process(Task(job_id, job_type, params), options)
+    pipes = JOB_PIPES["pipes"]
+    for write_end in (pipes.stdout[1], pipes.stderr[1]) if pipes else ():
+        _close(write_end.fd)  # the job's (and its children's) only
+    end = relay.run(pid, f"{WORKER['mark']}/{job_id}")
+    if end is None:  # the job's process died before its end: die as it did
+        _die_like(relay.status)
+    return "cancelled" if end.outcome.status is JobStatus.CANCELLED else "ended"
 
 
-def _stop_note(conn: redis.Redis, job_id: str) -> str | None:
-    """Why the RQ worker is stopping this job (it wrote it before LIMIT_SIGNAL)."""
-    try:
-        note = conn.get(b.limit_key(job_id))
-    except redis.RedisError:
+class JobRelay:
+    """The horse's side of the job's process: its messages XADDed, signals passed on."""
+
+    def __init__(self, send: StreamSender) -> None:
+        self._send = send
+        self._read, self._write = os.pipe()
+        self.pid = 0
+        self.status = 0  # the job's process's wait status, once reaped
+        self._pending: list[int] = []  # signals that came before the fork
+        for sig in FORWARDED:
+            signal.signal(sig, self._forward)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+        else:
+            self._pending.append(signum)
+
+    def become_job_process(self, task: Task, options: dict[str, Any]) -> NoReturn:
+        """In the fork: drop Redis, run the job with its messages down the pipe; never returns."""
+        code = 1
+        try:
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_DFL)  # until JobRuntime sets its own
+            os.close(self._read)
+            forget_redis(WORKER["url"])
+            WORKER["url"] = ""
+            channel = Connection(self._write, readable=False)
+            notes = JOB_FDS.get("notes", -1)
+            runtime = JobRuntime(
+                channel.send,
+                mark=f"{WORKER['mark']}/{task.job_id}",
+                nice=int(options.get("nice", 0)),
+                level=int(options.get("level", 10)),
+                redactor=Redactor(
+                    tuple(options.get("redact_patterns", ())),
+                    defaults=bool(options.get("redact", True)),
+                ),
+                stopped_by=f"jobtrail worker on {HOST}",
+                host=HOST,
+                worker=WORKER["name"] or None,
+                spool=_map_spool(JOB_FDS.get("spool", -1)),
+                stop_note=lambda: _stop_note(notes),
+                pipes=JOB_PIPES["pipes"],
+            )
+            runtime.run(task)
+            runtime.close()
+            code = 0
+        except BaseException:  # before the capture, or past the job's end: the worker's log
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def run(self, pid: int, mark: str) -> End | None:
+        """Relay until the job's process ended; its End, or None if it died before one."""
+        self.pid = pid
+        os.close(self._write)
+        for signum in self._pending:
+            self._forward(signum, None)
+        channel = Connection(self._read, writable=False)
+        end: End | None = None
+        try:
+            while True:
+                if channel.poll(0.2):
+                    try:
+                        message = channel.recv()
+                    except (EOFError, OSError):  # OSError: it died writing one (torn)
+                        break
+                    self._send(message)
+                    if isinstance(message, End):
+                        end = message
+                elif self._reaped():
+                    # its children may hold the pipe: stop them, then take what is left
+                    kill_tree(processes_marked(mark))
+                    end = self._drain(channel) or end
+                    break
+            if not self.status:
+                self._reap()
+        finally:
+            channel.close()
+        return end
+
+    def _drain(self, channel: Connection) -> End | None:
+        end = None
+        with contextlib.suppress(EOFError, OSError):
+            while channel.poll(LEFTOVER_DRAIN_SECONDS):
+                message = channel.recv()
+                self._send(message)
+                if isinstance(message, End):
+                    end = message
+        return end
+
+    def _reaped(self) -> bool:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid:
+            self.status = status
+        return bool(pid)
+
+    def _reap(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            self.status = os.waitpid(self.pid, 0)[1]
+
+
+def _die_like(status: int) -> NoReturn:
+    """End the horse as the job's process ended, so the RQ worker explains the same death."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP take none
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def _map_spool(fd: int) -> Spool | None:
+    """The spool the RQ worker created, mapped (the fd is closed: the mapping keeps it)."""
+    if fd < 0:
         return None
-    return note.decode() if isinstance(note, bytes) else None
+    try:
+        return Spool.from_fd(fd)
+    finally:
+        os.close(fd)
 
 
-def send_unsent(conn: redis.Redis, job_id: str, spool_path: str) -> int:
-    """After the horse died: XADD the lines of its spool that the job's stream lacks, in
-    order (by seq: the horse may have died after an XADD, before it released the lines)."""
-    lines = read_unsent(spool_path, job_id)
-    if not lines:
-        return 0
+def _stop_note(fd: int) -> str | None:
+    """Why the RQ worker is stopping this job: it wrote the reason before LIMIT_SIGNAL."""
+    if fd < 0:
+        return None
+    try:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        note = os.read(fd, 4096) if ready else b""
+    except OSError:
+        return None
+    return note.decode(errors="replace").strip() or None
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def send_last_words(
+    conn: redis.Redis,
+    job_id: str,
+    spool_fd: int,
+    read_ends: tuple[int, ...],
+    redact: Redactor,
+) -> int:
+    """After the job's process died: XADD what the job's stream lacks, in order — the lines
+    of its spool the stream does not have (by seq: it may have died after an XADD, before
+    it released them), then what it and its children wrote to fd 1 and 2 that its readers
+    never turned into lines (``stream_tail``: the spool's windows, then what the kept
+    ``read_ends`` still hold), numbered after them. Returns how many lines were sent."""
+    lines = read_unsent(spool_fd, job_id) if spool_fd >= 0 else []
+    last = _stream_last_seq(conn, job_id)
+    batches = unsent_batches(lines, last)
+    if batches:
+        last = batches[-1][0] + len(batches[-1][1]) - 1
+    tail = render_tail(
+        stream_tail(spool_fd if spool_fd >= 0 else None, read_ends, redact), last + 1
+    )
+    batches += [(last + 1 + i, tail[i : i + 256]) for i in range(0, len(tail), 256)]
     send = StreamSender(conn, job_id)
-    sent = 0
-    for first_seq, chunk in unsent_batches(lines, _stream_last_seq(conn, job_id)):
+    for first_seq, chunk in batches:
         # level mask 0: the store indexes the batch as holding every level
         send(Batch(job_id, first_seq, len(chunk), 0, b"".join(chunk)))
-        sent += len(chunk)
-    return sent
+    return sum(len(chunk) for _, chunk in batches)
 
 
 def _stream_last_seq(conn: redis.Redis, job_id: str) -> int:

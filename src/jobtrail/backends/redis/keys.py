@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,8 @@ CANCEL_TTL = 86_400
 SEND_RETRY_SECONDS = 60.0  # how long a horse keeps retrying an XADD while Redis is away
 
 T = TypeVar("T")
+# Every client ``connect`` made in this process: a job's process forgets their credentials.
+CLIENTS: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
 def job_key(job_id: str) -> str:
@@ -38,11 +41,6 @@ def log_key(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return f"{PREFIX}cancel:{job_id}"
-
-
-def limit_key(job_id: str) -> str:
-    """Why the job's worker is stopping it (over a limit): the horse reads it for its log."""
-    return f"{PREFIX}limit:{job_id}"
 
 
 def usage_key(job_id: str) -> str:
@@ -64,7 +62,9 @@ def connect(url: str, **options: Any) -> redis.Redis:
     options.setdefault("socket_timeout", 10.0)
     options.setdefault("socket_connect_timeout", 5.0)
     options.setdefault("health_check_interval", 30)
-    return redis.Redis.from_url(url, **options)
+    client = redis.Redis.from_url(url, **options)
+    CLIENTS.add(client)
+    return client
 
 
 def retrying(call: Callable[[], T], seconds: float, what: str = "redis") -> T:

@@ -2,20 +2,25 @@
 
 One ``jobtrail worker`` process starts ``--concurrency`` RQ worker processes (and starts a
 new one if one dies). Each is a ``JobtrailWorker``: RQ dequeues, forks a work-horse per job
-(a crash stays in that job) and keeps its own heartbeats; on top of that a watcher thread
+(a crash stays in that job) and keeps its own heartbeats; the horse forks the job's process
+and relays its messages (``horse.py``). On top of that a watcher thread
 
 * refreshes the job's heartbeat key (``jobtrail:hb:<job_id>``, TTL 10 s) every second, which
   is how API servers notice a host that vanished;
-* polls the job's cancel key and stops the horse's whole process tree, children first:
-  SIGTERM (the job's ``finally`` blocks run), then SIGKILL after 3 s;
-* watches the tree (``limits.TreeWatch``): its peak memory, published in
+* polls the job's cancel key and stops the job's whole process tree (the horse's child and
+  its descendants; the horse stays, to relay what they said), children first: SIGTERM (the
+  job's ``finally`` blocks run), then SIGKILL after 3 s;
+* watches that tree (``limits.TreeWatch``): its peak memory, published in
   ``jobtrail:usage:<job_id>`` for the job's record, and its limits (the job's, else this
-  worker's ``--job-memory-mb``/``--job-timeout``): over one, the reason goes to
-  ``jobtrail:limit:<job_id>`` for the horse's log, then the tree is stopped as a cancel.
+  worker's ``--job-memory-mb``/``--job-timeout``): over one, the reason goes down the job's
+  notes pipe (created here before the fork, read by the job's process for its log), then the
+  tree is stopped as a cancel.
 
-When the horse dies (signal, ``os._exit``), RQ's dead-horse hook first sends the lines of
+When the horse dies (signal, ``os._exit``; it dies as the job's process did), RQ's dead-horse
+hook first sends the lines of
 the horse's spool that its stream lacks (the spool is a file this worker creates for each
-job, in a private temp folder, before RQ forks the horse), then the job's ``end`` message
+job, in a private temp folder, before RQ forks the horse, and unlinks at once: it is
+reached through its fd only), then the job's ``end`` message
 with the cause in jobtrail's words ("killed by SIGKILL", "exited with code 3").
 """
 
@@ -36,6 +41,7 @@ import uuid
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import redis
@@ -44,6 +50,7 @@ from rq.job import Job as RQJob
 
 from jobtrail.backends.redis import horse
 from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis._job_fds import JobFds
 from jobtrail.backends.redis.records import RedisJobDB
 from jobtrail.limits import MB, SAMPLE_EVERY, Limits, TreeWatch
 from jobtrail.messages import End, Outcome
@@ -57,7 +64,6 @@ from jobtrail.processes import (
     processes_marked,
 )
 from jobtrail.registry import import_job_modules
-from jobtrail.worker import spool
 from jobtrail.worker.runtime import PLAYBOOKS_ENV, STOP_SIGNAL, TOKEN_ENV
 
 log = logging.getLogger("jobtrail.worker")
@@ -84,6 +90,8 @@ class JobtrailWorker(Worker):
         self._jt_default_limits = limits  # for jobs that come without one
         self._jt_limits = limits
         self._jt_tree: TreeWatch | None = None
+        self._jt_job_pid = 0  # the job's process: the horse's child
+        self._jt_fds: JobFds | None = None  # the running job's spool and pipes
         self._jt_published = 0  # the peak bytes last written to the usage key
         threading.Thread(target=self._jt_watch, name="jobtrail-watch", daemon=True).start()
 
@@ -95,12 +103,10 @@ class JobtrailWorker(Worker):
             self._jt_status = None
             options = job.args[3] if len(job.args) > 3 else {}
             self._jt_limits = Limits.from_json(options).or_else(self._jt_default_limits)
-            self._jt_tree, self._jt_published = None, 0
+            self._jt_tree, self._jt_published, self._jt_job_pid = None, 0, 0
         self._beat(job_id)
-        horse.SPOOL["path"] = path = os.path.join(self._jt_spools, "job.spool")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        spool.create(path)  # the horse RQ forks next writes it
+        params = job.args[2] if len(job.args) > 2 else {}
+        self._jt_fds = fds = JobFds(self._jt_spools, params, options)  # the horse inherits them
         try:
             super().execute_job(job, queue)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -114,17 +120,27 @@ class JobtrailWorker(Worker):
                 self._send_end(job_id, status)
             self._quietly(lambda: self._jt_conn.delete(b.heartbeat_key(job_id)))
             self._quietly(lambda: self._jt_final_usage(job_id))
-            with contextlib.suppress(OSError):
-                os.unlink(horse.SPOOL["path"])
+            fds.close()
+            self._jt_fds = None
+
+    def fork_work_horse(self, job: RQJob, queue: Queue) -> None:
+        super().fork_work_horse(job, queue)
+        if self._jt_fds is not None:
+            self._jt_fds.forked()
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
         job_id = self._jt_job
-        watch = self._jt_tree_of(job_id, self.horse_pid) if job_id and self.horse_pid else None
+        watch = self._jt_tree
+        if job_id and self.horse_pid and (watch is None or watch.job_id != job_id):
+            # the horse's peak at once (a short job's process may be gone by the first look),
+            # published before the job's end is recorded
+            self._jt_tree_of(job_id, self.horse_pid)
         pid, status, rusage = super().wait_for_horse()
-        if pid:
+        if pid and job_id:
             self._jt_status = status
-            if watch is not None and watch.pid == pid and rusage is not None:
-                watch.saw(rusage.ru_maxrss * 1024)  # KiB: the horse's own high-water mark
+            watch = self._jt_tree_of(job_id, self._jt_job_pid or pid)
+            if rusage is not None:  # KiB: the high-water mark of the horse and the job's process
+                watch.saw(rusage.ru_maxrss * 1024)
         return pid, status, rusage
 
     def handle_work_horse_killed(self, job: RQJob, retpid: int, ret_val: int, rusage: Any) -> None:
@@ -146,9 +162,9 @@ class JobtrailWorker(Worker):
             self._jt_ended = True
         kill_tree(processes_marked(f"{self._jt_mark}/{job_id}"))
         try:  # its last words first: the end is the barrier
-            sent = horse.send_unsent(self._jt_conn, job_id, horse.SPOOL["path"])
+            sent = self._jt_fds.send_last_words(self._jt_conn, job_id) if self._jt_fds else 0
             if sent:
-                log.info("job %s: %d line(s) sent from its horse's spool", job_id, sent)
+                log.info("job %s: %d line(s) of its last words sent", job_id, sent)
         except OSError:
             log.error("could not send the spooled lines of job %s: redis unreachable", job_id)
         code = os.waitstatus_to_exitcode(wait_status)
@@ -184,13 +200,16 @@ class JobtrailWorker(Worker):
             time.sleep(WATCH_EVERY)
             with self._jt_lock:
                 job_id, cancel = self._jt_job, self._jt_cancel
-            pid = self.horse_pid
-            if job_id is None or not pid:
+            horse_pid = self.horse_pid
+            if job_id is None or not horse_pid:
                 continue
             now = time.monotonic()
             if now - last_beat >= b.HEARTBEAT_EVERY:
                 self._beat(job_id)
                 last_beat = now
+            pid = self._jt_job_process(horse_pid)
+            if not pid:
+                continue  # the horse has not forked it yet (or it is gone)
             if cancel is not None:
                 cancel.escalate(now)
             elif self._jt_watch_tree(job_id, pid, now):
@@ -202,16 +221,28 @@ class JobtrailWorker(Worker):
                     self._jt_cancel = cancel
                 cancel.terminate()
 
+    def _jt_job_process(self, horse_pid: int) -> int:
+        """The job's process: the horse's one child (0 until the horse forked it)."""
+        if not self._jt_job_pid:
+            try:
+                children = psutil.Process(horse_pid).children()
+            except psutil.Error:
+                return 0
+            self._jt_job_pid = children[0].pid if children else 0
+        return self._jt_job_pid
+
     def _jt_tree_of(self, job_id: str, pid: int) -> TreeWatch:
-        """The watch of the job's horse, made when its pid is first seen (just after the
-        fork): sampled and published at once, so a job that ends within a sample has a
-        peak when its end is recorded."""
+        """The watch of the job's process, made when its pid is first seen (just after the
+        fork; the horse's until then, whose peak it keeps): sampled and published at once,
+        so a job that ends within a sample has a peak when its end is recorded."""
         with self._jt_lock:
             watch = self._jt_tree
             if watch is not None and watch.pid == pid and watch.job_id == job_id:
                 return watch
             mark = f"{self._jt_mark}/{job_id}"
+            earlier = watch.peak_bytes if watch is not None and watch.job_id == job_id else 0
             watch = TreeWatch(job_id, pid, self._jt_limits, mark=mark)  # its clock starts
+            watch.saw(earlier)
             self._jt_tree = watch
         watch.sample()
         self._jt_publish(watch)
@@ -243,10 +274,8 @@ class JobtrailWorker(Worker):
         limit is stopping it."""
         watch = self._jt_tree_of(job_id, pid)
         watch.sample()
-        conn = self._jt_conn
-        watch.check(
-            now, lambda error: self._quietly(lambda: conn.set(b.limit_key(job_id), error, ex=60))
-        )
+        fds = self._jt_fds
+        watch.check(now, fds.tell if fds is not None else lambda error: None)
         self._jt_publish(watch)
         return watch.error is not None
 
@@ -300,7 +329,8 @@ def run_workers(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("jobtrail worker: %d RQ worker(s) on %s", concurrency, url)  # JSON if asked
+    shown = url.replace(f":{password}@", ":***@") if (password := urlsplit(url).password) else url
+    log.info("jobtrail worker: %d RQ worker(s) on %s", concurrency, shown)  # JSON if asked
     while not stopping.is_set():
         for index in range(concurrency):
             proc = children.get(index)

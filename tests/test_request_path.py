@@ -24,6 +24,7 @@ from jobtrail.logstore import FieldMatch, JobLogStore, SearchMatch, SearchPage, 
 from jobtrail.records import LEVEL_BITS, text_line
 from support.bodies import old_search, ordered
 from support.live import Live
+from support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,6 +90,8 @@ def test_job_body_of_a_running_job(live: Live, tmp_path: Path) -> None:
     gate = tmp_path / "go"
     running = live.submit("wait_for_file", path=str(gate))["job_id"]
     live.wait(running, statuses=("running",))
+    # its one line ("waiting for …") logged, or the two bodies may straddle it
+    wait_until(lambda: live.job(running)["recent_logs"], what="the job's first line")
     body, old = live.job(running), _old_job(live, running)
     assert body["duration_s"] <= old["duration_s"], "so far: it grows"
     body["duration_s"] = old["duration_s"]

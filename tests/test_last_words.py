@@ -29,11 +29,11 @@ DEATHS = {
 }
 
 
-def _bursts(count: int, seed: int, prints: bool = True) -> list[dict[str, Any]]:
+def _bursts(count: int, seed: int) -> list[dict[str, Any]]:
     """Random burst sizes (1 to 5,000, most small), every 4th from 3 threads, every 5th
     while a child process prints; every 6th (not those) also prints lines itself and every
     10th lets a child print some (the last without a newline) and exit, right before the
-    death (``prints``)."""
+    death."""
     rng = random.Random(seed)
     more = random.Random(seed + 1)
     bursts: list[dict[str, Any]] = [
@@ -44,12 +44,19 @@ def _bursts(count: int, seed: int, prints: bool = True) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
-    for i, burst in enumerate(bursts if prints else []):
+    for i, burst in enumerate(bursts):
         if i % 6 == 3 and not burst["child"]:  # its unbuffered prints would split the lines
             burst["printed"] = int(10 ** more.uniform(0, 3.5))
         if i % 10 == 7:
             burst["child_lines"] = int(10 ** more.uniform(0, 3.7))
     return bursts
+
+
+CHILD_PRINTED = [
+    {"records": 1, "child_lines": 1},
+    {"records": 0, "child_lines": 20_000},
+    {"records": 300, "child_lines": 3000, "printed": 3000, "threads": 3},
+]
 
 
 def _check_every_line_kept(live: Live, job_id: str, params: dict[str, Any], how: str) -> None:
@@ -113,14 +120,7 @@ def test_what_a_child_printed_before_the_death_is_kept(local: Live) -> None:
     """The job's child prints (the last line without a newline) and exits, and the job
     SIGKILLs itself at once: what its readers had not turned into lines yet, and what was
     still in the pipe, is in the log (the pool keeps the pipes' read ends)."""
-    _run_deaths(
-        local,
-        [
-            {"records": 1, "child_lines": 1},
-            {"records": 0, "child_lines": 20_000},
-            {"records": 300, "child_lines": 3000, "printed": 3000, "threads": 3},
-        ],
-    )
+    _run_deaths(local, CHILD_PRINTED)
 
 
 @pytest.mark.parametrize("how", ["os_exit", "segfault"])
@@ -166,14 +166,15 @@ def test_the_spool_reaches_a_worker_as_an_fd(tmp_path: Path, method: str) -> Non
 
 # -- distributed mode ---------------------------------------------------------------------------
 def test_self_kills_lose_nothing_in_distributed_mode(tmp_path: Path) -> None:
-    """Fewer bursts than in local mode (each horse's death is also an RQ job failure)."""
+    """Fewer bursts than in local mode (each horse's death is also an RQ job failure), and
+    what a child printed right before the death."""
     with (
         redis_server(tmp_path / "redis") as rs,
         workers(rs.url, count=2),
         live_server(replace(make_config(tmp_path / "home"), backend=rs.url)) as live,
     ):
-        # prints=False until the horse keeps its job's pipes (issue 19's relay, engineer E2)
-        _run_deaths(live, _bursts(40, seed=61, prints=False))
+        _run_deaths(live, _bursts(40, seed=61))
+        _run_deaths(live, CHILD_PRINTED)  # the RQ worker keeps the job's pipes
         for how in ("os_exit", "segfault"):
             _run_deaths(live, [{"records": 2000, "threads": 3}, {"records": 5}], how)
         _serves_on(live)

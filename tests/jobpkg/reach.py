@@ -77,3 +77,21 @@ def _is_socket(sock: Any) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     except (OSError, ValueError):
         return False
+
+
+@job("who_am_i")
+def who_am_i(target_pids: list[int], home: str) -> dict[str, Any]:
+    """Who the job's process is, and whether it can signal or read ``target_pids`` (kill 0,
+    their /proc environ) and list ``home``: a ``--job-user`` job must do none of these."""
+    reached = []
+    for pid in target_pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 0)
+            reached.append(f"signal {pid}")
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as f:
+            f.read(1)
+            reached.append(f"environ of {pid}")
+    with contextlib.suppress(OSError):
+        os.listdir(home)
+        reached.append("home listed")
+    return {"uid": os.getuid(), "tmpdir": os.environ.get("TMPDIR", ""), "reached": reached}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from jobtrail import secrecy
 from jobtrail.cli.exits import CLIError
 from jobtrail.cli.logformat import add_log_format_argument, logs_json, server_logging
-from jobtrail.errors import JobModuleError
+from jobtrail.errors import JobModuleError, JobtrailError
 from jobtrail.limits import server_limits
 from jobtrail.registry import import_job_modules
 from jobtrail.service.config import is_redis_url
@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_module_arguments(parser)
     parser.add_argument("--playbooks", help="directory of Ansible playbooks")
     add_limit_arguments(parser)
+    parser.add_argument(
+        "--job-user",
+        metavar="USER",
+        help="run every job's process as USER, with a private TMPDIR/HOME (needs root)",
+    )
     add_log_format_argument(parser, "the worker's")
 
 
@@ -160,12 +165,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _refuse("--concurrency must be at least 1")
     try:
-        from jobtrail.backends.redis.worker import run_workers
+        from jobtrail.backends.redis.worker import job_isolation, run_workers
     except ImportError as exc:
         return _refuse(f"{exc}; install the extra: pip install 'jobtrail[distributed]'")
     try:  # here, before any worker starts, so a module that cannot be imported is one line
         import_job_modules(args.jobs_module or (), args.app_dir)
     except JobModuleError as exc:
+        return _refuse(str(exc))
+    try:
+        isolation = job_isolation(args.job_user)
+    except JobtrailError as exc:  # IsolationError: no such user, not root
         return _refuse(str(exc))
     return run_workers(
         args.backend,
@@ -173,4 +182,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.jobs_module or (),
         args.playbooks,
         server_limits(args.job_memory_mb, args.job_timeout),
+        isolation,
     )

@@ -10,7 +10,9 @@
                           ▼
                         horse: each message XADDed to the job's stream, in order (StreamSender)
 
-The job's process runs the same ``JobRuntime`` as a pool worker, so start, outcome, leftover
+With ``jobtrail worker --job-user USER`` the job's process becomes USER (``isolation.py``)
+once it has what it needs open, with a private TMPDIR/HOME per job. It runs the same
+``JobRuntime`` as a pool worker, so start, outcome, leftover
 children and the end-of-job barrier behave as in the local pool; only ``send`` differs, as
 there, and the horse XADDs what arrives, one entry per batch. Cancels and limits are sent to
 the job's process by the RQ worker itself (its tree, not the horse's); a signal sent to the
@@ -37,6 +39,7 @@ import redis
 
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis._forget import forget_redis
+from jobtrail.isolation import Isolation
 from jobtrail.limits import LIMIT_SIGNAL
 from jobtrail.messages import (
     CANCELLED_BEFORE_START,
@@ -62,6 +65,8 @@ WORKER: dict[str, str] = {"url": "", "mark": "", "name": ""}
 # its spool and the two ends of its notes pipe; and its fd 1 and fd 2 pipes.
 JOB_FDS: dict[str, int] = {"spool": -1, "notes": -1, "notes_w": -1}
 JOB_PIPES: dict[str, StreamPipes | None] = {"pipes": None}
+# Set by `jobtrail worker --job-user` before it starts working: what the job's process becomes.
+ISOLATION: dict[str, Isolation] = {"isolation": Isolation()}
 FORWARDED = (signal.SIGTERM, STOP_SIGNAL, LIMIT_SIGNAL)  # the horse passes these on
 LEFTOVER_DRAIN_SECONDS = 2.0  # after the job's process died: what its pipe still holds
 
@@ -145,6 +150,9 @@ class JobRelay:
             WORKER["url"] = ""
             channel = Connection(self._write, readable=False)
             notes = JOB_FDS.get("notes", -1)
+            spool = _map_spool(JOB_FDS.get("spool", -1))  # open already: no path to reach
+            isolation = ISOLATION["isolation"]
+            isolation.enter()  # --job-user: become USER for good, before any job code
             runtime = JobRuntime(
                 channel.send,
                 mark=f"{WORKER['mark']}/{task.job_id}",
@@ -157,11 +165,12 @@ class JobRelay:
                 stopped_by=f"jobtrail worker on {HOST}",
                 host=HOST,
                 worker=WORKER["name"] or None,
-                spool=_map_spool(JOB_FDS.get("spool", -1)),
+                spool=spool,
                 stop_note=lambda: _stop_note(notes),
                 pipes=JOB_PIPES["pipes"],
             )
-            runtime.run(task)
+            with isolation.job_temp():  # --job-user: its private TMPDIR and HOME
+                runtime.run(task)
             runtime.close()
             code = 0
         except BaseException:  # before the capture, or past the job's end: the worker's log

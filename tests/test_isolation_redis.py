@@ -4,7 +4,9 @@ The horse (RQ's fork, which needs Redis) only relays; the job runs in a fork of 
 its copies of the Redis sockets and forgot the URL and its password (backends/redis/horse.py,
 _forget.py). A Redis server that requires a password shows whether any copy is left where a
 job can look (``tests/jobpkg/reach.py``). Local mode has no Redis: see tests/test_isolation.py.
-``jobtrail worker --job-user``: the job's process becomes USER.
+``jobtrail worker --job-user``: the job's process becomes USER, and the hostile job type
+(tests/jobpkg/hostile.py) gets nowhere: not the password in /proc or in the memory of the
+worker's processes, not the home, its database or another job's log, no signal or ptrace.
 """
 
 from __future__ import annotations
@@ -26,7 +28,19 @@ from support.sandbox import job_user
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "pw-e2-7f3a9c1d5b"
-JOBS = ("jobs_fixture", "jobpkg.reach")
+JOBS = ("jobs_fixture", "jobpkg.reach", "jobpkg.hostile")
+ATTACKS = (
+    "proc_environ",
+    "proc_cmdline",
+    "own_environ",
+    "own_memory",
+    "proc_mem",
+    "ptrace",
+    "signal",
+    "read_db",
+    "list_home",
+    "read_log",
+)
 WORKER = [sys.executable, "-m", *WORKER_COMMAND, "--jobs-module", "jobs_fixture"]
 
 
@@ -67,7 +81,8 @@ def as_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Wo
     with redis_server(tmp_path_factory.mktemp("redis"), password=PASSWORD) as rs:
         workers = Workers(rs.url, count=0)
         try:
-            workers.add(1, "--jobs-module", "jobpkg.reach", "--job-user", user)
+            modules = ("--jobs-module", "jobpkg.reach", "--jobs-module", "jobpkg.hostile")
+            workers.add(1, *modules, "--job-user", user)
             workers.wait_ready(1)
             home = tmp_path_factory.mktemp("home")
             config = replace(server_config(home, job_modules=JOBS), backend=rs.url)
@@ -95,6 +110,27 @@ def test_under_job_user_the_job_reaches_neither_the_worker_nor_the_home(
     assert reach["result"] == {"found": [], "open_connections": 0, "socket_fds": 0}
     sleep = live.wait(live.submit("sleep", seconds=0, steps=2)["job_id"])
     assert sleep["status"] == "completed" and live.all_records(sleep["job_id"])
+
+
+def test_under_job_user_the_hostile_job_gets_nowhere(as_user: tuple[Live, Workers, str]) -> None:
+    """Every attack fails: the targets are jobtrail worker, its RQ worker and the server
+    (this process, which holds the password in its backend URL); the log is a real one."""
+    live, workers, home = as_user
+    earlier = live.wait(live.submit("sleep", seconds=0, steps=1)["job_id"])
+    worker = psutil.Process(workers.procs[0].pid)
+    targets = [os.getpid(), worker.pid, *(p.pid for p in worker.children())]
+    done = live.wait(
+        live.submit(
+            "hostile",
+            needles_hex=[PASSWORD.encode().hex()],
+            target_pids=targets,
+            home=home,
+            log_path=str(Path(home) / "logs" / earlier["job_id"]),
+        )["job_id"]
+    )
+    assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
+    worked = {attack: done["result"][attack] for attack in ATTACKS if done["result"][attack]["ok"]}
+    assert not worked, worked
 
 
 def test_job_user_is_refused_clearly_when_it_does_not_exist(tmp_path: Path) -> None:

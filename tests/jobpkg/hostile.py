@@ -40,7 +40,9 @@ without that capability: ``drop_ptrace_capability`` as the ``preexec_fn`` of its
 same-user job would: a non-dumpable process (``prctl(PR_SET_DUMPABLE, 0)``) is out of its
 reach, a dumpable one is not. (Dropping the capability in the job alone would not do: the
 kernel also refuses a caller whose capabilities are fewer than its target's.) An attack
-with nothing to aim at (no path given) is ``{"ok": false, "detail": "not tried: ..."}``.
+with nothing to aim at (no path given) is ``{"ok": false, "detail": "not tried: ..."}``; one
+that meets an ``OSError`` it does not handle itself (a ``--job-user`` job that cannot open the
+interpreter for its search child) is ``{"ok": false, "detail": "<the error>"}``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,14 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 def _entry(ok: bool, detail: str) -> Result:
     return {"ok": ok, "detail": detail}
+
+
+def _tried(attack: Callable[..., Result], *args: Any) -> Result:
+    """An attack's entry; an OSError it did not expect means it got nowhere."""
+    try:
+        return attack(*args)
+    except OSError as exc:
+        return _entry(False, f"failed: {exc}")
 
 
 def _pids() -> list[int]:
@@ -313,19 +323,19 @@ def hostile(
     extra_vars_path: str = "",
 ) -> dict[str, Result]:
     """Tries to reach the server's secrets, home, other jobs and processes; says what worked."""
-    own_memory = _own_memory(list(needles_hex or ()))  # first: before they are decoded here
+    own_memory = _tried(_own_memory, list(needles_hex or ()))  # first: before decoding
     needles = [bytes.fromhex(n) for n in needles_hex or ()]
     targets = _targets(list(target_pids or ()))
-    result: dict[str, Result] = {}
-    result["proc_environ"] = _scan("environ", needles)
-    result["proc_cmdline"] = _scan("cmdline", needles)
-    result["own_environ"] = _own_environ(needles)
-    result["own_memory"] = own_memory
-    result["proc_mem"] = _proc_mem(targets, needles)
-    result["ptrace"] = _ptrace(targets)
-    result["signal"] = _signal(targets)
-    result["read_db"] = _read_db(home)
-    result["list_home"] = _list_home(home)
-    result["read_log"] = _read(log_path)
-    result["read_extra_vars"] = _read(extra_vars_path)
-    return result
+    return {
+        "proc_environ": _tried(_scan, "environ", needles),
+        "proc_cmdline": _tried(_scan, "cmdline", needles),
+        "own_environ": _tried(_own_environ, needles),
+        "own_memory": own_memory,
+        "proc_mem": _tried(_proc_mem, targets, needles),
+        "ptrace": _tried(_ptrace, targets),
+        "signal": _tried(_signal, targets),
+        "read_db": _tried(_read_db, home),
+        "list_home": _tried(_list_home, home),
+        "read_log": _tried(_read, log_path),
+        "read_extra_vars": _tried(_read, extra_vars_path),
+    }

@@ -41,11 +41,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import psutil
-
 from jobtrail.messages import Outcome
 from jobtrail.models import JobStatus
-from jobtrail.processes import CANCEL_GRACE, TreeStop, death_reason, tree_of
+from jobtrail.processes import CANCEL_GRACE, ProcessTable, TreeStop, death_reason
 
 SAMPLE_EVERY = 0.2  # seconds between two looks at a tree: the memory limit's precision
 # Sent to the job's own process when it is over a limit: its handler reads why (``tell``)
@@ -197,18 +195,14 @@ def kernel_oom_kill(pids: Collection[int], since: float, below: str | None = Non
     return f"pid {pid}: the machine was out of memory"
 
 
-def tree_rss(pid: int, seen: set[int] | None = None) -> int:
+def tree_rss(pid: int, seen: set[int] | None = None, table: ProcessTable | None = None) -> int:
     """Bytes resident in ``pid`` and its descendants now (0 if it is gone); their pids are
-    added to ``seen``."""
-    total = 0
-    for proc in tree_of(pid):
-        if seen is not None:
-            seen.add(proc.pid)
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
+    added to ``seen``. ``table``: a /proc read shared with other trees (else one now)."""
+    table = table if table is not None else ProcessTable.read()
+    tree = table.tree(pid)
+    if seen is not None:
+        seen.update(tree)
+    return sum(table.rss(member) for member in tree)
 
 
 class TreeWatch:
@@ -249,8 +243,10 @@ class TreeWatch:
     def peak_rss_mb(self) -> float | None:
         return round(self.peak_bytes / MB, 1) if self.peak_bytes else None
 
-    def sample(self) -> None:
-        self._last_bytes = tree_rss(self.pid, self._pids)
+    def sample(self, table: ProcessTable | None = None) -> None:
+        """Measure the tree now, from ``table`` if given (the pool's one /proc read a poll
+        for all its jobs), else from a read of its own."""
+        self._last_bytes = tree_rss(self.pid, self._pids, table)
         self.peak_bytes = max(self.peak_bytes, self._last_bytes)
         self._follow_cgroup()
 

@@ -93,6 +93,82 @@ def tree_of(pid: int) -> list[psutil.Process]:
         return []
 
 
+PROC = "/proc"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class ProcessTable:
+    """Every process's parent and start from one pass over /proc: the pool
+    samples all its running jobs' trees from one table a poll, where psutil's ``children``
+    reads every process's stat file once per tree (6-9 ms of GIL-holding CPU a poll for 4
+    jobs here). A pid is only this table's child of its parent if it started no earlier, as
+    psutil checks, so a reused pid is not taken for a descendant."""
+
+    def __init__(self, stats: dict[int, tuple[int, int]]) -> None:
+        self._stats = stats  # pid: (ppid, start in clock ticks since boot)
+        self._children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in stats.items():
+            self._children.setdefault(ppid, []).append(pid)
+
+    @classmethod
+    def read(cls) -> ProcessTable:
+        stats: dict[int, tuple[int, int]] = {}
+        for name in os.listdir(PROC):
+            if not name.isdigit():
+                continue
+            data = _read(f"{PROC}/{name}/stat")
+            if data is None:
+                continue  # it ended while we looked
+            # after the command's closing parenthesis (the command may hold one): field 3
+            fields = data[data.rfind(b")") + 2 :].split()
+            try:
+                stats[int(name)] = (int(fields[1]), int(fields[19]))
+            except (IndexError, ValueError):
+                continue
+        return cls(stats)
+
+    def tree(self, pid: int) -> list[int]:
+        """``pid``'s descendants, then ``pid`` (empty if it is gone), as ``tree_of``."""
+        if pid not in self._stats:
+            return []
+        found: dict[int, None] = {pid: None}  # in order; a set against a reused pid's loop
+        parents = [pid]
+        while parents:
+            parent = parents.pop()
+            started = self._stats[parent][1]
+            for child in self._children.get(parent, ()):
+                if child not in found and self._stats[child][1] >= started:
+                    found[child] = None
+                    parents.append(child)
+        del found[pid]
+        return [*found, pid]
+
+    @staticmethod
+    def rss(pid: int) -> int:
+        """Bytes resident in ``pid`` now (0 if it is gone): statm's count, as psutil's; stat's
+        ``rss`` is a per-CPU estimate on this kernel (6.18: 28 pages off for a ``sleep``)."""
+        data = _read(f"{PROC}/{pid}/statm")
+        try:
+            return int(data.split()[1]) * PAGE_SIZE if data is not None else 0
+        except (IndexError, ValueError):
+            return 0
+
+
+def _read(path: str) -> bytes | None:
+    """A small /proc file's bytes, None if it is gone: os.open and os.read cost two thirds
+    of open() and a file object (8 against 13 us a file here)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def signal_tree(pid: int, sig: int, mark: str | None = None, root_sig: int | None = None) -> None:
     """Send ``sig`` to ``pid``'s tree, children first; with ``mark``, first to the processes
     that carry it and are no longer in the tree (reparented: their parent died or they

@@ -1,5 +1,6 @@
 """The pool's running jobs under watch: one ``limits.TreeWatch`` per busy worker, sampled
-by the pool's monitor thread every ``SAMPLE_EVERY``.
+by the pool's monitor thread every ``SAMPLE_EVERY``, all from one read of /proc
+(``processes.ProcessTable``): the thread holds the server's GIL while it parses.
 
 Sampling reads /proc, so it runs outside the pool's lock and under this one only to pick
 the watches and to act: a job whose end was recorded (``ended`` took its watch) is never
@@ -15,7 +16,7 @@ from multiprocessing.connection import Connection
 
 from jobtrail.limits import SAMPLE_EVERY, Limits, TreeWatch
 from jobtrail.messages import Outcome, StopNote, Task
-from jobtrail.processes import death_reason
+from jobtrail.processes import ProcessTable, death_reason
 
 
 class PoolWatches:
@@ -61,8 +62,9 @@ class PoolWatches:
         self._next_sample = now + SAMPLE_EVERY
         with self._lock:
             watched = dict(self._watches)
+        table = ProcessTable.read() if watched else None  # one /proc pass for every tree
         for watch, _ in watched.values():
-            watch.sample()
+            watch.sample(table)
         with self._lock:
             for worker_id, (watch, control) in watched.items():
                 current = self._watches.get(worker_id)

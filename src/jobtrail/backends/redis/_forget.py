@@ -9,6 +9,8 @@ password, in objects any code can find (``gc.get_objects()``, a frame's ``f_back
   from here, the horse's copy is untouched (nothing is shut down), and the fd number stays
   taken until its socket object closes it, so that close cannot hit a file the job opened;
 * takes the credentials out of the pools of every client ``keys.connect`` made;
+* collects the cyclic garbage first (a client no longer in ``keys.CLIENTS`` whose
+  connections wait there would keep its own copy of the password);
 * replaces the URL and the password wherever they are held: by the containers and objects
   (every Connection of those pools) that refer to those very string objects
   (``gc.get_referrers``, one pass in C), by the callers' frames (``_work(url, …)``: this
@@ -60,6 +62,9 @@ def forget_redis(url: str, keep_fds: tuple[int, ...] = ()) -> None:
         # password object: found below among its referrers
     if not secrets:
         return
+    # a client already dropped (CLIENTS holds them weakly) may live on in cyclic garbage
+    # until the next collection, its connections holding a password object of their own
+    gc.collect()
     current = multiprocessing.current_process()
     current._args = _scrubbed(current._args, secrets)  # type: ignore[attr-defined]
     holders = gc.get_referrers(*[s for s in held if isinstance(s, str) and s])

@@ -10,8 +10,10 @@
                           ▼
                         horse: each message XADDed to the job's stream, in order (StreamSender)
 
-With ``jobtrail worker --job-user USER`` the job's process becomes USER (``isolation.py``)
-once it has what it needs open, with a private TMPDIR/HOME per job. It runs the same
+With ``jobtrail worker --job-user USER`` the job's process is pid 1 of PID, mount and IPC
+namespaces of its own (``_pidns.py``: a fresh /proc, its own tmpfs for TMPDIR) and becomes
+USER (``isolation.py``) once it has what it needs open, with a private TMPDIR/HOME per job;
+the horse relays its ``Started`` with its pid as the host sees it. It runs the same
 ``JobRuntime`` as a pool worker, so start, outcome, leftover
 children and the end-of-job barrier behave as in the local pool; only ``send`` differs, as
 there, and the horse XADDs what arrives, one entry per batch. Cancels and limits are sent to
@@ -39,7 +41,8 @@ import redis
 
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis._forget import forget_redis
-from jobtrail.isolation import Isolation
+from jobtrail.backends.redis._pidns import enter_job_namespaces, new_pid_namespace
+from jobtrail.isolation import JOBS_TMP_MODE, Isolation
 from jobtrail.limits import LIMIT_SIGNAL
 from jobtrail.messages import (
     CANCELLED_BEFORE_START,
@@ -47,6 +50,7 @@ from jobtrail.messages import (
     End,
     JobMessage,
     Outcome,
+    Started,
     Task,
     from_fields,
     to_fields,
@@ -108,6 +112,8 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
         return "cancelled"
     _close(JOB_FDS.pop("notes_w", -1))  # the RQ worker's end: the job must not write notes
     relay = JobRelay(send)
+    if ISOLATION["isolation"].user is not None:
+        new_pid_namespace()  # the job's process is its pid 1: it sees no other job, nor us
     pid = os.fork()
     if pid == 0:
         relay.become_job_process(Task(job_id, job_type, params), options)
@@ -152,6 +158,8 @@ class JobRelay:
             notes = JOB_FDS.get("notes", -1)
             spool = _map_spool(JOB_FDS.get("spool", -1))  # open already: no path to reach
             isolation = ISOLATION["isolation"]
+            if isolation.user is not None:  # still root: a /proc of its own, its own tmpfs
+                enter_job_namespaces(isolation.jobs_tmp, JOBS_TMP_MODE)
             isolation.enter()  # --job-user: become USER for good, before any job code
             runtime = JobRuntime(
                 channel.send,
@@ -193,6 +201,8 @@ class JobRelay:
                         message = channel.recv()
                     except (EOFError, OSError):  # OSError: it died writing one (torn)
                         break
+                    if isinstance(message, Started):  # its pid in its namespace, maybe 1
+                        message = message._replace(pid=pid)
                     self._send(message)
                     if isinstance(message, End):
                         end = message

@@ -83,21 +83,35 @@ def test_the_relay_keeps_capture_order_and_the_end(live: Live) -> None:
 # -- jobtrail worker --job-user ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def as_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Workers, str]]:
-    """``jobtrail worker --job-user --concurrency 2`` (run where USER can reach this venv's
-    Python, as a real install's: its jobs start child interpreters) and a server."""
-    user = job_user()
+    """``jobtrail worker --job-user --concurrency 2`` and a server."""
+    with _worker_as_user(tmp_path_factory, "--concurrency", "2") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Workers, str]]:
+    """``jobtrail worker --job-user --sandbox`` and a server."""
+    with _worker_as_user(tmp_path_factory, "--concurrency", "1", "--sandbox") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _worker_as_user(
+    tmp_path_factory: pytest.TempPathFactory, *options: str
+) -> Iterator[tuple[Live, Workers, str]]:
+    """``jobtrail worker --job-user USER OPTIONS``, run where USER can reach this venv's
+    Python, as a real install's (its jobs start child interpreters), and a server."""
     with redis_server(tmp_path_factory.mktemp("redis"), password=PASSWORD) as rs:
         workers = Workers(rs.url, count=0)
         try:
             modules = [f"--jobs-module={module}" for module in JOBS[1:]]
-            command = [*WORKER, "--backend", rs.url, "--concurrency", "2", *modules]
+            command = [*WORKER, "--backend", rs.url, *modules, "--job-user", job_user(), *options]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
             env.pop("JOBTRAIL_BACKEND", None)
-            command += ["--job-user", user]
             workers.procs.append(
                 subprocess.Popen([*as_root_reachable(), *command], env=env, cwd=TESTS)
             )
-            workers.wait_ready(2)
+            workers.wait_ready(int(options[options.index("--concurrency") + 1]))
             home = tmp_path_factory.mktemp("home")
             config = replace(server_config(home, job_modules=JOBS), backend=rs.url)
             with live_server(config) as running:
@@ -205,6 +219,43 @@ def test_capture_cancel_and_a_memory_limit_under_job_user(
     assert hog["status"] == "failed" and "out of memory" in hog["error"], hog
 
 
+def test_under_sandbox_a_job_writes_only_to_its_tmp_and_sees_no_home(
+    sandboxed: tuple[Live, Workers, str],
+) -> None:
+    """Read-only everywhere but its own /tmp (empty at start but for the jobs' folder) and
+    /dev/shm; /root and /home hidden (but for the way to pyenv's interpreter, here); its
+    children still run; the hostile job gets nowhere."""
+    live, workers, home = sandboxed
+    me = live.wait(live.submit("whoami")["job_id"])
+    assert me["status"] == "completed", (me["error"], live.all_records(me["job_id"])[-3:])
+    assert me["result"]["pid"] == 1 and me["result"]["uid"] == pwd.getpwnam(job_user()).pw_uid
+    tmpdir = me["result"]["tmpdir"]
+    assert tmpdir.startswith("/tmp/jobtrail-jobs-"), tmpdir
+    folders = ["/", "/etc", "/var/tmp", TESTS, "/dev/shm", "/tmp"]
+    probe = live.wait(
+        live.submit("sandbox_probe", write_to=folders, list_dirs=["/root", "/home"])["job_id"]
+    )
+    assert probe["status"] == "completed", (probe["error"], live.all_records(probe["job_id"]))
+    found = probe["result"]
+    assert found["written"] == ["/dev/shm", "/tmp"], found
+    assert found["tmp"] == [Path(tmpdir).parent.name], found
+    for folder, names in found["listed"].items():  # pyenv's way, if it lives in /root
+        python = Path(os.path.realpath(sys.executable))
+        assert all(python.is_relative_to(Path(folder) / name) for name in names), found
+    assert live.wait(live.submit("output")["job_id"])["status"] == "completed"
+    worker = psutil.Process(workers.procs[0].pid)
+    targets = [os.getpid(), worker.pid, *(p.pid for p in worker.children())]
+    done = live.wait(
+        live.submit(
+            "hostile", needles_hex=[PASSWORD.encode().hex()], target_pids=targets, home=home
+        )["job_id"],
+        timeout=60,
+    )
+    assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
+    worked = {attack: done["result"][attack] for attack in ATTACKS if done["result"][attack]["ok"]}
+    assert not worked, worked
+
+
 def _job_tree(workers: Workers, ready: Callable[[], bool] | None = None) -> list[psutil.Process]:
     """A running job's processes, seen by root: the job's process (USER's, with children)
     and its descendants; with ``ready``, once it holds."""
@@ -217,9 +268,20 @@ def _job_tree(workers: Workers, ready: Callable[[], bool] | None = None) -> list
     return []
 
 
-def test_job_user_is_refused_clearly_when_it_does_not_exist(tmp_path: Path) -> None:
+def test_job_user_is_refused_clearly_when_it_does_not_exist() -> None:
+    refusal = _worker_refusal("--job-user", "no-such-user-e2")
+    assert "--job-user 'no-such-user-e2': no such user on this host" in refusal, refusal
+
+
+def test_sandbox_without_job_user_is_refused() -> None:
+    refusal = _worker_refusal("--sandbox")
+    assert "--sandbox in jobtrail worker needs --job-user USER" in refusal, refusal
+
+
+def _worker_refusal(*options: str) -> str:
+    """What ``jobtrail worker OPTIONS`` says on stderr when it refuses to start (exit 2)."""
     done = subprocess.run(
-        [*WORKER, "--backend", "redis://127.0.0.1:1/0", "--job-user", "no-such-user-e2"],
+        [*WORKER, "--backend", "redis://127.0.0.1:1/0", *options],
         capture_output=True,
         text=True,
         timeout=60,
@@ -227,4 +289,4 @@ def test_job_user_is_refused_clearly_when_it_does_not_exist(tmp_path: Path) -> N
         env={**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])},
     )
     assert done.returncode == 2, done
-    assert "--job-user 'no-such-user-e2': no such user on this host" in done.stderr, done.stderr
+    return done.stderr

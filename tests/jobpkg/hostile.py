@@ -47,6 +47,7 @@ interpreter for its search child) is ``{"ok": false, "detail": "<the error>"}``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -55,6 +56,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -339,3 +341,22 @@ def hostile(
         "read_log": _tried(_read, log_path),
         "read_extra_vars": _tried(_read, extra_vars_path),
     }
+
+
+@job("sandbox_probe")
+def sandbox_probe(write_to: list[str], list_dirs: list[str]) -> dict[str, Any]:
+    """What ``--sandbox`` leaves a job: which of ``write_to`` it can create a file in, which
+    of ``list_dirs`` it can list (and what), and what its /tmp holds."""
+    written, listed = [], {}
+    for folder in write_to:
+        try:
+            fd, path = tempfile.mkstemp(dir=folder, prefix="sandbox-probe-")
+        except OSError:
+            continue
+        os.close(fd)
+        os.unlink(path)
+        written.append(folder)
+    for folder in list_dirs:
+        with contextlib.suppress(OSError):
+            listed[folder] = sorted(os.listdir(folder))
+    return {"written": written, "listed": listed, "tmp": sorted(os.listdir("/tmp"))}

@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="USER",
         help="run every job's process as USER, with a private TMPDIR/HOME (needs root)",
     )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="with --job-user: each job sees a read-only system, a /tmp of its own and "
+        "no home (/root, /home)",
+    )
     add_log_format_argument(parser, "the worker's")
 
 
@@ -165,7 +171,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _refuse("--concurrency must be at least 1")
     try:
-        from jobtrail.backends.redis.worker import job_isolation, run_workers
+        from jobtrail.backends.redis._pidns import job_isolation
+        from jobtrail.backends.redis.worker import run_workers
     except ImportError as exc:
         return _refuse(f"{exc}; install the extra: pip install 'jobtrail[distributed]'")
     try:  # here, before any worker starts, so a module that cannot be imported is one line
@@ -173,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except JobModuleError as exc:
         return _refuse(str(exc))
     try:
-        isolation = job_isolation(args.job_user)
+        isolation = job_isolation(args.job_user, args.sandbox)
     except JobtrailError as exc:  # IsolationError: no such user, not root
         return _refuse(str(exc))
     return run_workers(

@@ -159,7 +159,13 @@ class JobRelay:
             spool = _map_spool(JOB_FDS.get("spool", -1))  # open already: no path to reach
             isolation = ISOLATION["isolation"]
             if isolation.user is not None:  # still root: a /proc of its own, its own tmpfs
-                enter_job_namespaces(isolation.jobs_tmp, JOBS_TMP_MODE)
+                enter_job_namespaces(
+                    isolation.jobs_tmp,
+                    JOBS_TMP_MODE,
+                    isolation.sandbox,
+                    isolation.hidden,
+                    isolation.visible,
+                )
             isolation.enter()  # --job-user: become USER for good, before any job code
             runtime = JobRuntime(
                 channel.send,

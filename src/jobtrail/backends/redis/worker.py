@@ -52,7 +52,7 @@ from jobtrail.backends.redis import horse
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis._job_fds import JobFds
 from jobtrail.backends.redis.records import RedisJobDB
-from jobtrail.isolation import JOBS_TMP_MODE, Isolation, IsolationError, JobUser
+from jobtrail.isolation import Isolation
 from jobtrail.limits import MB, SAMPLE_EVERY, Limits, TreeWatch
 from jobtrail.messages import End, Outcome
 from jobtrail.processes import (
@@ -306,21 +306,6 @@ def _work(url: str, mark: str, index: int, limits: Limits) -> None:
         shutil.rmtree(spools, ignore_errors=True)
 
 
-def job_isolation(user_name: str | None) -> Isolation:
-    """``--job-user USER``: every job's process becomes USER, with a private TMPDIR/HOME in
-    a folder of root's that USER cannot list (1733). Refused unless this runs as root."""
-    if user_name is None:
-        return Isolation()
-    if os.geteuid() != 0:
-        raise IsolationError(
-            f"--job-user needs jobtrail worker to run as root (uid {os.geteuid()})"
-        )
-    user = JobUser.named(user_name)
-    jobs_tmp = tempfile.mkdtemp(prefix="jobtrail-jobs-")
-    os.chmod(jobs_tmp, JOBS_TMP_MODE)
-    return Isolation(user=user, jobs_tmp=jobs_tmp)
-
-
 def run_workers(
     url: str,
     concurrency: int,
@@ -331,7 +316,7 @@ def run_workers(
 ) -> int:
     """The ``jobtrail worker`` command: keep ``concurrency`` RQ workers alive until SIGTERM;
     ``limits`` are the defaults for jobs that come without a memory limit or timeout;
-    ``isolation`` what each job's process becomes (``job_isolation``)."""
+    ``isolation`` what each job's process becomes (``_pidns.job_isolation``)."""
     os.environ.pop(TOKEN_ENV, None)
     horse.ISOLATION["isolation"] = isolation or Isolation()  # every horse inherits it
     if playbooks:

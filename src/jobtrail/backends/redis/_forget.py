@@ -9,9 +9,9 @@ password, in objects any code can find (``gc.get_objects()``, a frame's ``f_back
   from here, the horse's copy is untouched (nothing is shut down), and the fd number stays
   taken until its socket object closes it, so that close cannot hit a file the job opened;
 * takes the credentials out of the pools of every client ``keys.connect`` made;
-* collects the cyclic garbage first (a client no longer in ``keys.CLIENTS`` whose
-  connections wait there would keep its own copy of the password);
-* replaces the URL and the password wherever they are held: by the containers and objects
+* replaces the URL and the password wherever they are held (each password object any
+  client was given, ``keys.CREDENTIALS``: one no longer in ``keys.CLIENTS`` may still be
+  in cyclic garbage): by the containers and objects
   (every Connection of those pools) that refer to those very string objects
   (``gc.get_referrers``, one pass in C), by the callers' frames (``_work(url, …)``: this
   process never returns into them, but a job can walk up to them) and by the dicts, lists
@@ -63,8 +63,9 @@ def forget_redis(url: str, keep_fds: tuple[int, ...] = ()) -> None:
     if not secrets:
         return
     # a client already dropped (CLIENTS holds them weakly) may live on in cyclic garbage
-    # until the next collection, its connections holding a password object of their own
-    gc.collect()
+    # until the next collection, its connections holding a password object of their own:
+    # keys.connect kept it (a gc.collect() here would cost 150 ms a job under load)
+    held += b.CREDENTIALS
     current = multiprocessing.current_process()
     current._args = _scrubbed(current._args, secrets)  # type: ignore[attr-defined]
     holders = gc.get_referrers(*[s for s in held if isinstance(s, str) and s])
@@ -72,6 +73,7 @@ def forget_redis(url: str, keep_fds: tuple[int, ...] = ()) -> None:
     for holder in [*holders, *(gc.get_referrers(*tuples) if tuples else ())]:
         _scrub(holder, secrets)
     _forget_in_frames(sys._getframe(1), secrets)  # not this frame: it holds them
+    b.CREDENTIALS.clear()
 
 
 def _unplug_sockets(keep: tuple[int, ...]) -> None:

@@ -1017,6 +1017,9 @@ def text_log(live: Live, job_id: str, tmp_path: Path) -> Path:
     return path
 
 
+# 13 CLI runs, the test's CPU ~12 s under coverage (py311-forkserver-cov): 10 s at load 4,
+# 40 s at load 10, past the module's 60 s at load 30 (nothing hung: CI's stack was mid-run)
+@pytest.mark.timeout(240)
 def test_logs_grep_prints_matches_with_context_as_grep_does(live: Live, tmp_path: Path) -> None:
     job = live.submit("levels", errors_every=5, count=30)
     live.wait(job["job_id"])
@@ -1108,6 +1111,10 @@ def test_summary_prints_levels_errors_and_repeated_shapes(live: Live) -> None:
     assert as_json["records"] == 105 and as_json["hosts"] is None
 
 
+# 5 jobs (in distributed mode one RQ worker's, one after another, each a covered horse) and
+# 5 CLI runs: at load 30 under coverage more than the module's 60 s (and the last call may
+# take its own 60 s); nothing hung: CI's stack was that last --follow, 12 s in
+@pytest.mark.timeout(180)
 def test_rerun_verb_reruns_with_overrides_and_waits_in_both_modes(both_cli: Live) -> None:
     first = both_cli.submit("typed", count=2, name="x")
     both_cli.wait(first["job_id"])

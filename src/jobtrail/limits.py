@@ -34,6 +34,7 @@ would be taken for this one's.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -94,7 +95,8 @@ def resolve(submitted: Limits, job_type: Limits, server: Limits) -> Limits:
 
 
 def over_memory(used_mb: float, limit_mb: int) -> str:
-    return f"out of memory: the job used {used_mb:.0f} MB, over its {limit_mb} MB limit"
+    """Used rounded up: a job killed at 100.3 MB of a 100 MB limit must not read "used 100"."""
+    return f"out of memory: the job used {math.ceil(used_mb)} MB, over its {limit_mb} MB limit"
 
 
 def timed_out(timeout_s: float) -> str:

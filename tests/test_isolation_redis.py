@@ -84,7 +84,8 @@ def test_the_relay_keeps_capture_order_and_the_end(live: Live) -> None:
 @pytest.fixture(scope="module")
 def as_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Workers, str]]:
     """``jobtrail worker --job-user --concurrency 2`` and a server."""
-    with _worker_as_user(tmp_path_factory, "--concurrency", "2") as running:
+    playbooks = ("--playbooks", str(Path(TESTS) / "playbooks"))
+    with _worker_as_user(tmp_path_factory, "--concurrency", "2", *playbooks) as running:
         yield running
 
 
@@ -113,7 +114,9 @@ def _worker_as_user(
             )
             workers.wait_ready(int(options[options.index("--concurrency") + 1]))
             home = tmp_path_factory.mktemp("home")
-            config = replace(server_config(home, job_modules=JOBS), backend=rs.url)
+            playbooks = Path(TESTS) / "playbooks"
+            config = server_config(home, job_modules=JOBS, playbooks=playbooks)
+            config = replace(config, backend=rs.url)
             with live_server(config) as running:
                 yield running, workers, str(home)
         finally:
@@ -254,6 +257,15 @@ def test_under_sandbox_a_job_writes_only_to_its_tmp_and_sees_no_home(
     assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
     worked = {attack: done["result"][attack] for attack in ATTACKS if done["result"][attack]["ok"]}
     assert not worked, worked
+
+
+def test_a_playbook_under_job_user(as_user: tuple[Live, Workers, str]) -> None:
+    live, _, _ = as_user
+    job = live.submit("ansible_playbook", playbook="parity.yml", extra_vars={"db_password": "x"})
+    done = live.wait(job["job_id"], timeout=90)
+    assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-5:])
+    assert done["result"]["stats"]["localhost"]["failed"] == 0
+    assert any("changed-output" in r["message"] for r in live.all_records(done["job_id"]))
 
 
 def _job_tree(workers: Workers, ready: Callable[[], bool] | None = None) -> list[psutil.Process]:

@@ -180,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except JobModuleError as exc:
         return _refuse(str(exc))
     try:
-        isolation = job_isolation(args.job_user, args.sandbox)
+        isolation = job_isolation(args.job_user, args.sandbox, args.playbooks)
     except JobtrailError as exc:  # IsolationError: no such user, not root
         return _refuse(str(exc))
     return run_workers(

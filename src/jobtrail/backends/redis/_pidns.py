@@ -116,7 +116,9 @@ def enter_job_namespaces(
         _mount("tmpfs", jobs_tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={tmp_mode:o}")
 
 
-def job_isolation(user_name: str | None, sandbox: bool = False) -> Isolation:
+def job_isolation(
+    user_name: str | None, sandbox: bool = False, playbooks: str | None = None
+) -> Isolation:
     """``--job-user USER``: every job's process becomes USER, with a private TMPDIR/HOME in
     a folder of root's that USER cannot list (1733); with ``--sandbox`` (which needs it: a
     root job could undo its mounts) in a read-only system with the homes hidden. Refused
@@ -134,5 +136,6 @@ def job_isolation(user_name: str | None, sandbox: bool = False) -> Isolation:
     os.chmod(jobs_tmp, JOBS_TMP_MODE)
     hidden = tuple(p for p in HOMES if Path(p).is_dir()) if sandbox else ()
     needed = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+    needed += [playbooks] if playbooks else []  # kept in sight when under a home
     visible = tuple(dict.fromkeys(os.path.realpath(p) for p in needed if p and os.path.isdir(p)))
     return Isolation(user=user, sandbox=sandbox, jobs_tmp=jobs_tmp, hidden=hidden, visible=visible)

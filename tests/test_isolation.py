@@ -28,6 +28,7 @@ import pytest
 
 from jobtrail.isolation import Isolation
 from support.sandbox import (
+    COVERAGE_ENV,
     RootServer,
     as_root_reachable,
     job_user,
@@ -274,6 +275,33 @@ def _refusal(tmp_path: Path, *options: str, app_dir: Path | None = None) -> str:
     assert len(lines) == 1, done.stderr
     assert not (tmp_path / "home").exists(), "refused before the home was made"
     return lines[0]
+
+
+def test_coverage_stays_out_of_the_root_servers(tmp_path: Path) -> None:
+    """Under a coverage run the servers here neither measure (their venv, where the data
+    files go, is read-only in their namespace) nor fail to start when a save fails."""
+    need("unshare", "setpriv", package="util-linux")
+    measured = {name: str(tmp_path / name) for name in COVERAGE_ENV}
+    env = subprocess.run(
+        [*as_root_reachable(), "env"],
+        env={**os.environ, **measured},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert not [line for line in env.splitlines() if line.startswith(tuple(COVERAGE_ENV))]
+    code = (
+        "import coverage, jobtrail.secrecy as s\n"
+        "coverage.Coverage(data_file='/proc/.coverage').start()\n"
+        "s._before_exec()\n"
+        "print('exec goes on')"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in COVERAGE_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "exec goes on\n"), done.stderr
 
 
 def test_refusals_at_start(tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ def prepare(
     home = home.resolve()
     jobs_tmp = "/tmp" if sandbox else (_jobs_tmp_for() if user is not None else None)
     visible = [str(playbooks.resolve())] if playbooks is not None and playbooks.is_dir() else []
-    for entry in sys_path:
+    for entry in [sys.prefix, *sys_path]:  # the venv: its bin/python and pyvenv.cfg
         path = Path(entry or ".").resolve()
         if path.is_dir() and path != Path("/") and not _overlaps(path, home):
             visible.append(str(path))

@@ -21,6 +21,7 @@ not kept out by it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -171,12 +172,14 @@ def _without_option(argv: list[str], option: str, value: str) -> list[str]:
 
 def _before_exec() -> None:
     """What the exec would lose: buffered output, and a test run's coverage data of this
-    image (coverage saves it at exit, which an exec skips)."""
+    image (coverage saves it at exit, which an exec skips). Data that cannot be saved (its
+    folder read-only where the test started this) is the test's concern: the start goes on."""
     sys.stdout.flush()
     sys.stderr.flush()
     coverage = sys.modules.get("coverage")
     current = getattr(getattr(coverage, "Coverage", None), "current", None)
     cov = current() if current else None
     if cov is not None:
-        cov.stop()
-        cov.save()
+        with contextlib.suppress(Exception):  # OSError, coverage's DataError, sqlite3's
+            cov.stop()
+            cov.save()

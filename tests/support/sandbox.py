@@ -81,7 +81,8 @@ def keep_reachable(tmp_covered: bool) -> tuple[list[str], list[str]]:
     mounted) and put them back where they were (``after``), reachable by another user: a
     real install's venv is /opt/jobtrail, but a test's may be a tox env under a 0700 folder,
     or a checkout under /tmp. Staged on a tmpfs of the namespace's own at /dev/shm, which
-    neither ProtectSystem nor PrivateTmp covers."""
+    neither ProtectSystem nor PrivateTmp covers, unmounted after: jobs need the host's
+    (multiprocessing's semaphores, as Ansible's)."""
     keep = [Path(sys.prefix).resolve(), REPO / "src"]
     before = ["mount -n -t tmpfs -o mode=0755 tmpfs /dev/shm"]
     after: list[str] = []
@@ -96,7 +97,9 @@ def keep_reachable(tmp_covered: bool) -> tuple[list[str], list[str]]:
             after.append(f"mount -n -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(cover))}")
             covered.add(cover)
         after += [f"mkdir -p {quoted}", f"mount -n --move /dev/shm/keep{i} {quoted}"]
-    return (before, after) if after else ([], [])
+    if not after:
+        return [], []
+    return before, [*after, "umount -n /dev/shm"]  # the host's /dev/shm (1777) again
 
 
 def as_user(uid: int, state: Path, volume: str) -> list[str]:
@@ -163,15 +166,22 @@ def job_user() -> str:
     return JOB_USER
 
 
+# What starts coverage in a new interpreter (coverage 7.17's patch=subprocess sets the first
+# in the test's environment; its .pth file reads it or the second), and where it writes
+COVERAGE_ENV = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START", "COVERAGE_FILE")
+
+
 def as_root_reachable() -> list[str]:
     """The command that follows, run as root in a mount namespace of its own where another
     user can run this venv's Python and read the checkout, as it could a real install's
-    (the test's Python may live in pyenv's folder under /root, 0700)."""
+    (the test's Python may live in pyenv's folder under /root, 0700). Not measured by a
+    coverage run: there the venv (a tox env, where the data files go) is read-only."""
     stage, put_back = keep_reachable(tmp_covered=False)
     script = "\n".join(
         ["set -e", "mount -n --make-rprivate /", *stage, *hide_root(), *put_back, 'exec "$@"']
     )
-    return ["unshare", "--mount", "--", "sh", "-c", script, "sh"]
+    unset = [arg for name in COVERAGE_ENV for arg in ("-u", name)]
+    return ["env", *unset, "unshare", "--mount", "--", "sh", "-c", script, "sh"]
 
 
 @dataclass

@@ -15,7 +15,10 @@ Choices worth knowing:
   is answered with the playbooks that exist (``list_playbooks``, ``GET /api/playbooks``).
 * ``inventory`` as a host list (``localhost,`` or ``web1,web2,``) becomes an INI inventory
   file: ansible-runner would take the string as inventory *content*. ``localhost`` gets
-  ``ansible_connection=local`` and this Python as its interpreter.
+  ``ansible_connection=local`` and this Python as its interpreter; and, when this user's
+  home (from passwd: Ansible ignores ``$HOME`` there) is missing or not writable, as a
+  ``--job-user`` without one, ``ansible_remote_tmp`` in the private data dir, not
+  Ansible's ``~USER/.ansible/tmp``.
 * ansible-runner's private data dir is a fresh ``tempfile.mkdtemp()`` directory (mode 0700)
   removed after the run; the extra vars go to ``env/extravars`` in it (mode 0600), never on
   the command line. The event handler returns False, so ansible-runner writes no
@@ -33,6 +36,7 @@ import importlib
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -225,7 +229,9 @@ def ansible_playbook(
     before = _descendants()
     try:
         if hosts:
-            inventory_arg = str(_write_private(private / "inventory" / "hosts", _ini(hosts)))
+            remote_tmp = None if _home_usable() else private / "remote-tmp"
+            ini = _ini(hosts, remote_tmp)
+            inventory_arg = str(_write_private(private / "inventory" / "hosts", ini))
         else:
             inventory_arg = str(inventory_file)
         if variables:
@@ -266,17 +272,27 @@ def _environment() -> dict[str, str]:
     return {"PATH": path, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
 
 
-def _ini(hosts: list[str]) -> str:
+def _home_usable() -> bool:
+    """Whether Ansible can make its remote temp folder in this user's home: for a local
+    host it expands ``~USER`` (passwd's home, not ``$HOME``), which a system user may lack."""
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        return False
+    return os.path.isdir(home) and os.access(home, os.W_OK | os.X_OK)
+
+
+def _ini(hosts: list[str], remote_tmp: Path | None = None) -> str:
+    """The inventory of a host list; ``localhost`` runs here, with ``remote_tmp`` (if given)
+    in place of Ansible's ``~USER/.ansible/tmp``."""
     lines = []
     for host in hosts:
         if host in LOCAL_HOSTS:
-            python = shlex.quote(sys.executable)
-            # its own temporary folder, not ~USER/.ansible/tmp: a --job-user may have no home
-            remote_tmp = shlex.quote(os.path.join(tempfile.gettempdir(), ".ansible-tmp"))
-            lines.append(
-                f"{host} ansible_connection=local ansible_python_interpreter={python} "
-                f"ansible_remote_tmp={remote_tmp}"
-            )
+            line = f"{host} ansible_connection=local"
+            line += f" ansible_python_interpreter={shlex.quote(sys.executable)}"
+            if remote_tmp is not None:
+                line += f" ansible_remote_tmp={shlex.quote(str(remote_tmp))}"
+            lines.append(line)
         else:
             lines.append(host)
     return "\n".join(lines) + "\n"

@@ -32,8 +32,10 @@ def need(*programs: str, package: str) -> None:
 
 
 def free_uid() -> int:
-    """A uid no account has: the service's user, as systemd-sysusers would add it."""
-    uid = 61_000
+    """A uid no account has: the service's user, as systemd-sysusers would add it. One
+    range of 100 per pytest-xdist worker, so that tests running at once get different ones."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1"… under xdist
+    uid = 61_000 + (int(worker[2:]) + 1 if worker[2:].isdigit() else 0) * 100
     while True:
         try:
             pwd.getpwuid(uid)

@@ -60,18 +60,37 @@ class _MountAttr(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clear", "propagation", "userns")]
 
 
-def _read_only_everywhere() -> None:
-    """Every mount of this namespace read-only (mount_setattr(2), recursive from /)."""
+def _read_only_everywhere(top: str = "/") -> None:
+    """Every mount from ``top`` down read-only (mount_setattr(2), recursive)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     result = _libc.syscall(
         ctypes.c_long(SYS_MOUNT_SETATTR),
         ctypes.c_int(AT_FDCWD),
-        b"/",
+        top.encode(),
         ctypes.c_uint(AT_RECURSIVE),
         ctypes.byref(attr),
         ctypes.c_size_t(ctypes.sizeof(attr)),
     )
-    _check(result, "mount_setattr / read-only")
+    _check(result, f"mount_setattr {top} read-only")
+
+
+def _own_tmpfs(folder: str, visible: list[Path]) -> None:
+    """A writable tmpfs of its own over ``folder``, with what is ``visible`` below it (a
+    checkout or venv under /tmp, as CI's may be) bound back read-only: reached through an fd
+    opened on the old folder before the tmpfs covers it."""
+    below = [v for v in visible if Path(folder) in v.parents]
+    keep = [v for v in below if not any(u in v.parents for u in below)]  # outermost
+    old = os.open(folder, os.O_PATH | os.O_DIRECTORY) if keep else -1
+    try:
+        _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        for path in keep:
+            os.makedirs(path, exist_ok=True)
+            source = f"/proc/self/fd/{old}/{path.relative_to(folder)}"
+            _mount(source, str(path), None, MS_BIND | MS_REC, None)
+            _read_only_everywhere(str(path))
+    finally:
+        if old >= 0:
+            os.close(old)
 
 
 def _hide(folder: Path, visible: list[Path]) -> None:
@@ -107,7 +126,7 @@ def enter_job_namespaces(
     if sandbox:
         _read_only_everywhere()  # before the mounts below, which stay writable
         for path in ("/tmp", "/dev/shm"):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            _own_tmpfs(path, [Path(p) for p in visible])
         for path in hidden:
             _hide(Path(path), [Path(p) for p in visible])
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)

@@ -114,13 +114,15 @@ class Ready(NamedTuple):
 
 
 class Started(NamedTuple):
-    """The job began in process ``pid``; ``worker`` (or, without one, ``host``) names where,
-    in distributed mode."""
+    """The job began in process ``pid`` at ``at`` (its own clock: a reader that is behind
+    must not shorten the job's duration); ``worker`` (or, without one, ``host``) names
+    where, in distributed mode."""
 
     job_id: str
     pid: int
     host: str | None = None
     worker: str | None = None
+    at: float = 0.0
 
 
 class Progress(NamedTuple):
@@ -168,7 +170,13 @@ def to_fields(message: JobMessage) -> StreamFields:
     if isinstance(message, Progress):
         return {"k": "p", "pct": float(message.pct), "s": json.dumps(message.step)}
     if isinstance(message, Started):
-        return {"k": "s", "pid": message.pid, "host": message.host or "", "w": message.worker or ""}
+        return {
+            "k": "s",
+            "pid": message.pid,
+            "host": message.host or "",
+            "w": message.worker or "",
+            "at": repr(message.at),
+        }
     return {"k": "e", "o": message.outcome.to_json()}
 
 
@@ -181,7 +189,8 @@ def from_fields(job_id: str, entry: Mapping[bytes, bytes]) -> JobMessage:
         return Progress(job_id, float(entry[b"pct"]), json.loads(entry[b"s"]))
     if kind == b"s":
         host = entry.get(b"host", b"").decode() or None
-        return Started(job_id, int(entry[b"pid"]), host, entry.get(b"w", b"").decode() or None)
+        worker = entry.get(b"w", b"").decode() or None
+        return Started(job_id, int(entry[b"pid"]), host, worker, float(entry.get(b"at", 0.0)))
     if kind == b"e":
         return End(job_id, Outcome.from_json(entry[b"o"]))
     raise ValueError(f"unknown stream entry kind {kind!r}")

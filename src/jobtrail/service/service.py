@@ -343,8 +343,14 @@ class JobService:
         return retention.expire_logs(self.records, self.store, hours, dry_run)
 
     # -- BackendEvents: what the backend's threads report ------------------------------------
-    def job_started(self, job_id: str, pid: int, worker: str | None = None) -> None:
-        fields: dict[str, Any] = {"status": JobStatus.RUNNING, "started_at": time.time()}
+    def job_started(
+        self, job_id: str, pid: int, worker: str | None = None, at: float = 0.0
+    ) -> None:
+        """``at``: when the job's process began it, by its clock; never later than now (a
+        worker's clock ahead of this one's)."""
+        now = time.time()
+        started = min(at, now) if at > 0 else now
+        fields: dict[str, Any] = {"status": JobStatus.RUNNING, "started_at": started}
         if worker:  # merged into what the job has: a rerun's names the job it reruns
             job = self.records.get(job_id)
             fields["extra"] = {**(job.extra if job else {}), "worker": worker}

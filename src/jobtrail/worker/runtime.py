@@ -138,7 +138,9 @@ class JobRuntime:
         batcher = self.batcher
         batcher.redact.set_secrets(secret_values(task.params))
         batcher.begin_job(task.job_id)
-        batcher.send_event(Started(task.job_id, os.getpid(), self._host, self._worker))
+        batcher.send_event(
+            Started(task.job_id, os.getpid(), self._host, self._worker, at=time.time())
+        )
         outcome, stopped = self._call(task)
         _stop_leftover_children()
         if not self.streams.sync():

@@ -218,7 +218,8 @@ class WorkerPool:
             self._events.job_progress(message.job_id, message.pct, message.step)
         elif isinstance(message, Started):  # its pid as this host sees it, not a namespace's
             worker = self._workers.get(worker_id)  # its pid is set on this thread (Ready)
-            self._events.job_started(message.job_id, message.pid if worker is None else worker.pid)
+            pid = message.pid if worker is None else worker.pid
+            self._events.job_started(message.job_id, pid, at=message.at)
         elif isinstance(message, End):
             self._job_end_message(worker_id, message.job_id, message.outcome)
         elif isinstance(message, Ready):

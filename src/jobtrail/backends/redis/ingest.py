@@ -187,7 +187,9 @@ class StreamIngest:
         elif isinstance(message, Progress):
             self._events.job_progress(job_id, message.pct, message.step)
         elif isinstance(message, Started):
-            self._events.job_started(job_id, message.pid, message.worker or message.host)
+            self._events.job_started(
+                job_id, message.pid, message.worker or message.host, message.at
+            )
         elif isinstance(message, End):
             self._store.close_job(job_id)
             try:

@@ -316,6 +316,22 @@ def drop_ptrace_capability() -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
+# What ``hostile`` tries, by its key in the result
+ATTACKS = (
+    "proc_environ",
+    "proc_cmdline",
+    "own_environ",
+    "own_memory",
+    "proc_mem",
+    "ptrace",
+    "signal",
+    "read_db",
+    "list_home",
+    "read_log",
+    "read_extra_vars",
+)
+
+
 @job("hostile")
 def hostile(
     needles_hex: list[str] | None = None,

@@ -22,6 +22,7 @@ from support.live import Live, live_server
 from support.live import server_config as make_config
 from support.modes import MODES, serve_in_mode
 from support.redis_server import redis_server, workers
+from support.requirements import missing
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -106,7 +107,10 @@ def _memory_cgroup_parent() -> str:
     as root), whose limits then still apply to it."""
     root = Path(CGROUP_FS, "memory")
     if not (root / "cgroup.procs").exists() or os.geteuid() != 0:
-        pytest.skip("needs cgroup v1's memory controller and root")
+        missing(
+            "the kernel-OOM test needs cgroup v1's memory controller and root",
+            "run the tests as root on a host with /sys/fs/cgroup/memory mounted",
+        )
     return str(root / (memory_cgroup(os.getpid()) or "/").lstrip("/"))
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import select
 import signal
 import sys
 import threading
@@ -47,6 +46,7 @@ from opentelemetry.sdk._logs.export import (
 )
 
 from jobtrail.logstore import JobLogStore
+from jobtrail.service._helper_process import read_commands, report_stream
 from jobtrail.service._otel_records import RecordConverter, resource
 
 # Records waiting for the exporter: at about 0.5 KB each, 1 MB of memory. While the receiver
@@ -298,25 +298,6 @@ class ProcessExport:
         self._reports.flush()
 
 
-def _read_commands(export: ProcessExport) -> None:
-    """Until the server closes the pipe (its stop) or is gone (its pipe may live on in a
-    process it forked, so its death is also seen by the parent's pid changing)."""
-    parent = os.getppid()
-    pending = b""
-    while True:
-        ready, _, _ = select.select([0], [], [], 1.0)
-        if not ready:
-            if os.getppid() != parent:
-                return
-            continue
-        chunk = os.read(0, 65536)
-        if not chunk:
-            return
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            export.command(line.decode())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="jobtrail's OTLP exporter process")
     parser.add_argument("root", type=Path, help="the server's log directory")
@@ -330,14 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(NICE)
     except OSError:  # pragma: no cover - not allowed here: the export still works
         pass
-    reports = os.fdopen(os.dup(1), "w")  # the reports' own fd: stdout becomes stderr, so
-    os.dup2(2, 1)  # nothing a library prints can corrupt them
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    reports = report_stream()
     export = ProcessExport(args.root, args.endpoint or None, reports)
     export.start()
-    _read_commands(export)
+    read_commands(export.command)
     export.stop()
     return 0
 

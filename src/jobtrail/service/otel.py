@@ -28,20 +28,18 @@ only the exporter process imports; importing this module checks that it is insta
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, fields
-from typing import IO, Any
+from typing import Any
 
 from jobtrail.logstore import JobLogStore
+from jobtrail.service._helper_process import HelperProcess
 from jobtrail.service.config import OTLP_ENDPOINT_ENV as ENDPOINT_ENV
 
 for _needed in ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.http"):
@@ -96,79 +94,14 @@ class _Counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class _ExporterProcess:
-    """The running exporter process and the threads that read its reports and its stderr."""
-
-    def __init__(self, root: str, endpoint: str, on_report: Any) -> None:
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", EXPORTER_MODULE, root, endpoint],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        self._stdin = self.proc.stdin
-        self._threads = [
-            threading.Thread(target=_read_reports, args=(self.proc.stdout, on_report)),
-            threading.Thread(target=_relay_log, args=(self.proc.stderr,)),
-        ]
-        for thread in self._threads:
-            thread.name, thread.daemon = f"otlp-exporter-{self.proc.pid}", True
-            thread.start()
-
-    def send(self, lines: list[str]) -> bool:
-        """Write commands; False when the process is gone."""
+def _exporter_process(root: str, endpoint: str, on_report: Any) -> HelperProcess:
+    def on_line(line: bytes) -> None:
         try:
-            self._stdin.write("".join(lines).encode())
-            self._stdin.flush()
-        except OSError:  # BrokenPipeError: it died (seen by ``alive``)
-            return False
-        return True
+            on_report(json.loads(line))
+        except ValueError:
+            log.warning("OTLP exporter process: unreadable report %r", line[:200])
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def close(self, timeout: float) -> None:
-        """Close its stdin (its stop), give it ``timeout`` to send what is queued and exit."""
-        with contextlib.suppress(OSError):
-            self._stdin.close()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("OTLP exporter process %d did not stop in time: killed", self.proc.pid)
-            self.proc.kill()
-            self.proc.wait()
-        self.join()
-
-    def join(self) -> None:
-        """Once it exited: its last reports read, its pipes closed."""
-        for thread in self._threads:
-            thread.join(5)
-        with contextlib.suppress(OSError):
-            self._stdin.close()
-
-
-def _read_reports(stream: IO[bytes], on_report: Any) -> None:
-    with stream:
-        for line in stream:
-            try:
-                on_report(json.loads(line))
-            except ValueError:
-                log.warning("OTLP exporter process: unreadable report %r", line[:200])
-
-
-def _relay_log(stream: IO[bytes]) -> None:
-    """The process's own log lines, logged here, so they take the server's log format."""
-    with stream:
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip()
-            name, _, rest = line.partition(" ")
-            level = logging.getLevelName(name)
-            if isinstance(level, int) and rest:
-                log.log(level, "OTLP exporter process: %s", rest)
-            elif line:
-                log.warning("OTLP exporter process: %s", line)
+    return HelperProcess(EXPORTER_MODULE, [root, endpoint], on_line, log, "OTLP exporter")
 
 
 class LogExport:
@@ -184,7 +117,7 @@ class LogExport:
         self._known: OrderedDict[str, int] = OrderedDict()  # jobs named, and the seq read
         self._ended = _Counts()  # the processes that ended, their unsent records as failed
         self._current = _Counts()  # the running process's last report
-        self._process: _ExporterProcess | None = None
+        self._process: HelperProcess | None = None
         self._restart_at = 0.0
         self._backoff = RESTART_FIRST
         self.restarts = 0
@@ -208,7 +141,7 @@ class LogExport:
         return process.proc.pid if process is not None and process.alive() else None
 
     def start(self) -> None:
-        self._process = _ExporterProcess(self._root, self._url, self._on_report)
+        self._process = _exporter_process(self._root, self._url, self._on_report)
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
 
@@ -299,7 +232,7 @@ class LogExport:
             with self._lock:  # named again to the next process (all known jobs are)
                 self._dirty |= dirty
 
-    def _restart(self, dead: _ExporterProcess | None) -> _ExporterProcess | None:
+    def _restart(self, dead: HelperProcess | None) -> HelperProcess | None:
         """A process that died is counted out; a new one starts once its backoff passed."""
         if dead is not None:
             dead.join()
@@ -317,7 +250,7 @@ class LogExport:
             )
         if self._stopping or time.monotonic() < self._restart_at:
             return None
-        process = _ExporterProcess(self._root, self._url, self._on_report)
+        process = _exporter_process(self._root, self._url, self._on_report)
         self._process = process
         self.restarts += 1
         with self._lock:  # where the last one got to, and every job it may not have read

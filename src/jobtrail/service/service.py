@@ -30,7 +30,6 @@ from jobtrail.logstore import (
     Record,
     SearchPage,
     Summary,
-    SummaryKeeper,
     search_query,
 )
 from jobtrail.messages import Outcome
@@ -42,6 +41,7 @@ from jobtrail.service.config import ServerConfig, wants_log_export
 from jobtrail.service.home import open_home
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
 from jobtrail.service.rerun import check_failed_hosts, rerun_params
+from jobtrail.service.summaries import Summaries
 
 if TYPE_CHECKING:  # the otel extra is imported only by a server that exports
     from jobtrail.service.otel import LogExport
@@ -79,8 +79,7 @@ class JobService:
             max_segment_bytes=config.log_max_bytes,
             max_segments=config.log_segments,
         )
-        self.summaries = SummaryKeeper(self.store)  # folds each job's log as it is written
-        playbook.add_folds(self.summaries)  # a playbook's hosts and tasks tables
+        self.summaries = Summaries(self.store)  # each job's log folded as it is written
         self.log_export: LogExport | None = None  # every record to an OTLP receiver
         if wants_log_export(config.otlp_endpoint):
             from jobtrail.service.otel import LogExport
@@ -140,7 +139,7 @@ class JobService:
         self._close_files()
 
     def _close_files(self) -> None:
-        self.summaries.stop()  # after the ingest stopped: folds and saves the last lines
+        self.summaries.stop()  # after the ingest stopped: the last lines folded and saved
         if self.log_export is not None:
             self.log_export.stop()  # sends the last lines, waiting a few seconds at most
         self.store.close()

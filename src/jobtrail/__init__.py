@@ -10,6 +10,7 @@ from jobtrail.errors import (
 )
 from jobtrail.models import Job, JobStatus
 from jobtrail.registry import job
+from jobtrail.sandbox_paths import SandboxPaths
 from jobtrail.worker.runtime import progress
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "JobStatus",
     "JobtrailError",
     "LogsExpired",
+    "SandboxPaths",
     "UnknownJobType",
     "job",
     "progress",

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobtrail.errors import JobtrailError
+from jobtrail.registry import declared_sandbox_paths
+from jobtrail.sandbox_paths import SandboxPaths, check_declared, describe_unreachable, union
 
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
@@ -76,7 +78,7 @@ class Isolation:
 
     ``jobs_tmp`` is where each job's private directory is made; ``hidden`` the paths a
     sandbox covers with an empty tmpfs (the home); ``visible`` what it binds back read-only
-    (the import path, the playbooks)."""
+    (the import path, the playbooks); ``declared`` each job type's own paths (sandbox only)."""
 
     user: JobUser | None = None
     sandbox: bool = False
@@ -84,11 +86,20 @@ class Isolation:
     hidden: tuple[str, ...] = ()
     visible: tuple[str, ...] = ()
     cwd: str = field(default_factory=os.getcwd)
+    declared: tuple[tuple[str, SandboxPaths], ...] = ()
 
     @property
     def active(self) -> bool:
         """Workers start through the launcher, each in a PID namespace of its own."""
         return self.user is not None or self.sandbox
+
+    def sandbox_paths(self, job_type: str | None = None) -> SandboxPaths:
+        """What the sandbox binds: ``job_type``'s declared paths (a distributed job's own
+        namespace), or with None every type's (a pool worker, which runs them all)."""
+        declared = dict(self.declared)
+        if job_type is None:
+            return union(declared.values())
+        return declared.get(job_type, SandboxPaths())
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run in its own PID namespace (and under bwrap with ``sandbox``). It
@@ -107,18 +118,27 @@ class Isolation:
     def _bwrap(self) -> list[str]:
         args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-        for path in self.hidden:  # empty, and closed even to root: it has no capabilities
-            args += ["--perms", "0000", "--tmpfs", path]
         made: set[str] = set()
-        for path in dict.fromkeys([*self.visible, self.cwd]):  # spawn enters the server's cwd
+
+        def way_to(path: str, itself: bool = True) -> None:
             # bwrap would make the folders on the way 0700 (inside /tmp's tmpfs): USER
             # could not pass; an existing folder is left as it is
-            for folder in [*reversed(Path(path).parents[:-1]), Path(path)]:
+            for folder in [*reversed(Path(path).parents[:-1]), *([Path(path)] if itself else [])]:
                 if str(folder) not in made:
                     made.add(str(folder))
-                    args += ["--perms", "0755", "--dir", str(folder)]
+                    args.extend(["--perms", "0755", "--dir", str(folder)])
+
+        for path in self.hidden:  # empty, and closed even to root: it has no capabilities
+            way_to(path, itself=False)
+            args += ["--perms", "0000", "--tmpfs", path]
+        for path in dict.fromkeys([*self.visible, self.cwd]):  # spawn enters the server's cwd
+            way_to(path)
             if path in self.visible:
                 args += ["--ro-bind", path, path]
+        for path, writable in self.sandbox_paths().binds():  # at last: on top of the rest
+            real = os.path.realpath(path)
+            way_to(real, itself=False)  # a file's folder, not the file
+            args += ["--bind" if writable else "--ro-bind", real, real]
         args += ["--unshare-pid", "--unshare-ipc", "--as-pid-1", "--die-with-parent"]
         # root keeps only what it needs to become USER; as root itself, no capability at all
         keep = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if self.user else []
@@ -196,6 +216,10 @@ def prepare(
     if sandbox and shutil.which("bwrap") is None:
         raise IsolationError("--sandbox needs bubblewrap: apt-get install bubblewrap")
     home = home.resolve()
+    declared = declared_sandbox_paths() if sandbox else {}
+    problem = check_declared(declared, [str(home)])
+    if problem:
+        raise IsolationError(problem)
     jobs_tmp = "/tmp" if sandbox else (_jobs_tmp_for() if user is not None else None)
     visible = [str(playbooks.resolve())] if playbooks is not None and playbooks.is_dir() else []
     for entry in [sys.prefix, *sys_path]:  # the venv: its bin/python and pyvenv.cfg
@@ -208,6 +232,7 @@ def prepare(
         jobs_tmp=jobs_tmp,
         hidden=(str(home),) if sandbox else (),
         visible=tuple(dict.fromkeys(visible)),
+        declared=tuple(sorted(declared.items())),
     )
 
 
@@ -279,6 +304,13 @@ if spec["playbooks"]:
         os.listdir(spec["playbooks"])
     except OSError as exc:
         fail("read the playbooks", spec["playbooks"], os.R_OK | os.X_OK, str(exc))
+if spec["declared"]:
+    from jobtrail.sandbox_paths import SandboxPaths, first_unreachable
+    declared = {t: SandboxPaths(tuple(r), tuple(w)) for t, (r, w) in spec["declared"].items()}
+    found = first_unreachable(declared)
+    if found:
+        print(json.dumps({"declared": found}))
+        sys.exit(0)
 print(json.dumps({"ok": True}))
 """
 
@@ -292,7 +324,8 @@ def check_reachable(
     python: str = sys.executable,
 ) -> None:
     """Refuse, naming the path to open up, if a worker could not run as configured: USER
-    cannot run the interpreter, import jobtrail or a job module, or read the playbooks."""
+    cannot run the interpreter, import jobtrail or a job module, read the playbooks, or
+    read (write) a path a job type declares for the sandbox, as the sandbox binds it."""
     if not isolation.active:
         return
     wanted = ["jobtrail.worker.runtime", *modules]
@@ -303,6 +336,7 @@ def check_reachable(
         "sys_path": list(sys_path),
         "modules": [(name, _module_file(name)) for name in wanted],
         "playbooks": None if playbooks is None else str(playbooks),
+        "declared": {t: (p.read, p.write) for t, p in isolation.declared},
     }
     argv = isolation.wrap([python, "-c", _CHECK, json.dumps(spec)])
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=isolation.cwd)
@@ -315,6 +349,9 @@ def check_reachable(
     if found.get("ok"):
         return
     who = f"the job user {isolation.user.name!r}" if isolation.user else "the sandbox"
+    if "declared" in found:
+        user = isolation.user.name if isolation.user else None
+        raise IsolationError(describe_unreachable(found["declared"], who, user))
     where = found["blocked"]
     fix = ""
     if where:

@@ -23,6 +23,7 @@ import pydantic
 from jobtrail.errors import InvalidParams, JobModuleError, UnknownJobType
 from jobtrail.limits import Limits
 from jobtrail.models import is_job_type_name
+from jobtrail.sandbox_paths import SandboxPaths
 
 F = TypeVar("F", bound=Callable[..., Any])
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
@@ -39,6 +40,7 @@ class JobType:
     check: Validator | None = None
     hints: Mapping[str, Hint] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)  # its defaults; a submission's win
+    sandbox_paths: SandboxPaths = field(default_factory=SandboxPaths)  # bound under --sandbox
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Checked params, or InvalidParams naming each bad parameter.
@@ -113,6 +115,7 @@ def job(
     hints: Mapping[str, Hint] | None = None,
     memory_mb: int | None = None,
     timeout_s: float | None = None,
+    sandbox_paths: SandboxPaths | None = None,
 ) -> Callable[[F], F]:
     """Register ``func`` as the job type ``name``; the function itself is returned unchanged.
 
@@ -123,6 +126,9 @@ def job(
     (say, a path that must stay inside a directory); it raises InvalidParams. ``hints`` maps
     a parameter to a function whose text is added to the 422 when that parameter is wrong or
     missing (say, the playbooks that exist).
+
+    ``sandbox_paths`` are the host paths its jobs need under ``--sandbox``, which otherwise
+    shows them a read-only system with its own /tmp (``jobtrail.sandbox_paths``).
     """
     if not is_job_type_name(name):
         raise ValueError(f"job type names are lowercase letters, digits and _; got {name!r}")
@@ -131,12 +137,23 @@ def job(
     if timeout_s is not None and not float(timeout_s) > 0:
         raise ValueError(f"job {name!r}: timeout_s must be a number of seconds > 0")
     limits = Limits(memory_mb, None if timeout_s is None else float(timeout_s))
+    if sandbox_paths is not None:
+        if not isinstance(sandbox_paths, SandboxPaths):
+            raise ValueError(f"job {name!r}: sandbox_paths must be a SandboxPaths(read=, write=)")
+        sandbox_paths.check(name)
 
     def register(func: F) -> F:
         doc = inspect.getdoc(func) or ""
         model = _model_for(name, func)
         _REGISTRY[name] = JobType(
-            name, func, doc.split("\n\n")[0], model, check, hints or {}, limits
+            name,
+            func,
+            doc.split("\n\n")[0],
+            model,
+            check,
+            hints or {},
+            limits,
+            sandbox_paths or SandboxPaths(),
         )
         return func
 
@@ -152,6 +169,11 @@ def get_job_type(name: str) -> JobType:
 
 def job_types() -> dict[str, JobType]:
     return dict(_REGISTRY)
+
+
+def declared_sandbox_paths() -> dict[str, SandboxPaths]:
+    """The registered types that declare sandbox paths, and theirs."""
+    return {name: t.sandbox_paths for name, t in _REGISTRY.items() if t.sandbox_paths}
 
 
 def import_job_modules(modules: Iterable[str] = (), app_dir: str | None = None) -> None:

@@ -105,7 +105,12 @@ def rerun_job(job_id: str, service: Service, body: RerunJob | None = None) -> Jo
 @router.get("/job-types", response_model=list[JobTypeOut])
 def list_job_types() -> list[JobTypeOut]:
     return [
-        JobTypeOut(name=t.name, description=t.description, params_schema=t.schema())
+        JobTypeOut(
+            name=t.name,
+            description=t.description,
+            params_schema=t.schema(),
+            sandbox_paths=t.sandbox_paths.to_json(),
+        )
         for t in sorted(job_types().values(), key=lambda t: t.name)
     ]
 

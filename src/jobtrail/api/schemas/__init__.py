@@ -168,6 +168,10 @@ class JobTypeOut(BaseModel):
     name: str
     description: str
     params_schema: dict[str, Any]
+    sandbox_paths: dict[str, list[str]] = Field(
+        description="Host paths its jobs may `read` and `write` under `--sandbox` (@job's "
+        "sandbox_paths): bound into the sandbox, which otherwise shows a read-only system."
+    )
 
 
 class PlaybooksOut(BaseModel):

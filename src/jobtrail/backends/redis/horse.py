@@ -165,6 +165,7 @@ class JobRelay:
                     isolation.sandbox,
                     isolation.hidden,
                     isolation.visible,
+                    isolation.sandbox_paths(task.job_type),  # its own type's paths
                 )
             isolation.enter()  # --job-user: become USER for good, before any job code
             runtime = JobRuntime(

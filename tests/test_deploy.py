@@ -9,8 +9,9 @@ systemd as PID 1 and without a container engine allows.
   the sandbox (system call filter, address families, PrivateDevices, the Protect* of kernel
   and cgroups) needs systemd to apply it and is verified only as configuration.
 * The container file: the files it COPYs build jobtrail's wheel with the web files in it,
-  and its ENTRYPOINT (tini and all) serves with its ENV as a non-root user; the image build
-  itself needs an engine.
+  and its ENTRYPOINT (tini and all) serves with its ENV as a non-root user, the token read
+  from a secret file mounted where the engine puts it, in no process's environment; the
+  image build itself needs an engine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from jobtrail.cli.logformat import JsonLineFormatter
@@ -336,14 +338,19 @@ def test_container_entrypoint_serves_as_its_user(state: tuple[Path, int]) -> Non
     base = {"PATH": f"{VENV_BIN}:{SYSTEMD_PATH}", **env}
     base["TINI_SUBREAPER"] = "1"  # tini is not PID 1 here: it reaps as a subreaper instead
     user = as_user(uid, home, env["JOBTRAIL_HOME"])
+    secret = entrypoint[entrypoint.index("--token-file") + 1]
 
     refused = subprocess.run(user + command, env=base, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2  # 0.0.0.0 without a token
-    assert "without a token" in json_lines(refused.stderr)[-1]["message"]
+    assert refused.returncode == 2  # no secret mounted
+    assert f"cannot read --token-file {secret}" in json_lines(refused.stderr)[-1]["message"]
 
+    token = home.with_name("token")  # as `podman run --secret ...,uid=UID,mode=0400` mounts it
+    token.write_text("s3cret-token\n")
+    os.chown(token, uid, uid)
+    token.chmod(0o400)
     process = subprocess.Popen(
-        user + command,
-        env={**base, "JOBTRAIL_TOKEN": "s3cret-token"},
+        _with_secret(token, secret) + user + command,
+        env=base,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -356,6 +363,9 @@ def test_container_entrypoint_serves_as_its_user(state: tuple[Path, int]) -> Non
             f"{url}/api/jobs", headers={"Authorization": "Bearer s3cret-token"}, timeout=10
         )
         assert ok.status_code == 200
+        # PID 1 (tini, here the process started) and the server hold no copy in /proc
+        tree = [process.pid, *(p.pid for p in psutil.Process(process.pid).children(True))]
+        assert not [pid for pid in tree if b"s3cret-token" in _environ(pid)], tree
         process.send_signal(signal.SIGTERM)  # to tini, which passes it on
         _, err = process.communicate(timeout=30)
         assert process.returncode == 128 + signal.SIGTERM, err  # tini: jobtrail's SIGTERM
@@ -364,6 +374,31 @@ def test_container_entrypoint_serves_as_its_user(state: tuple[Path, int]) -> Non
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+
+
+def _with_secret(token: Path, target: str) -> list[str]:
+    """The command that follows, in a mount namespace with ``token`` at ``target``, as the
+    engine mounts a secret (on a tmpfs of the namespace's own over the folder's parent: the
+    host's /run is left as it is), then ``as_user``'s namespace below it."""
+    folder = Path(target).parent
+    script = "\n".join(
+        [
+            "set -e",
+            "mount -n --make-rprivate /",
+            f"mount -n -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(folder.parent))}",
+            f"mkdir {shlex.quote(str(folder))} && touch {shlex.quote(target)}",
+            f"mount -n --bind {shlex.quote(str(token))} {shlex.quote(target)}",
+            'exec "$@"',
+        ]
+    )
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh"]
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # it ended meanwhile
+        return b""
 
 
 def test_json_log_line_keeps_a_traceback_on_its_line() -> None:

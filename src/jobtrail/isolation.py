@@ -7,6 +7,7 @@
         ▼
     launcher            setpriv --pdeathsig KILL unshare --pid --fork --mount-proc python …
                         or  bwrap --ro-bind / / --tmpfs /tmp … --unshare-pid --as-pid-1 python …
+                            (and every job type's declared paths: ``jobtrail.sandbox_paths``)
         ▼
     worker (pid 1 of its own PID namespace)   enter(): become USER, no way back
         └─ each job: job_temp(): a private TMPDIR/HOME (0700, USER's), removed after it

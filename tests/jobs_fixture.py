@@ -82,6 +82,19 @@ def process_tree(seconds: float = 60.0) -> None:
     time.sleep(seconds)
 
 
+@job("priority")
+def priority() -> dict[str, object]:
+    """How this job process is scheduled: its nice, session and autogroup."""
+    with open("/proc/self/autogroup") as group:
+        autogroup = group.read().strip()
+    return {
+        "nice": os.nice(0),
+        "session_leader": os.getsid(0) == os.getpid(),
+        "autogroup": autogroup,
+        "parent_autogroup": open(f"/proc/{os.getppid()}/autogroup").read().strip(),
+    }
+
+
 @job("output")
 def output() -> None:
     """Writes through every path that is not `logging`: print, stderr, a child, os.system."""

@@ -1,11 +1,13 @@
-"""forget_redis against what a collection that has not come yet leaves (distributed mode).
+"""The job's process in distributed mode holds nothing of the worker's Redis, raw memory too.
 
-``jobtrail worker``'s start check (``connect(url).ping()``) drops a client at once; its
-pool and connection are cyclic garbage, each holding a password object of its own, until the
-gc runs. When it has not by the time a horse forks the job's process (the gc's timing moves
-with everything a process allocates: coverage's tracer made it fail in CI), the job found
-them (``dict['password']``, 5 times). The interpreter here disables the gc to make that
-moment certain; tests/test_isolation_redis.py checks the whole worker.
+``horse.run_job`` runs here as in RQ's work-horse, in a process that holds what an RQ worker
+holds: a live client, clients dropped but not collected (``jobtrail worker``'s start check;
+the gc held off, as coverage's tracer once made it in CI), freed copies of the URL. The job's
+process is a fork of it that execs a fresh interpreter (``_job_image.py``), so the hostile
+job's ``own_memory`` search of its raw memory finds neither the password nor the URL, where
+this process's own memory holds both; ``redis_reach`` finds no copy and no socket; a task
+larger than a pipe holds (64 KiB) comes through whole. With and without a password.
+tests/test_isolation_redis.py checks the whole worker, in each of its modes.
 """
 
 from __future__ import annotations
@@ -22,45 +24,68 @@ from support.redis_server import TESTS, redis_server
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "pw-x3-5e1b7c02d4"
+BIG = 200_000  # characters of one param: more than a pipe's buffer
 PROCESS = r"""
-import gc, json, multiprocessing, os, sys
-from jobtrail.backends.redis import keys
-from jobtrail.backends.redis._forget import forget_redis
-from jobpkg.reach import redis_reach
+import gc, json, sys
+from urllib.parse import urlsplit
+from jobtrail.backends.redis import horse, keys
+from jobtrail.messages import End, from_fields
+from jobpkg.hostile import _memory
 
-def main(url):
-    gc.disable()  # no collection until the fork, as when the gc has not run yet
+def outcome(conn, job_id):
+    entries = conn.xrange(keys.log_key(job_id))
+    ends = [m for m in (from_fields(job_id, f) for _, f in entries) if isinstance(m, End)]
+    return ends[-1].outcome.result if ends else None
+
+def main(url, needles_hex):
+    gc.disable()  # no collection before the forks, as when the gc has not run yet
     keys.connect(url).ping()  # run_workers' start check: dropped at once
     keys.connect(url).ping()  # and another, as a retried one would
-    conn = keys.connect(url)  # the RQ worker's, alive
-    conn.ping()
-    pid = os.fork()
-    if pid == 0:  # as the horse's job process: forget, then look
-        multiprocessing.current_process()._args = ()
-        forget_redis(url)
-        del url
-        print(json.dumps(redis_reach(sys.argv[1])), flush=True)
-        os._exit(0)
-    os.waitpid(pid, 0)
-    print(json.dumps({"garbage": gc.collect()}), flush=True)
+    freed = [url + str(i) for i in range(100)]
+    del freed
+    horse.WORKER.update(url=url, mark="jtw-forget", name="forget")
+    horse.JOB_MODULES[:] = ["jobs_fixture", "jobpkg.hostile", "jobpkg.reach"]
+    jobs = {
+        "hostile-00000000000a": ("hostile", {"needles_hex": needles_hex}),
+        "redis_reach-00000000000b": ("redis_reach", {"needle_hex": needles_hex[0]}),
+        "typed-00000000000c": ("typed", {"count": 1, "name": "n" * int(sys.argv[1])}),
+    }
+    found = {}
+    for job_id, (job_type, params) in jobs.items():
+        horse.run_job(job_id, job_type, params, {})
+        found[job_type] = outcome(keys.connect(url), job_id)
+    needles = [bytes.fromhex(n) for n in needles_hex]
+    mine = set()
+    for chunk in _memory("self"):
+        mine.update(n for n, needle in enumerate(needles) if needle in chunk)
+    found["this_process"] = sorted(mine)
+    print(json.dumps(found), flush=True)
 
-main(sys.stdin.readline().strip())
+url = sys.stdin.readline().strip()
+secrets = [urlsplit(url).password or "", url]  # the password (if any) and the whole URL
+main(url, [s.encode().hex() for s in secrets if s])
 """
 
 
-def test_the_job_process_finds_no_password_of_a_dropped_client(tmp_path: Path) -> None:
-    with redis_server(tmp_path, password=PASSWORD) as rs:
+@pytest.mark.parametrize("password", [PASSWORD, ""], ids=["password", "no-password"])
+def test_the_job_image_holds_nothing_of_the_workers_redis(password: str, tmp_path: Path) -> None:
+    with redis_server(tmp_path, password=password) as rs:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
         done = subprocess.run(
-            [sys.executable, "-c", PROCESS, PASSWORD.encode().hex()],
-            input=rs.url + "\n",
+            [sys.executable, "-c", PROCESS, str(BIG)],
+            input=rs.url + "\n",  # not on the command line: only in this process's memory
             capture_output=True,
             text=True,
             env=env,
             cwd=TESTS,
-            timeout=60,
+            timeout=100,
         )
     assert done.returncode == 0, done.stderr
-    reach, parent = map(json.loads, done.stdout.splitlines())
-    assert parent["garbage"] > 0  # the dropped clients were there, uncollected, at the fork
-    assert reach == {"found": [], "open_connections": 0, "socket_fds": 0}
+    found = json.loads(done.stdout.splitlines()[-1])
+    needles = list(range(2 if password else 1))  # the password and the URL, or the URL
+    assert found["this_process"] == needles  # what a copy of this process would hold
+    own = found["hostile"]["own_memory"]
+    assert own["detail"].startswith("read ") and not own["ok"], own  # it searched: nothing
+    assert own["needles"] == [], own
+    assert found["redis_reach"] == {"found": [], "open_connections": 0, "socket_fds": 0}
+    assert found["typed"]["name"] == "n" * BIG

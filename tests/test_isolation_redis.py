@@ -1,12 +1,14 @@
 """Distributed mode: the job's process is the work-horse's child, and holds nothing of Redis.
 
-The horse (RQ's fork, which needs Redis) only relays; the job runs in a fork of it that closed
-its copies of the Redis sockets and forgot the URL and its password (backends/redis/horse.py,
-_forget.py). A Redis server that requires a password shows whether any copy is left where a
-job can look (``tests/jobpkg/reach.py``). Local mode has no Redis: see tests/test_isolation.py.
+The horse (RQ's fork, which needs Redis) only relays; the job runs in a fork of it that execs
+a fresh interpreter, keeping only the fds it was handed (backends/redis/horse.py,
+_job_image.py). A Redis server that requires a password shows whether any copy is left where
+a job can look (``tests/jobpkg/reach.py``), its raw memory included (the hostile job's
+``own_memory``), in every mode. Local mode has no Redis: see tests/test_isolation.py.
 ``jobtrail worker --job-user``: the job's process becomes USER, and the hostile job type
 (tests/jobpkg/hostile.py) gets nowhere: not the password in /proc or in the memory of the
-worker's processes, not the home, its database or another job's log, no signal or ptrace.
+worker's processes or its own, not the home, its database or another job's log, no signal
+or ptrace.
 """
 
 from __future__ import annotations
@@ -35,10 +37,8 @@ from support.waits import wait_until
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "pw-e2-7f3a9c1d5b"
 JOBS = ("jobs_fixture", "jobpkg.reach", "jobpkg.hostile", "jobpkg.isolated")
-# Not own_memory: the job's process is a fork of the RQ worker, and bytes of the password
-# the interpreter freed but did not overwrite stay in its raw memory (_forget.py says so).
 # Not read_extra_vars: no playbook runs beside the hostile job here.
-ATTACKS = tuple(a for a in hostile.ATTACKS if a not in ("own_memory", "read_extra_vars"))
+ATTACKS = tuple(a for a in hostile.ATTACKS if a != "read_extra_vars")
 WORKER = [sys.executable, "-m", *WORKER_COMMAND, "--jobs-module", "jobs_fixture"]
 
 
@@ -47,7 +47,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with redis_server(tmp_path_factory.mktemp("redis"), password=PASSWORD) as rs:
         workers = Workers(rs.url, count=0)
         try:
-            workers.add(1, "--jobs-module", "jobpkg.reach")
+            workers.add(1, "--jobs-module", "jobpkg.reach", "--jobs-module", "jobpkg.hostile")
             workers.wait_ready(1)
             config = server_config(tmp_path_factory.mktemp("home"), job_modules=JOBS)
             with live_server(replace(config, backend=rs.url)) as running:
@@ -61,6 +61,17 @@ def test_the_job_process_holds_no_redis_connection_url_or_password(live: Live) -
     done = live.wait(job["job_id"])
     assert done["status"] == "completed", (done["error"], live.all_records(job["job_id"])[-5:])
     assert done["result"] == {"found": [], "open_connections": 0, "socket_fds": 0}
+
+
+def test_the_job_finds_the_password_nowhere_in_its_own_memory(live: Live) -> None:
+    """The default mode (the worker as root, so /proc and ptrace are not the question here:
+    see test_secrecy.py): the job's process is a fresh image, whose raw memory holds
+    neither the password nor the URL the RQ worker above it uses."""
+    needles = [PASSWORD.encode().hex(), live.server.config.backend.encode().hex()]
+    done = live.wait(live.submit("hostile", needles_hex=needles)["job_id"], timeout=60)
+    assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
+    own = done["result"]["own_memory"]
+    assert own["detail"].startswith("read ") and not own["ok"] and own["needles"] == [], own
 
 
 def test_the_relay_keeps_capture_order_and_the_end(live: Live) -> None:
@@ -162,6 +173,8 @@ def test_under_job_user_the_hostile_job_gets_nowhere(as_user: tuple[Live, Worker
     assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
     worked = {attack: done["result"][attack] for attack in ATTACKS if done["result"][attack]["ok"]}
     assert not worked, worked
+    own = done["result"]["own_memory"]  # it searched its raw memory, and found nothing
+    assert own["detail"].startswith("read ") and own["needles"] == [], own
 
 
 def test_under_job_user_a_job_is_pid_1_of_its_own_namespace(
@@ -253,6 +266,8 @@ def test_under_sandbox_a_job_writes_only_to_its_tmp_and_sees_no_home(
     assert done["status"] == "completed", (done["error"], live.all_records(done["job_id"])[-3:])
     worked = {attack: done["result"][attack] for attack in ATTACKS if done["result"][attack]["ok"]}
     assert not worked, worked
+    own = done["result"]["own_memory"]  # it searched its raw memory, and found nothing
+    assert own["detail"].startswith("read ") and own["needles"] == [], own
 
 
 def test_a_playbook_under_job_user(as_user: tuple[Live, Workers, str]) -> None:
@@ -286,15 +301,35 @@ def test_sandbox_without_job_user_is_refused() -> None:
     assert "--sandbox in jobtrail worker needs --job-user USER" in refusal, refusal
 
 
-def _worker_refusal(*options: str) -> str:
-    """What ``jobtrail worker OPTIONS`` says on stderr when it refuses to start (exit 2)."""
+def test_job_user_is_refused_clearly_when_it_cannot_import_a_job_module(tmp_path: Path) -> None:
+    """Every job's process execs the interpreter and imports the job modules as USER: a
+    module in a folder USER cannot enter is refused at start, naming the first folder on
+    the way there that USER cannot enter."""
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "hidden_jobs_z.py").write_text("from jobtrail import job\n")
+    refusal = _worker_refusal(
+        "--job-user", job_user(), "--jobs-module", "hidden_jobs_z", path=str(hidden)
+    )
+    assert f"the job user {job_user()!r} cannot import hidden_jobs_z" in refusal, refusal
+    blocked = refusal.split("open up ", 1)[-1].split(" ", 1)[0]  # the first on the way
+    assert Path(blocked) in (hidden, *hidden.parents), refusal
+    assert f"(chmod o+x {blocked})" in refusal, refusal
+
+
+def _worker_refusal(*options: str, path: str = "") -> str:
+    """What ``jobtrail worker OPTIONS`` says on stderr when it refuses to start (exit 2),
+    run where USER can reach this venv (``path``: one more folder on the import path)."""
     done = subprocess.run(
-        [*WORKER, "--backend", "redis://127.0.0.1:1/0", *options],
+        [*as_root_reachable(), *WORKER, "--backend", "redis://127.0.0.1:1/0", *options],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=TESTS,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([p for p in (path, TESTS) if p] + sys.path),
+        },
     )
     assert done.returncode == 2, done
     return done.stderr

@@ -8,11 +8,11 @@ Each backend module offers ``open_backend(config, home, store, events) -> ports.
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from jobtrail.service.config import ServerConfig, check_backend
-from jobtrail.service.ports import OpenBackend
-from jobtrail.service.service import JobService
+if TYPE_CHECKING:  # imported when called: a distributed job's image imports none of them
+    from jobtrail.service.config import ServerConfig
+    from jobtrail.service.service import JobService
 
 BACKENDS = {
     "local": "jobtrail.backends.local",
@@ -26,6 +26,10 @@ def open_service(config: ServerConfig) -> JobService:
     """The service for ``config``, with the home locked and the backend's parts built (not
     started: ``start()`` does that). ValueError for an unknown backend; ImportError when
     its optional dependencies are not installed; ``HomeInUse``."""
+    from jobtrail.service.config import check_backend
+    from jobtrail.service.ports import OpenBackend
+    from jobtrail.service.service import JobService
+
     scheme = check_backend(config.backend).partition("://")[0]
     module = importlib.import_module(BACKENDS[scheme])
     return JobService(config, cast(OpenBackend, module.open_backend))

@@ -171,6 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _refuse("--concurrency must be at least 1")
     try:
+        from jobtrail.backends.redis._job_image import check_reachable
         from jobtrail.backends.redis._pidns import job_isolation
         from jobtrail.backends.redis.worker import run_workers
     except ImportError as exc:
@@ -181,6 +182,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _refuse(str(exc))
     try:
         isolation = job_isolation(args.job_user, args.sandbox, args.playbooks)
+        check_reachable(isolation, args.jobs_module or (), args.playbooks)  # what jobs exec
     except JobtrailError as exc:  # IsolationError: no such user, not root
         return _refuse(str(exc))
     return run_workers(

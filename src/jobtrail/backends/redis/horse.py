@@ -3,18 +3,20 @@
 ::
 
     RQ worker ─ fork ─► horse (run_job): Redis, and nothing of the job's code
-                          │ fork, then forget_redis (no socket, no URL, no password)
+                          │ fork; the copy execs a fresh interpreter (``_job_image.py``):
+                          │ no socket, URL or password of the worker's, not even in raw memory
                           ▼
                         job's process: JobRuntime (capture, signals, mark, nice), the job
                           │ send = a pipe to the horse (``messages``)
                           ▼
                         horse: each message XADDed to the job's stream, in order (StreamSender)
 
-With ``jobtrail worker --job-user USER`` the job's process is pid 1 of PID, mount and IPC
-namespaces of its own (``_pidns.py``: a fresh /proc, its own tmpfs for TMPDIR) and becomes
-USER (``isolation.py``) once it has what it needs open, with a private TMPDIR/HOME per job;
-the horse relays its ``Started`` with its pid as the host sees it. It runs the same
-``JobRuntime`` as a pool worker, so start, outcome, leftover
+The horse hands the task over after the fork, down a pipe that is the new image's fd 0.
+With ``jobtrail worker --job-user USER`` the copy first enters PID, mount and IPC
+namespaces of its own, as pid 1 (``_pidns.py``: a fresh /proc, its own tmpfs for TMPDIR)
+and becomes USER (``isolation.py``), so the interpreter it execs runs as USER, with a
+private TMPDIR/HOME per job; the horse relays its ``Started`` with its pid as the host
+sees it. The image runs the same ``JobRuntime`` as a pool worker, so start, outcome, leftover
 children and the end-of-job barrier behave as in the local pool; only ``send`` differs, as
 there, and the horse XADDs what arrives, one entry per batch. Cancels and limits are sent to
 the job's process by the RQ worker itself (its tree, not the horse's); a signal sent to the
@@ -30,17 +32,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
+import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 import redis
 
+from jobtrail.backends.redis import _job_image
 from jobtrail.backends.redis import keys as b
-from jobtrail.backends.redis._forget import forget_redis
 from jobtrail.backends.redis._pidns import enter_job_namespaces, new_pid_namespace
 from jobtrail.isolation import JOBS_TMP_MODE, Isolation
 from jobtrail.limits import LIMIT_SIGNAL
@@ -58,13 +60,15 @@ from jobtrail.messages import (
 from jobtrail.models import JobStatus
 from jobtrail.processes import die_with_parent, kill_tree, processes_marked
 from jobtrail.worker.redact import Redactor
-from jobtrail.worker.runtime import STOP_SIGNAL, JobRuntime
-from jobtrail.worker.spool import Spool, read_unsent, unsent_batches
+from jobtrail.worker.runtime import STOP_SIGNAL
+from jobtrail.worker.spool import read_unsent, unsent_batches
 from jobtrail.worker.streams import StreamPipes, render_tail, stream_tail
 
 HOST = socket.gethostname()
 # Set by the `jobtrail worker` process before it starts working; the horse inherits it.
 WORKER: dict[str, str] = {"url": "", "mark": "", "name": ""}
+# Set by `jobtrail worker`: what every job's image imports before its job runs.
+JOB_MODULES: list[str] = []
 # Set by the RQ worker before it forks the horse: fds it created for the job (-1: none),
 # its spool and the two ends of its notes pipe; and its fd 1 and fd 2 pipes.
 JOB_FDS: dict[str, int] = {"spool": -1, "notes": -1, "notes_w": -1}
@@ -114,12 +118,17 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
     relay = JobRelay(send)
     if ISOLATION["isolation"].user is not None:
         new_pid_namespace()  # the job's process is its pid 1: it sees no other job, nor us
+    task = Task(job_id, job_type, params)
+    task_read, task_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        relay.become_job_process(Task(job_id, job_type, params), options)
+        os.close(task_write)
+        relay.become_job_process(task, task_read)
+    os.close(task_read)
     pipes = JOB_PIPES["pipes"]
     for write_end in (pipes.stdout[1], pipes.stderr[1]) if pipes else ():
         _close(write_end.fd)  # the job's (and its children's) only
+    _job_image.hand_over(task_write, relay.spec(task, options))
     end = relay.run(pid, f"{WORKER['mark']}/{job_id}")
     if end is None:  # the job's process died before its end: die as it did
         _die_like(relay.status)
@@ -145,18 +154,13 @@ class JobRelay:
         else:
             self._pending.append(signum)
 
-    def become_job_process(self, task: Task, options: dict[str, Any]) -> NoReturn:
-        """In the fork: drop Redis, run the job with its messages down the pipe; never returns."""
-        code = 1
+    def become_job_process(self, task: Task, task_read: int) -> NoReturn:
+        """In the fork: what needs the copy (namespaces, USER), then the exec of a fresh
+        image that reads ``task`` (the horse writes it) from ``task_read``; never returns."""
         try:
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)  # until JobRuntime sets its own
             os.close(self._read)
-            forget_redis(WORKER["url"])
-            WORKER["url"] = ""
-            channel = Connection(self._write, readable=False)
-            notes = JOB_FDS.get("notes", -1)
-            spool = _map_spool(JOB_FDS.get("spool", -1))  # open already: no path to reach
             isolation = ISOLATION["isolation"]
             if isolation.user is not None:  # still root: a /proc of its own, its own tmpfs
                 enter_job_namespaces(
@@ -167,31 +171,44 @@ class JobRelay:
                     isolation.visible,
                     isolation.sandbox_paths(task.job_type),  # its own type's paths
                 )
-            isolation.enter()  # --job-user: become USER for good, before any job code
-            runtime = JobRuntime(
-                channel.send,
-                mark=f"{WORKER['mark']}/{task.job_id}",
-                nice=int(options.get("nice", 0)),
-                level=int(options.get("level", 10)),
-                redactor=Redactor(
-                    tuple(options.get("redact_patterns", ())),
-                    defaults=bool(options.get("redact", True)),
-                ),
-                stopped_by=f"jobtrail worker on {HOST}",
-                host=HOST,
-                worker=WORKER["name"] or None,
-                spool=spool,
-                stop_note=lambda: _stop_note(notes),
-                pipes=JOB_PIPES["pipes"],
-            )
-            with isolation.job_temp():  # --job-user: its private TMPDIR and HOME
-                runtime.run(task)
-            runtime.close()
-            code = 0
-        except BaseException:  # before the capture, or past the job's end: the worker's log
+            isolation.enter()  # --job-user: become USER for good, before the exec
+            die_with_parent()  # after the change of user, which clears it; the exec keeps it
+            handed = self._handed()
+            keep = {handed["channel"], handed["spool"], handed["notes"], *(handed["pipes"] or ())}
+            _job_image.exec_image(task_read, keep - {-1})
+        except BaseException:  # the exec failed: the worker's log
             traceback.print_exc()
         finally:
-            os._exit(code)
+            os._exit(1)
+
+    def _handed(self) -> dict[str, Any]:
+        """The fds the job's process keeps (-1: none): its pipe to us, the spool, the notes
+        pipe and fd 1's and 2's pipes (read and write ends, as ``StreamPipes``)."""
+        pipes = JOB_PIPES["pipes"]
+        return {
+            "channel": self._write,
+            "spool": JOB_FDS.get("spool", -1),
+            "notes": JOB_FDS.get("notes", -1),
+            "pipes": [h.fd for h in (*pipes.stdout, *pipes.stderr)] if pipes else None,
+        }
+
+    def spec(self, task: Task, options: dict[str, Any]) -> dict[str, Any]:
+        """What the job's image needs, for ``_job_image.main`` (the fds are the fork's)."""
+        isolation = ISOLATION["isolation"]
+        return {
+            "job_id": task.job_id,
+            "job_type": task.job_type,
+            "params": task.params,
+            "options": options,
+            "mark": f"{WORKER['mark']}/{task.job_id}",
+            "host": HOST,
+            "worker": WORKER["name"],
+            "jobs_tmp": isolation.jobs_tmp,
+            "dumpable": isolation.user is not None or _job_image.dumpable(),
+            "job_modules": list(JOB_MODULES),
+            "sys_path": list(sys.path),
+            "fds": self._handed(),
+        }
 
     def run(self, pid: int, mark: str) -> End | None:
         """Relay until the job's process ended; its End, or None if it died before one."""
@@ -256,28 +273,6 @@ def _die_like(status: int) -> NoReturn:
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
-
-
-def _map_spool(fd: int) -> Spool | None:
-    """The spool the RQ worker created, mapped (the fd is closed: the mapping keeps it)."""
-    if fd < 0:
-        return None
-    try:
-        return Spool.from_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _stop_note(fd: int) -> str | None:
-    """Why the RQ worker is stopping this job: it wrote the reason before LIMIT_SIGNAL."""
-    if fd < 0:
-        return None
-    try:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        note = os.read(fd, 4096) if ready else b""
-    except OSError:
-        return None
-    return note.decode(errors="replace").strip() or None
 
 
 def _close(fd: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,11 +26,6 @@ CANCEL_TTL = 86_400
 SEND_RETRY_SECONDS = 60.0  # how long a horse keeps retrying an XADD while Redis is away
 
 T = TypeVar("T")
-# Every client ``connect`` made in this process: a job's process forgets their credentials.
-CLIENTS: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
-# And the credential objects they were given (the newest 64): a client already dropped may
-# live on in cyclic garbage until a collection, its connections holding them.
-CREDENTIALS: list[object] = []
 
 
 def job_key(job_id: str) -> str:
@@ -65,12 +59,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
     options.setdefault("socket_timeout", 10.0)
     options.setdefault("socket_connect_timeout", 5.0)
     options.setdefault("health_check_interval", 30)
-    client = redis.Redis.from_url(url, **options)
-    CLIENTS.add(client)
-    kwargs = client.connection_pool.connection_kwargs
-    CREDENTIALS.extend(kwargs[name] for name in ("password", "username") if kwargs.get(name))
-    del CREDENTIALS[:-64]
-    return client
+    return redis.Redis.from_url(url, **options)
 
 
 def retrying(call: Callable[[], T], seconds: float, what: str = "redis") -> T:

@@ -319,6 +319,7 @@ def run_workers(
     ``isolation`` what each job's process becomes (``_pidns.job_isolation``)."""
     os.environ.pop(TOKEN_ENV, None)
     horse.ISOLATION["isolation"] = isolation or Isolation()  # every horse inherits it
+    horse.JOB_MODULES[:] = job_modules  # what each job's fresh image imports
     if playbooks:
         os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
     import_job_modules(job_modules)  # before forking: every horse has the job types

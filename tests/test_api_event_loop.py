@@ -37,6 +37,15 @@ class SlowService:
 
     check_logs = get
 
+    def peek(self, job_id: str) -> Job | None:
+        return None  # not at hand: the route must ask ``get`` in a thread
+
+    def logs_at_once(self, job_id: str, tail: int) -> LogPage | None:
+        return None
+
+    def health_at_once(self) -> Health | None:
+        return None  # as in Redis mode: asked in a thread
+
     def recent(self, job_id: str, n: int = 50) -> list[dict[str, Any]]:
         return []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from jobtrail.api.bodies import search_body
 from jobtrail.api.schemas import JobOut, LogFormat, LogRecordOut, LogsOut, job_out
 from jobtrail.api.schemas.search import SearchOut, search_out
 from jobtrail.logstore import FieldMatch, JobLogStore, SearchMatch, SearchPage, raw
-from jobtrail.records import LEVEL_BITS, text_line
+from jobtrail.records import LEVEL_BITS, encode_record, text_line
 from support.bodies import old_search, ordered
 from support.live import Live
 from support.waits import wait_until
@@ -251,3 +252,80 @@ def test_a_filtered_stream_and_download_send_the_stored_lines(live: Live, jobs: 
         assert download.text.splitlines() == lines, job_id
         sent += len(lines)
     assert sent, "the filter let records through"
+
+
+def test_ended_jobs_are_kept_for_peek_and_every_change_drops_them(tmp_path: Path) -> None:
+    """``LocalJobRecords.peek`` (what lets GET /api/jobs/{id} answer on the event loop) has
+    an ended job only once ``get`` read it, never a stale one after a change, and never
+    waits for the lock a write holds."""
+    from jobtrail.backends.local.records import LocalJobRecords
+    from jobtrail.models import Job, JobStatus
+
+    records = LocalJobRecords(tmp_path / "jobs.db")
+    try:
+        job = Job(job_id="sleep-0123456789ab", job_type="sleep", params={}, created_at=1.0)
+        records.insert(job)
+        assert records.peek(job.job_id) is not None  # pending: in memory
+        assert records.transition(job.job_id, ("pending",), status="completed", completed_at=2.0)
+        assert records.peek(job.job_id) is None  # ended: SQLite's until read
+        read = records.get(job.job_id)
+        assert read is not None and records.peek(job.job_id) == read
+        records.link_rerun(job.job_id, "sleep-ba9876543210")
+        assert records.peek(job.job_id) is None
+        again = records.get(job.job_id)
+        assert again is not None and again.extra["reruns"] == ["sleep-ba9876543210"]
+        assert records.peek(job.job_id) == again
+        records.mark_expired(job.job_id)
+        assert records.peek(job.job_id) is None
+        expired = records.get(job.job_id)
+        assert expired is not None and expired.logs_expired
+        assert records.transition(job.job_id, (), extra={"note": 1})
+        assert records.peek(job.job_id) is None
+        assert records.get(job.job_id) is not None and records.peek(job.job_id) is not None
+        records.insert(replace(job, job_id="sleep-00000000000f"))
+        with records._lock:  # a write in progress: peek does not wait for it
+            assert records.peek("sleep-00000000000f") is None
+        assert records.peek("sleep-00000000000f") is not None
+        assert JobStatus.PENDING is records.get("sleep-00000000000f").status  # type: ignore[union-attr]
+    finally:
+        records.close()
+
+
+def _batches(store: JobLogStore, job_id: str, first: int, count: int, per: int = 30) -> None:
+    for start in range(first, first + count, per):
+        seqs = range(start, min(start + per, first + count))
+        levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+        lines = [
+            encode_record(s, f"2026-12-01T10:00:00.{s:06d}Z", levels[s % 4], "app", f"m {s}", "t")
+            for s in seqs
+        ]
+        mask = 0
+        for s in seqs:
+            mask |= LEVEL_BITS[levels[s % 4]]
+        store.append(job_id, "".join(lines).encode(), seqs[0], len(seqs), mask)
+
+
+@pytest.mark.parametrize("written", [7, 100, 250])
+def test_a_tail_at_once_equals_the_files_answer(tmp_path: Path, written: int) -> None:
+    """``tail_at_once`` (a plain tail served on the event loop) answers exactly what ``read``
+    answers from the files, while the job is written and once it is closed; it declines
+    (None) when rotation removed lines or the store did not write the job itself."""
+    store = JobLogStore(tmp_path / "logs")
+    job_id = "flood-0123456789ab"
+    _batches(store, job_id, 1, written)
+    for closed in (False, True):
+        if closed:
+            store.close_job(job_id)
+        for tail in (1, 50, 100):
+            got = store.tail_at_once(job_id, tail)
+            assert got == store.read(job_id, tail=tail), (closed, tail)
+        assert store.tail_at_once(job_id, 101) is None  # more than the ring holds
+    store.close()
+    assert JobLogStore(tmp_path / "logs").tail_at_once(job_id, 10) is None  # a new server's
+
+    small = JobLogStore(tmp_path / "small", max_segment_bytes=4000, max_segments=2)
+    _batches(small, job_id, 1, 400)
+    assert small.read(job_id, tail=10).truncated_before > 1
+    assert small.tail_at_once(job_id, 10) is None
+    small.close_job(job_id)
+    assert small.tail_at_once(job_id, 10) is None

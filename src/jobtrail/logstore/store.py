@@ -34,6 +34,7 @@ from jobtrail.logstore.queries import (
     LinePage,
     LogPage,
     Record,
+    RecordFilter,
     find_lines,
     find_records,
     newest_lines,
@@ -94,6 +95,9 @@ class JobLogStore:
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._writers: dict[str, SegmentWriter] = {}
+        # jobs closed here whose log lost nothing to rotation -> their highest seq: with the
+        # ring, what ``tail_at_once`` needs to answer without a file (newest ring_jobs kept)
+        self._whole: OrderedDict[str, int] = OrderedDict()
         self._rings = RingBuffers(ring_size, ring_jobs)
         self._drops: dict[str, tuple[int, str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
@@ -174,6 +178,10 @@ class JobLogStore:
         with self._write_lock:
             writer = self._writers.pop(job_id, None)
             if writer is not None:
+                if writer.segments[0] == 1:
+                    self._whole[job_id] = writer.latest_seq
+                    while len(self._whole) > self._ring_jobs:
+                        self._whole.popitem(last=False)
                 writer.close()
         self._watchers.notify(job_id)
         for observer in self._observers:
@@ -209,6 +217,7 @@ class JobLogStore:
             if writer is not None:
                 writer.close()
             self._rings.discard(job_id)
+            self._whole.pop(job_id, None)
             for observer in self._observers:
                 observer(job_id, "delete")
             with self._lock:
@@ -253,6 +262,52 @@ class JobLogStore:
             if shown is not None:
                 out.append(shown)
         return out
+
+    def recent_heads_at_once(self, job_id: str, n: int = 50) -> list[bytes] | None:
+        """``recent_heads`` if the ring is in memory; None: it must be read from disk (call
+        ``recent_heads``, in a thread)."""
+        self._path(job_id)
+        lines = self._rings.lines(job_id)
+        if lines is None:
+            return None
+        return [shown for line in reversed(lines) if (shown := raw.head(line))][:n]
+
+    def tail_at_once(self, job_id: str, tail: int) -> LogPage | None:
+        """``read(job_id, tail=tail)`` (no filter) from memory, when memory has all of it: the
+        ring holds that many newest lines, or the whole log, and rotation removed nothing
+        (known for a job being written, or closed by this store). None: call ``read``."""
+        self._path(job_id)
+        if tail > self._rings.size:
+            return None
+        writer = self._writers.get(job_id)
+        if writer is not None:
+            if writer.segments[0] != 1:
+                return None
+            latest = writer.latest_seq
+        else:
+            whole = self._whole.get(job_id)
+            if whole is None:
+                return None
+            latest = whole
+        lines = self._rings.lines(job_id)
+        if lines is None:
+            return None
+        flt = RecordFilter()  # as ``read`` tests each stored line
+        found = [pair for pair in map(flt.pair, lines) if pair is not None][-tail:]
+        if len(found) < tail and len(lines) == self._rings.size:  # older ones are on disk
+            return None
+        if not found:
+            return LogPage([], None, None, latest, 1, False)
+        last: int = found[-1][1]["seq"]
+        return LogPage(
+            [record for _, record in found],
+            found[0][1]["seq"],
+            last,
+            max(latest, last),
+            1,
+            False,
+            [line for line, _ in found],
+        )
 
     def _ring(self, job_id: str) -> list[bytes]:
         self._path(job_id)

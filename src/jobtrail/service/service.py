@@ -180,6 +180,10 @@ class JobService:
             raise JobNotFound(job_id)
         return found
 
+    def peek(self, job_id: str) -> Job | None:
+        """The job if it can be had at once (see ``JobRecords.peek``); None: call ``get``."""
+        return self.records.peek(job_id) if is_job_id(job_id) else None
+
     def list(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50
     ) -> builtins.list[Job]:
@@ -214,6 +218,10 @@ class JobService:
 
     def health(self) -> Health:
         return self.execution.health()
+
+    def health_at_once(self) -> Health | None:
+        """``health()`` if it can be had without a network (local mode); None: call it."""
+        return self.execution.health_at_once()
 
     # -- rerun --------------------------------------------------------------------------------
     def rerun(
@@ -281,6 +289,21 @@ class JobService:
             match=match,
             fields=fields,
         )
+
+    def logs_at_once(self, job_id: str, tail: int) -> LogPage | None:
+        """The newest ``tail`` records, unfiltered, if the job and they are in memory (the
+        API answers on its event loop); None: call ``check_logs`` and ``read``, in a thread.
+        Raises as ``check_logs`` does for a job it has at once."""
+        job = self.peek(job_id)
+        if job is None:
+            return None
+        if job.logs_expired:
+            raise LogsExpired(job_id, self.config.retention_hours)
+        return self.store.tail_at_once(job_id, tail)
+
+    def recent_heads_at_once(self, job_id: str, n: int = 50) -> builtins.list[bytes] | None:
+        """``recent_heads`` if they are in memory; None: call it, in a thread."""
+        return self.store.recent_heads_at_once(job_id, n)
 
     def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
         return self.store.read_lines(job_id, after=after, limit=limit)

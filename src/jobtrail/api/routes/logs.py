@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from jobtrail.api.bodies import logs_body
 from jobtrail.api.deps import Service
 from jobtrail.api.schemas import ErrorOut, Level, LevelName, LogFormat, LogsOut
 from jobtrail.errors import InvalidQuery
-from jobtrail.logstore import FieldMatch
+from jobtrail.logstore import FieldMatch, LogPage
 from jobtrail.records import text_line
+from jobtrail.service import JobService
 
 router = APIRouter(prefix="/api", tags=["logs"])
 
@@ -46,7 +48,7 @@ Fields = Annotated[FieldMatch | None, Depends(field_match)]
     response_model=LogsOut,
     responses={404: {"model": ErrorOut}, 410: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-def get_logs(
+async def get_logs(
     job_id: str,
     service: Service,
     tail: Annotated[int, Query(ge=1, le=10000, description="How many matching records")] = 100,
@@ -66,14 +68,38 @@ def get_logs(
     fields: Fields = None,
 ) -> Response:
     """Records oldest first: as text lines, or as JSON the stored lines themselves (the
-    body is built from the stored bytes, ``api/bodies.py``; ``LogsOut`` documents it)."""
-    service.check_logs(job_id)
+    body is built from the stored bytes, ``api/bodies.py``; ``LogsOut`` documents it).
+
+    A plain tail of a job in memory (``logs_at_once``: the job page's poll, an agent's) is
+    answered on the event loop; anything else reads the files in a thread."""
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
+    plain = level is Level.DEBUG and after is None and since is None and not match and not fields
+    page = service.logs_at_once(job_id, tail) if plain else None
+    if page is None:
+        page = await run_in_threadpool(
+            _read, service, job_id, tail, level.value, after, since, match, fields
+        )
+    entries = None if format.records else [text_line(r) for r in page.records]
+    body = logs_body(job_id, page, entries, service.log_file(job_id))
+    return Response(body, media_type="application/json")
+
+
+def _read(
+    service: JobService,
+    job_id: str,
+    tail: int,
+    min_level: str,
+    after: int | None,
+    since: str | None,
+    match: dict[str, str],
+    fields: FieldMatch | None,
+) -> LogPage:
+    service.check_logs(job_id)
     try:
-        page = service.read(
+        return service.read(
             job_id,
             tail=tail,
-            min_level=level.value,
+            min_level=min_level,
             after=after,
             since=since,
             match=match or None,
@@ -81,6 +107,3 @@ def get_logs(
         )
     except ValueError as exc:
         raise InvalidQuery(str(exc)) from None
-    entries = None if format.records else [text_line(r) for r in page.records]
-    body = logs_body(job_id, page, entries, service.log_file(job_id))
-    return Response(body, media_type="application/json")

@@ -73,6 +73,10 @@ class PoolExecution:
             self._events.job_ended(job_id, Outcome.cancelled(CANCELLED_BEFORE_START))
         return where
 
+    def health_at_once(self) -> Health:
+        """The pool's counts are in memory: never a wait."""
+        return self.health()
+
     def health(self) -> Health:
         return Health(
             workers=self.pool.size,

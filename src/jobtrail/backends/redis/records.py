@@ -231,6 +231,10 @@ class RedisJobRecords:
         job = self.db.get(job_id)
         return None if job is None else self._as_seen_here(job)
 
+    def peek(self, job_id: str) -> None:
+        """Never at once: the record is Redis's, and any server may change it."""
+        return None
+
     def list_jobs(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50
     ) -> list[Job]:

@@ -313,12 +313,16 @@ def test_a_tail_at_once_equals_the_files_answer(tmp_path: Path, written: int) ->
     store = JobLogStore(tmp_path / "logs")
     job_id = "flood-0123456789ab"
     _batches(store, job_id, 1, written)
-    for closed in (False, True):
-        if closed:
+    for step in ("written", "more written", "closed"):
+        if step == "more written":  # the kept view of the ring is made anew
+            _batches(store, job_id, written + 1, 3)
+        if step == "closed":
             store.close_job(job_id)
         for tail in (1, 50, 100):
             got = store.tail_at_once(job_id, tail)
-            assert got == store.read(job_id, tail=tail), (closed, tail)
+            assert got == store.read(job_id, tail=tail), (step, tail)
+            heads = store.recent_heads_at_once(job_id, tail)
+            assert heads == store.recent_heads(job_id, tail), (step, tail)
         assert store.tail_at_once(job_id, 101) is None  # more than the ring holds
     store.close()
     assert JobLogStore(tmp_path / "logs").tail_at_once(job_id, 10) is None  # a new server's

@@ -34,13 +34,13 @@ from jobtrail.logstore.queries import (
     LinePage,
     LogPage,
     Record,
-    RecordFilter,
     find_lines,
     find_records,
     newest_lines,
     query_filter,
 )
 from jobtrail.logstore.rings import RingBuffers
+from jobtrail.logstore.ringview import RingViews
 from jobtrail.logstore.search import SearchPage, SearchQuery, find_matches
 from jobtrail.logstore.segments import SegmentReader
 from jobtrail.logstore.watchers import Watchers
@@ -99,6 +99,7 @@ class JobLogStore:
         # ring, what ``tail_at_once`` needs to answer without a file (newest ring_jobs kept)
         self._whole: OrderedDict[str, int] = OrderedDict()
         self._rings = RingBuffers(ring_size, ring_jobs)
+        self._views = RingViews()  # the hot routes' work on a ring, until it changes
         self._drops: dict[str, tuple[int, str]] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._watchers = Watchers()
@@ -217,6 +218,7 @@ class JobLogStore:
             if writer is not None:
                 writer.close()
             self._rings.discard(job_id)
+            self._views.discard(job_id)
             self._whole.pop(job_id, None)
             for observer in self._observers:
                 observer(job_id, "delete")
@@ -270,7 +272,7 @@ class JobLogStore:
         lines = self._rings.lines(job_id)
         if lines is None:
             return None
-        return [shown for line in reversed(lines) if (shown := raw.head(line))][:n]
+        return self._views.get(job_id, lines).heads()[:n]
 
     def tail_at_once(self, job_id: str, tail: int) -> LogPage | None:
         """``read(job_id, tail=tail)`` (no filter) from memory, when memory has all of it: the
@@ -292,8 +294,7 @@ class JobLogStore:
         lines = self._rings.lines(job_id)
         if lines is None:
             return None
-        flt = RecordFilter()  # as ``read`` tests each stored line
-        found = [pair for pair in map(flt.pair, lines) if pair is not None][-tail:]
+        found = self._views.get(job_id, lines).pairs()[-tail:]
         if len(found) < tail and len(lines) == self._rings.size:  # older ones are on disk
             return None
         if not found:

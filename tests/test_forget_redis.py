@@ -6,7 +6,8 @@ the gc held off, as coverage's tracer once made it in CI), freed copies of the U
 process is a fork of it that execs a fresh interpreter (``_job_image.py``), so the hostile
 job's ``own_memory`` search of its raw memory finds neither the password nor the URL, where
 this process's own memory holds both; ``redis_reach`` finds no copy and no socket; a task
-larger than a pipe holds (64 KiB) comes through whole. With and without a password.
+larger than a pipe holds (64 KiB) comes through whole, and neither a secret param nor the
+job's id shows in its /proc cmdline or environ. With and without a password.
 tests/test_isolation_redis.py checks the whole worker, in each of its modes.
 """
 
@@ -25,6 +26,17 @@ from support.redis_server import TESTS, redis_server
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "pw-x3-5e1b7c02d4"
 BIG = 200_000  # characters of one param: more than a pipe's buffer
+TOKEN = "tok-z-0c4f1d7e2a9b"  # a secret param
+# A job type of this test's own: what its process shows in /proc (cmdline is world-readable)
+PROC_SELF = """
+from pathlib import Path
+from jobtrail import job
+
+@job("proc_self_z")
+def proc_self_z(api_token: str) -> dict[str, str]:
+    shown = {name: Path("/proc/self", name).read_bytes() for name in ("cmdline", "environ")}
+    return {name: data.decode(errors="replace") for name, data in shown.items()}
+"""
 PROCESS = r"""
 import gc, json, sys
 from urllib.parse import urlsplit
@@ -44,8 +56,9 @@ def main(url, needles_hex):
     freed = [url + str(i) for i in range(100)]
     del freed
     horse.WORKER.update(url=url, mark="jtw-forget", name="forget")
-    horse.JOB_MODULES[:] = ["jobs_fixture", "jobpkg.hostile", "jobpkg.reach"]
+    horse.JOB_MODULES[:] = ["jobs_fixture", "jobpkg.hostile", "jobpkg.reach", "proc_self_z"]
     jobs = {
+        "proc_self_z-00000000000d": ("proc_self_z", {"api_token": sys.argv[2]}),
         "hostile-00000000000a": ("hostile", {"needles_hex": needles_hex}),
         "redis_reach-00000000000b": ("redis_reach", {"needle_hex": needles_hex[0]}),
         "typed-00000000000c": ("typed", {"count": 1, "name": "n" * int(sys.argv[1])}),
@@ -69,10 +82,12 @@ main(url, [s.encode().hex() for s in secrets if s])
 
 @pytest.mark.parametrize("password", [PASSWORD, ""], ids=["password", "no-password"])
 def test_the_job_image_holds_nothing_of_the_workers_redis(password: str, tmp_path: Path) -> None:
-    with redis_server(tmp_path, password=password) as rs:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
+    (tmp_path / "proc_self_z.py").write_text(PROC_SELF)
+    with redis_server(tmp_path / "redis", password=password) as rs:
+        path = [str(tmp_path), TESTS, *sys.path]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         done = subprocess.run(
-            [sys.executable, "-c", PROCESS, str(BIG)],
+            [sys.executable, "-c", PROCESS, str(BIG), TOKEN],
             input=rs.url + "\n",  # not on the command line: only in this process's memory
             capture_output=True,
             text=True,
@@ -89,3 +104,7 @@ def test_the_job_image_holds_nothing_of_the_workers_redis(password: str, tmp_pat
     assert own["needles"] == [], own
     assert found["redis_reach"] == {"found": [], "open_connections": 0, "socket_fds": 0}
     assert found["typed"]["name"] == "n" * BIG
+    shown = found["proc_self_z"]  # the task came down a pipe, not on argv or in the env
+    assert shown["cmdline"].split("\0")[1:3] == ["-m", "jobtrail.backends.redis._job_image"]
+    for text in shown.values():
+        assert TOKEN not in text and "00000000000d" not in text, shown

@@ -131,7 +131,7 @@ def main() -> NoReturn:
     try:
         _refuse_a_tracer()
         spec = _read_task()
-        if spec["dumpable"]:  # --job-user: its own /proc readable, as before the exec
+        if spec["dumpable"]:  # as the fork was: USER's own /proc readable (--job-user)
             _set_dumpable(True)
         sys.path[:] = spec["sys_path"]
         _run(spec)

@@ -38,6 +38,7 @@ class LogPage:
     truncated_before: int  # lowest seq still on disk; 1 if rotation has lost nothing
     more: bool = False  # forward reads: matching records exist after last_seq
     lines: list[bytes] = field(default_factory=list)
+    texts: list[str] | None = None  # ``text_line`` of each record, when already made
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """What the hot routes make of a job's ring, kept until the ring changes.
 
 ``GET /api/jobs/{id}`` cuts each ring line to its head and a plain logs tail decodes each
-one; for a job that ended (or logs slowly) the ring is the same from one poll to the next,
-so that work is done once per change of the ring instead of once per request. A view is
-valid while the ring has the same length and the same last line (the very bytes object:
-every append brings new ones).
+one (and formats it, for the text format); for a job that ended (or logs slowly) the ring
+is the same from one poll to the next, so that work is done once per change of the ring
+instead of once per request. A view is valid while the ring has the same length and the
+same last line (the very bytes object: every append brings new ones).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from jobtrail.logstore import raw
 from jobtrail.logstore.queries import Record, RecordFilter
+from jobtrail.records import text_line
 
 VIEWS_KEPT = 256  # jobs whose view is kept (least recently used go)
 
@@ -26,6 +27,7 @@ class RingView:
     lines: list[bytes]
     _heads: list[bytes] | None = field(default=None, repr=False)
     _pairs: list[tuple[bytes, Record]] | None = field(default=None, repr=False)
+    _texts: list[str] | None = field(default=None, repr=False)
 
     def heads(self) -> list[bytes]:
         """``raw.head`` of each line, newest first (lines without one left out)."""
@@ -40,6 +42,12 @@ class RingView:
             flt = RecordFilter()  # as ``read`` tests each stored line
             self._pairs = [pair for pair in map(flt.pair, self.lines) if pair is not None]
         return self._pairs
+
+    def texts(self) -> list[str]:
+        """``text_line`` of each of ``pairs``' records (the logs' text format)."""
+        if self._texts is None:
+            self._texts = [text_line(record) for _, record in self.pairs()]
+        return self._texts
 
 
 def _same(kept: list[bytes], lines: list[bytes]) -> bool:

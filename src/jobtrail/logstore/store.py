@@ -294,7 +294,8 @@ class JobLogStore:
         lines = self._rings.lines(job_id)
         if lines is None:
             return None
-        found = self._views.get(job_id, lines).pairs()[-tail:]
+        view = self._views.get(job_id, lines)
+        found = view.pairs()[-tail:]
         if len(found) < tail and len(lines) == self._rings.size:  # older ones are on disk
             return None
         if not found:
@@ -308,6 +309,7 @@ class JobLogStore:
             1,
             False,
             [line for line, _ in found],
+            view.texts()[-tail:],
         )
 
     def _ring(self, job_id: str) -> list[bytes]:

@@ -6,8 +6,9 @@ calls ``new_pid_namespace`` just before it forks the job's process, which so bec
 of a new PID namespace; the horse stays outside (it keeps its pid, and relays). In the fork,
 still root, ``enter_job_namespaces`` makes a mount namespace with a fresh /proc (only the
 job's own processes) and a tmpfs of its own over the jobs' folder, and an IPC namespace.
-With ``--sandbox`` that mount namespace is also a sandbox, made here without an exec
-(bubblewrap would cost a fresh interpreter per job): every mount read-only, an empty /tmp
+With ``--sandbox`` that mount namespace is also a sandbox, made here before the job's
+process execs its fresh image (``_job_image``), without bubblewrap, whose own exec and
+setup would come on top of it: every mount read-only, an empty /tmp
 and /dev/shm of its own, each hidden folder (the users' homes) an empty tmpfs of mode 0000,
 and the paths the job's type declares (``SandboxPaths``) bound at their place, read-only or
 writable: only its own type's, since each job has a mount namespace of its own.

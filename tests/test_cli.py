@@ -41,6 +41,7 @@ PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("JOBTRAIL_URL", "JOBTRAIL_HOME")}
+    env["PYTHONFAULTHANDLER"] = "1"  # a CLI that hangs shows where (Streaming.finish)
     env.update(extra)
     return env
 
@@ -87,9 +88,17 @@ class Streaming:
         )
 
     def finish(self, timeout: float = 20) -> tuple[int, str]:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
+        """Its exit code and stderr; one still running after ``timeout`` is made to print
+        where each of its threads is (faulthandler, on SIGABRT) before the test fails."""
         assert self.proc.stderr is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            where = self.proc.stderr.read()
+            raise AssertionError(f"running after {timeout:g} s; it was here:\n{where}") from None
+        self._reader.join(5)
         return code, self.proc.stderr.read()
 
     def kill(self) -> None:

@@ -7,20 +7,22 @@ next to its log, told by the server which jobs have new lines (``service.summari
            ──> SummaryKeeper.note ──> its thread folds and saves (logstore/summary.py)
     server <── stdout: "s JOB SEQ" saved up to SEQ (the server then loads it, not folds it)
 
-It runs at NICE, between the server and its jobs: the fold keeps up with a flood (well over
-half a million lines a second a core) while a request to the server never waits for it.
+It runs at NICE, between the server and its jobs, in a session of its own (so that nice
+counts against the server under autogroup, as the jobs' does): the fold keeps up with a
+flood (well over half a million lines a second a core) while a request to the server never
+waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from jobtrail.logstore import JobLogStore, SummaryKeeper
+from jobtrail.processes import below_the_server
 from jobtrail.service import playbook
 from jobtrail.service._helper_process import read_commands, report_stream
 
@@ -36,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     # must not end the keeper before it saved the server's last lines.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.nice(NICE)
-    except OSError:  # pragma: no cover - not allowed here: it still keeps the summaries
-        pass
+    below_the_server(NICE)  # its own session: its share is not taken from the server's
     reports = report_stream()
     lock = threading.Lock()  # saves come from the keeper's thread, and at the stop from here
 

@@ -35,7 +35,13 @@ from jobtrail.isolation import Isolation
 from jobtrail.limits import LIMIT_SIGNAL
 from jobtrail.messages import Outcome, Ready, Started, StopNote, Task
 from jobtrail.models import JobStatus
-from jobtrail.processes import die_with_parent, kill_tree, mark_this_process, worker_mark
+from jobtrail.processes import (
+    below_the_server,
+    die_with_parent,
+    kill_tree,
+    mark_this_process,
+    worker_mark,
+)
 from jobtrail.registry import get_job_type, import_job_modules
 from jobtrail.secrets import secret_values
 from jobtrail.worker.batcher import RecordBatcher, Send
@@ -86,37 +92,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     if signum in (STOP_SIGNAL, LIMIT_SIGNAL):  # no job to stop, or it is stopping: let it be
         return
     os._exit(128 + signum)
-
-
-AUTOGROUP = "/proc/self/autogroup"
-
-
-def below_the_server(nice: int) -> None:
-    """Run this job process at ``nice``, and make that count against the server too.
-
-    Where the kernel shares the CPU between sessions first (``autogroup``, on by default in
-    Debian's and Ubuntu's kernels), a process's nice only weighs it against its own session:
-    a job in the server's session takes from the server's share, nice or not (4 flooding
-    jobs held the API's p99 at 50-60 ms, ``benchmarks/api_latency.py``). So a job that is to
-    run below the server leaves the session for one of its own (a session leader: Ctrl-C on
-    the server's terminal never reached jobs anyway) and gives that session's group the same
-    nice. Nothing is changed if the process cannot start a session (it leads a group).
-    """
-    if nice <= 0:
-        return
-    try:
-        os.nice(nice)
-    except OSError:
-        pass
-    try:
-        os.setsid()
-    except OSError:  # a process group leader already (pid 1 of a namespace, bwrap's child)
-        return
-    try:
-        with open(AUTOGROUP, "w") as group:
-            group.write(str(nice))
-    except OSError:  # no autogroup in this kernel, or it is off: nice alone is enough
-        pass
 
 
 class JobRuntime:

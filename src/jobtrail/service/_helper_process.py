@@ -105,6 +105,34 @@ class HelperProcess:
                     self._log.warning("%s process: %s", self._what, line)
 
 
+class Backoff:
+    """When to start a helper again after it died: ``first`` seconds, doubling up to ``most``
+    for one that keeps dying at once (one that lived longer than ``most`` starts over)."""
+
+    def __init__(self, first: float = 1.0, most: float = 30.0) -> None:
+        self.first, self.most = first, most
+        self._delay = first
+        self._at = 0.0
+
+    def died(self, process: HelperProcess, log: logging.Logger, what: str) -> None:
+        """Count ``process`` out (its reports read) and say when the next one may start."""
+        process.join()
+        lived = time.monotonic() - process.started_at
+        delay = self.first if lived > self.most else self._delay
+        self._delay = min(delay * 2, self.most)
+        self._at = time.monotonic() + delay
+        log.warning(
+            "%s process %d exited (code %s); starting another in %.0f s",
+            what,
+            process.pid,
+            process.proc.returncode,
+            delay,
+        )
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._at
+
+
 def _read_reports(stream: IO[bytes], on_report: Callable[[bytes], None]) -> None:
     with stream:
         for line in stream:

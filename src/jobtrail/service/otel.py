@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from jobtrail.logstore import JobLogStore
-from jobtrail.service._helper_process import HelperProcess
+from jobtrail.service._helper_process import Backoff, HelperProcess
 from jobtrail.service.config import OTLP_ENDPOINT_ENV as ENDPOINT_ENV
 
 for _needed in ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.http"):
@@ -118,8 +118,7 @@ class LogExport:
         self._ended = _Counts()  # the processes that ended, their unsent records as failed
         self._current = _Counts()  # the running process's last report
         self._process: HelperProcess | None = None
-        self._restart_at = 0.0
-        self._backoff = RESTART_FIRST
+        self._backoff = Backoff(RESTART_FIRST, RESTART_MAX)
         self.restarts = 0
         self._reported = (0, 0, 0)
         self._wake = threading.Event()
@@ -235,20 +234,10 @@ class LogExport:
     def _restart(self, dead: HelperProcess | None) -> HelperProcess | None:
         """A process that died is counted out; a new one starts once its backoff passed."""
         if dead is not None:
-            dead.join()
-            lived = time.monotonic() - dead.started_at
-            delay = RESTART_FIRST if lived > RESTART_MAX else self._backoff
-            self._backoff = min(delay * 2, RESTART_MAX)  # for a process that dies at once
-            self._restart_at = time.monotonic() + delay
+            self._backoff.died(dead, log, "OTLP exporter")
             self._fold_current()
             self._process = None
-            log.warning(
-                "OTLP exporter process %d exited (code %s); starting another in %.0f s",
-                dead.proc.pid,
-                dead.proc.returncode,
-                delay,
-            )
-        if self._stopping or time.monotonic() < self._restart_at:
+        if self._stopping or not self._backoff.due():
             return None
         process = _exporter_process(self._root, self._url, self._on_report)
         self._process = process

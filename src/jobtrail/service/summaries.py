@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 from jobtrail.logstore import JobLogStore, Summary, SummaryKeeper
 from jobtrail.service import playbook
-from jobtrail.service._helper_process import HelperProcess
+from jobtrail.service._helper_process import Backoff, HelperProcess
 
 KEEPER_MODULE = "jobtrail.service._summary_process"
 GATHER = 0.05  # a pass waits this long after a wake, so a burst of batches names a job once
@@ -54,8 +54,7 @@ class Summaries:
         self._named: set[str] = set()  # jobs with an "a" in ``_pending`` (one each)
         self._known: OrderedDict[str, bool] = OrderedDict()  # named jobs -> ended
         self._process: HelperProcess | None = None
-        self._restart_at = 0.0
-        self._backoff = RESTART_FIRST
+        self._backoff = Backoff(RESTART_FIRST, RESTART_MAX)
         self.restarts = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -146,19 +145,9 @@ class Summaries:
     def _restart(self, dead: HelperProcess | None) -> None:
         """A process that died is replaced once its backoff passed, and told every job."""
         if dead is not None:
-            dead.join()
-            lived = time.monotonic() - dead.started_at
-            delay = RESTART_FIRST if lived > RESTART_MAX else self._backoff
-            self._backoff = min(delay * 2, RESTART_MAX)  # for a process that dies at once
-            self._restart_at = time.monotonic() + delay
+            self._backoff.died(dead, log, "summary keeper")
             self._process = None
-            log.warning(
-                "summary keeper process %d exited (code %s); starting another in %.0f s",
-                dead.pid,
-                dead.proc.returncode,
-                delay,
-            )
-        if self._stopping or time.monotonic() < self._restart_at:
+        if self._stopping or not self._backoff.due():
             return
         process = self._process = self._spawn()
         self.restarts += 1

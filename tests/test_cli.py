@@ -94,10 +94,14 @@ class Streaming:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            signals = " ".join(line for line in status if line.startswith(("Sig", "Shd")))
             self.proc.send_signal(signal.SIGABRT)
             self.proc.wait(10)
             where = self.proc.stderr.read()
-            raise AssertionError(f"running after {timeout:g} s; it was here:\n{where}") from None
+            raise AssertionError(
+                f"running after {timeout:g} s ({signals}); it was here:\n{where}"
+            ) from None
         self._reader.join(5)
         return code, self.proc.stderr.read()
 

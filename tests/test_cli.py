@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -59,20 +60,36 @@ def jt(live: Live, verb: str, *args: str, timeout: float = 30) -> subprocess.Com
     return run(verb, "--url", live.url, *args, timeout=timeout)
 
 
+@contextlib.contextmanager
+def sigint_reaches_children() -> Iterator[None]:
+    """SIGINT handled while a CLI starts, so the CLI handles it as from a terminal. A suite
+    started in the background (``tests/run.sh &``) has SIGINT ignored, which every process it
+    starts would inherit: the Ctrl-C tests then waited for an exit that never came."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Streaming:
     """A CLI process whose stdout is read line by line as it comes."""
 
     def __init__(
         self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> None:
-        self.proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env or cli_env(),
-            cwd=cwd,
-        )
+        with sigint_reaches_children():
+            self.proc = subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env or cli_env(),
+                cwd=cwd,
+            )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -163,12 +163,16 @@ def test_cancel_of_a_running_job_answers_that_it_is_being_cancelled(
     assert both.http.post(f"/api/jobs/{job_id}/cancel").status_code == 409
 
 
-def test_cancel_pending_never_runs(both: Live) -> None:
-    blockers = [both.submit("sleep", seconds=1.5, steps=1) for _ in range(2)]
+def test_cancel_pending_never_runs(both: Live, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"  # the blockers hold both workers until the cancel was answered
+    blockers = [both.submit("wait_for_file", path=str(gate)) for _ in range(2)]
     for blocker in blockers:
         both.wait(blocker["job_id"], statuses=("running",))
-    pending = both.submit("sleep", seconds=0.1)
-    answer = both.http.post(f"/api/jobs/{pending['job_id']}/cancel")
+    try:
+        pending = both.submit("sleep", seconds=0.1)
+        answer = both.http.post(f"/api/jobs/{pending['job_id']}/cancel")
+    finally:
+        gate.touch()
     assert answer.status_code == 200
     assert answer.json()["status"] == "cancelled", "the answer is what the cancel did"
     assert answer.json()["cancel_requested"] is False

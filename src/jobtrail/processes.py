@@ -48,16 +48,15 @@ AUTOGROUP = "/proc/self/autogroup"
 
 
 def below_the_server(nice: int) -> None:
-    """Run this process (a job's, the summary keeper's) at ``nice``, and make that count
-    against the server too.
+    """Run this job process at ``nice``, and make that count against the server too.
 
     Where the kernel shares the CPU between sessions first (``autogroup``, on by default in
     Debian's and Ubuntu's kernels), a process's nice only weighs it against its own session:
     a job in the server's session takes from the server's share, nice or not (4 flooding
     jobs held the API's p99 at 50-60 ms, ``benchmarks/api_latency.py``). So a process that
     is to run below the server leaves the session for one of its own (a session leader:
-    Ctrl-C on the server's terminal never reached jobs, and the keeper ignores it) and gives
-    that session's group the same nice. Nothing more is changed if the process cannot start
+    Ctrl-C on the server's terminal never reached jobs anyway) and gives that session's
+    group the same nice. Nothing more is changed if the process cannot start
     a session (it leads a group).
     """
     if nice <= 0:

@@ -7,10 +7,12 @@ next to its log, told by the server which jobs have new lines (``service.summari
            ──> SummaryKeeper.note ──> its thread folds and saves (logstore/summary.py)
     server <── stdout: "s JOB SEQ" saved up to SEQ (the server then loads it, not folds it)
 
-It runs at NICE, between the server and its jobs, in a session of its own (so that nice
-counts against the server under autogroup, as the jobs' does): the fold keeps up with a
-flood (well over half a million lines a second a core) while a request to the server never
-waits for it.
+It runs in a session of its own (``Summaries`` starts it so), at the server's priority:
+under autogroup its CPU is then a share apart from the server's, which its folds take
+nothing from, and it keeps up with the writer as it must (rotation deletes what it has not
+read: at nice 5 it fell behind under the parallel suite's load, ``tests/test_summary.py``).
+The fold does well over half a million lines a second a core, and a request to the server
+never waits for it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,9 @@ import threading
 from pathlib import Path
 
 from jobtrail.logstore import JobLogStore, SummaryKeeper
-from jobtrail.processes import below_the_server
 from jobtrail.service import playbook
 from jobtrail.service._helper_process import read_commands, report_stream
 
-NICE = 5  # below the server's requests, above the jobs (nice 10 by default) it summarises
 VERBS = {"a": "append", "c": "close", "d": "delete"}
 
 
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     # must not end the keeper before it saved the server's last lines.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    below_the_server(NICE)  # its own session: its share is not taken from the server's
     reports = report_stream()
     lock = threading.Lock()  # saves come from the keeper's thread, and at the stop from here
 

@@ -157,4 +157,6 @@ class Summaries:
         process.send(lines)
 
     def _spawn(self) -> HelperProcess:
-        return HelperProcess(KEEPER_MODULE, [self._root], self._on_report, log, "summary keeper")
+        return HelperProcess(  # a session of its own: see _summary_process
+            KEEPER_MODULE, [self._root], self._on_report, log, "summary keeper", own_session=True
+        )

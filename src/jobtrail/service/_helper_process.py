@@ -38,17 +38,13 @@ class HelperProcess:
         on_report: Callable[[bytes], None],
         log: logging.Logger,
         what: str,
-        own_session: bool = False,
     ) -> None:
-        """``own_session``: the helper leads a session of its own (under autogroup, a CPU
-        share apart from the server's)."""
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=own_session,
         )
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         self._stdin = self.proc.stdin

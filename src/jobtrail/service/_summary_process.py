@@ -7,17 +7,17 @@ next to its log, told by the server which jobs have new lines (``service.summari
            ──> SummaryKeeper.note ──> its thread folds and saves (logstore/summary.py)
     server <── stdout: "s JOB SEQ" saved up to SEQ (the server then loads it, not folds it)
 
-It runs in a session of its own (``Summaries`` starts it so), at the server's priority:
-under autogroup its CPU is then a share apart from the server's, which its folds take
-nothing from, and it keeps up with the writer as it must (rotation deletes what it has not
-read: at nice 5 it fell behind under the parallel suite's load, ``tests/test_summary.py``).
-The fold does well over half a million lines a second a core, and a request to the server
-never waits for it.
+It runs at NICE, between the server and its jobs, in the server's session: under autogroup it
+then shares the server's CPU share, and keeps pace with the listener as the in-server thread
+did. In a session of its own (a share apart) it fell behind under the parallel suite's load,
+far enough for rotation to delete lines it had not read (``tests/test_summary.py``). The fold
+does well over half a million lines a second a core; a request to the server never waits.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -27,6 +27,7 @@ from jobtrail.logstore import JobLogStore, SummaryKeeper
 from jobtrail.service import playbook
 from jobtrail.service._helper_process import read_commands, report_stream
 
+NICE = 5  # below the server's requests, above the jobs (nice 10 by default) it summarises
 VERBS = {"a": "append", "c": "close", "d": "delete"}
 
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     # must not end the keeper before it saved the server's last lines.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.nice(NICE)
+    except OSError:  # pragma: no cover - not allowed here: it still keeps the summaries
+        pass
     reports = report_stream()
     lock = threading.Lock()  # saves come from the keeper's thread, and at the stop from here
 

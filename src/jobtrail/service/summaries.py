@@ -157,6 +157,4 @@ class Summaries:
         process.send(lines)
 
     def _spawn(self) -> HelperProcess:
-        return HelperProcess(  # a session of its own: see _summary_process
-            KEEPER_MODULE, [self._root], self._on_report, log, "summary keeper", own_session=True
-        )
+        return HelperProcess(KEEPER_MODULE, [self._root], self._on_report, log, "summary keeper")

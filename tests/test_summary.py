@@ -9,13 +9,11 @@ summary, and a large log must answer at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -150,46 +148,6 @@ def test_a_running_job_has_a_summary_that_grows(both: Live) -> None:
     assert any(0 < n < 2000 for n in seen), seen  # answered mid-run, with part of the log
     assert seen == sorted(seen)
     assert summary(both, job_id)["records"] == both.logs(job_id, tail=1)["latest_seq"]
-
-
-def saved_seq(live: Live, job_id: str) -> int:
-    """How far the keeper process's saved digest of the job got (0: not saved yet)."""
-    try:
-        data = (Path(live.server.store.log_path(job_id)) / SUMMARY_FILE).read_bytes()
-    except FileNotFoundError:
-        return 0
-    return int(json.loads(data)["summarised_to_seq"])
-
-
-def wait_until(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"not {what} after {timeout:g} s"
-        time.sleep(0.05)
-
-
-def test_the_keeper_process_saves_and_a_killed_one_is_replaced(both: Live) -> None:
-    """The fold runs in the keeper process, not the server: the saved digest reaches the
-    log's end without a request. Killed, it is started again and carries on from its file,
-    and answers stay whole meanwhile (the server folds what the file lacks)."""
-    summaries = both.server.summaries
-    first = summaries.keeper_pid
-    assert first is not None and first != os.getpid()
-    job_id = both.submit("summary_mix", count=300)["job_id"]
-    both.wait(job_id)
-    latest = both.logs(job_id, tail=1)["latest_seq"]
-    wait_until("saved to the end", lambda: saved_seq(both, job_id) == latest)
-
-    os.kill(first, signal.SIGKILL)
-    wait_until("dead", lambda: summaries.keeper_pid != first)
-    again = both.submit("summary_mix", count=300)["job_id"]
-    both.wait(again)
-    assert summary(both, again)["records"] == both.logs(again, tail=1)["latest_seq"]
-    wait_until("replaced", lambda: summaries.keeper_pid not in (None, first))
-    wait_until(
-        "saved by the new one", lambda: saved_seq(both, again) == summary(both, again)["records"]
-    )
-    assert summary(both, job_id)["records"] == latest  # the first job's file, as saved
 
 
 def test_unknown_and_malformed_ids_are_404(both: Live) -> None:

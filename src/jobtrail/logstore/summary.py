@@ -2,20 +2,13 @@
 
 ::
 
-    listener ──append──> JobLogStore ──observe──> service.summaries: the job's name, on a pipe
-                                                                 │ the keeper process
-                                                                 ▼ (service/_summary_process)
-                  SummaryKeeper.note ──> store.read_lines(after=summarised_to_seq) ──> fold
+    listener ──append──> JobLogStore ──observe("append")──> SummaryKeeper.poke (a set add)
+                                                                 │ own thread, never the
+                                                                 ▼ listener's or the loop's
+                             store.read_lines(after=summarised_to_seq) ──> LogDigest.fold
                                                                  │   + every RecordFold
                              <job dir>/summary.json  <── ≤ 1/s and at the job's end (atomic)
-    API ──JobService.summary──> SummaryKeeper(saves=False).summary: the saved digest (loaded
-                                again once the keeper saved it well ahead), the rest folded
-
-The folding runs in a process of its own (``saves=True`` there): in the server it held the
-GIL three times as long as the listener while jobs flooded, and every request waited for it.
-The server's own keeper (``saves=False``) only answers: it folds what the saved digest lacks,
-so an answer covers every line written before it was asked for, whether or not the keeper
-process is alive or behind.
+    API ──JobService.summary──> SummaryKeeper.summary: catch up the rest, then a snapshot
 
 Because the digest is folded as lines arrive, it covers lines rotation deleted later (the
 first error of a job that logged 1 GB is still known); because it is saved next to the log
@@ -34,7 +27,6 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +54,6 @@ GATHER = 0.1
 # the GIL at once. At 1,024 lines a run it still folds over 500,000 lines a second.
 PACE = 0.001
 MEMORY_JOBS = 64  # digests held in memory (least recently used go; reloaded from file)
-# An answering keeper loads a job's saved digest again once the keeper process saved it this
-# many lines ahead of the digest it holds: loading costs about as much as folding that many
-RELOAD_LINES = 2 * READ_LINES
-SAVES_KEPT = 4096  # jobs whose last save an answering keeper remembers
 TOP_SHAPES = 20  # shapes the summary shows
 KEEP_SHAPES = 200  # shapes each job's table keeps exact (see shapes.ShapeTable)
 
@@ -86,21 +74,14 @@ class _Entry:
 class SummaryKeeper:
     """Keeps every job's ``LogDigest`` up to date from the store's files, in its own thread.
 
-    ``note(job_id, what)`` says a job has new lines, ended or was deleted (a set add and an
-    event), so whoever tells never waits for a fold; the keeper reads what is new with
-    ``read_lines``, folds it and saves it (``on_save`` hears of each save). ``summary`` folds
-    whatever the keeper has not reached yet first, so an answer covers every line written
-    before it was asked for.
-
-    ``saves=False``: a keeper that only answers (the server's): it never saves and runs no
-    thread; ``saved`` tells it where the keeper process's file got to.
+    The store calls ``_observe`` for every append (a set add and an event: it runs in the
+    listener's thread), so the listener never waits for a fold; the keeper reads what is
+    new with ``read_lines`` and folds it. ``summary`` folds whatever the keeper has not
+    reached yet first, so an answer covers every line written before it was asked for.
     """
 
-    def __init__(self, store: JobLogStore, *, saves: bool = True) -> None:
+    def __init__(self, store: JobLogStore) -> None:
         self._store = store
-        self._saves = saves
-        self.on_save: Callable[[str, int], None] | None = None
-        self._saved: OrderedDict[str, int] = OrderedDict()  # job -> seq its file is saved at
         self._factories: dict[str, FoldFactory] = {}
         self._shapes = ShapeCache()
         self._lock = threading.Lock()  # guards the dicts and sets below; held briefly
@@ -111,7 +92,7 @@ class SummaryKeeper:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.pace = PACE
+        store.observe(self._observe)
 
     def add_fold(self, name: str, factory: FoldFactory) -> None:
         """Feed every job's records to a fold built by ``factory`` (call before ``start``);
@@ -119,8 +100,6 @@ class SummaryKeeper:
         self._factories[name] = factory
 
     def start(self) -> None:
-        if not self._saves:
-            return
         self._thread = threading.Thread(target=self._run, name="summary-keeper", daemon=True)
         self._thread.start()
 
@@ -131,26 +110,14 @@ class SummaryKeeper:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._saves:
-            self._pass(final=True)
+        self._pass(final=True)
 
-    def saved(self, job_id: str, seq: int) -> None:
-        """The keeper process saved the job's digest up to ``seq`` (an answering keeper)."""
-        with self._lock:
-            if job_id not in self._deleted:
-                self._saved[job_id] = seq
-                self._saved.move_to_end(job_id)
-                while len(self._saved) > SAVES_KEPT:
-                    self._saved.popitem(last=False)
-
-    # -- what is new (must return at once: the listener's thread may call it) -----------
-    def note(self, job_id: str, what: str) -> None:
-        """``what``: "append" (new lines), "close" (the job ended) or "delete" (retention
-        removes its files: the digest is dropped and never saved again)."""
+    # -- the store's hook (the listener's thread: must return at once) -----------------
+    def _observe(self, job_id: str, what: str) -> None:
+        if what == "append" and job_id in self._dirty:  # queued, the event set: no lock
+            return
         if what == "delete":
             self._forget(job_id)
-            return
-        if not self._saves or (what == "append" and job_id in self._dirty):  # queued: no lock
             return
         with self._lock:
             self._dirty.add(job_id)
@@ -164,7 +131,6 @@ class SummaryKeeper:
         """Retention deletes the job's files: drop its digest and never save it again."""
         with self._lock:
             entry = self._entries.pop(job_id, None)
-            self._saved.pop(job_id, None)
             self._dirty.discard(job_id)
             self._ended.discard(job_id)
             self._deleted[job_id] = None
@@ -195,7 +161,7 @@ class SummaryKeeper:
             entry = self._entry(job_id)
             with entry.lock:
                 if job_id in dirty:
-                    self._catch_up(job_id, entry, pace=not final and self.pace > 0)
+                    self._catch_up(job_id, entry, pace=not final)
                 if entry.unsaved and (
                     final or job_id in ended or now - entry.saved_at >= SAVE_EVERY
                 ):
@@ -206,9 +172,6 @@ class SummaryKeeper:
         """The job's summary up to its latest line (folding what the keeper has not yet)."""
         entry = self._entry(job_id)
         with entry.lock:
-            saved = self._saved.get(job_id, 0)
-            if entry.digest is not None and saved > entry.digest.summarised_to_seq + RELOAD_LINES:
-                entry.digest = None  # the keeper process is well ahead: start from its file
             digest = self._catch_up(job_id, entry)
             dropped = self._store.stats(job_id).dropped
             return digest.summary(top, entry.truncated_before, dropped)
@@ -239,9 +202,9 @@ class SummaryKeeper:
             if not page.lines:
                 return digest
             digest.fold(page.seqs, page.lines, self._shapes)
-            entry.unsaved = self._saves
+            entry.unsaved = True
             if pace:
-                time.sleep(self.pace)
+                time.sleep(PACE)
             if not page.more:
                 return digest
 
@@ -274,11 +237,10 @@ class SummaryKeeper:
     def _save(self, job_id: str, entry: _Entry) -> None:
         """Write the digest atomically (temp file, rename; 0600) into the job's directory."""
         with self._lock:
-            if job_id in self._deleted or not self._saves:
+            if job_id in self._deleted:
                 return
         if entry.digest is None:
             return
-        seq = entry.digest.summarised_to_seq
         data = entry.digest.to_json()
         entry.unsaved, entry.saved_at = False, time.monotonic()
         try:
@@ -293,8 +255,6 @@ class SummaryKeeper:
             finally:
                 os.close(fd)
             os.replace(temp, SUMMARY_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            if self.on_save is not None:
-                self.on_save(job_id, seq)
         except OSError as exc:  # a full disk: keep it in memory and try again later
             entry.unsaved = True
             log.warning("cannot save the summary of %s: %s", job_id, exc)

@@ -5,12 +5,12 @@ and "tasks" of ``jobtypes.ansible.tables``), so they answer at once on any log."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from jobtrail.errors import InvalidQuery
 from jobtrail.jobtypes.ansible.job import JOB_TYPE
 from jobtrail.jobtypes.ansible.tables import hosts_fold, tasks_fold
-from jobtrail.logstore import Summary, SummaryKeeper
+from jobtrail.logstore import SummaryKeeper
 from jobtrail.models import Job
 
 
@@ -20,10 +20,6 @@ class TaskRows:
 
     tasks: list[dict[str, Any]]
     dropped: int = 0
-
-
-class Summaries(Protocol):
-    def summary(self, job_id: str) -> Summary: ...
 
 
 def add_folds(keeper: SummaryKeeper) -> None:
@@ -40,12 +36,12 @@ def check(job: Job) -> Job:
     return job
 
 
-def hosts(job: Job, keeper: Summaries) -> list[dict[str, Any]]:
+def hosts(job: Job, keeper: SummaryKeeper) -> list[dict[str, Any]]:
     found = keeper.summary(check(job).job_id).folds.get("hosts")
     return list(found or [])
 
 
-def task_rows(job: Job, keeper: Summaries, status: str | None) -> TaskRows:
+def task_rows(job: Job, keeper: SummaryKeeper, status: str | None) -> TaskRows:
     """The rows, ``status`` ones only if given; a row a stopped run left unfinished reads
     ``interrupted`` (its host was being acted on when the job ended)."""
     found = keeper.summary(check(job).job_id).folds.get("tasks") or {}
@@ -59,7 +55,7 @@ def task_rows(job: Job, keeper: Summaries, status: str | None) -> TaskRows:
     return TaskRows(rows, int(found.get("dropped", 0)))
 
 
-def failed_hosts(job: Job, keeper: Summaries) -> list[str]:
+def failed_hosts(job: Job, keeper: SummaryKeeper) -> list[str]:
     """From the failure digest (it outlives the log) when the job has one, else the log."""
     if job.job_type != JOB_TYPE:
         return []

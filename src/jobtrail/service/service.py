@@ -14,23 +14,15 @@ import builtins
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, LogsExpired, QueueFull
+from jobtrail.errors import JobFinished, JobNotEnded, JobNotFound, QueueFull
 from jobtrail.jobtypes.ansible import job as ansible
 from jobtrail.limits import Limits, resolve, server_limits
 from jobtrail.logstore import (
-    FieldMatch,
     JobLogStore,
-    LinePage,
-    LogPage,
-    LogStats,
-    Record,
-    SearchPage,
-    Summary,
-    search_query,
+    SummaryKeeper,
 )
 from jobtrail.messages import Outcome
 from jobtrail.models import Health, Job, JobStatus, is_job_id, new_job_id
@@ -39,9 +31,9 @@ from jobtrail.secrets import MASK, mask_secrets, secret_values
 from jobtrail.service import playbook, retention
 from jobtrail.service.config import ServerConfig, wants_log_export
 from jobtrail.service.home import open_home
+from jobtrail.service.logreads import LogReads
 from jobtrail.service.ports import SERVER_STOPPED, OpenBackend
 from jobtrail.service.rerun import check_failed_hosts, rerun_params
-from jobtrail.service.summaries import Summaries
 
 if TYPE_CHECKING:  # the otel extra is imported only by a server that exports
     from jobtrail.service.otel import LogExport
@@ -69,7 +61,7 @@ class Playbooks:
     playbooks: builtins.list[str]
 
 
-class JobService:
+class JobService(LogReads):
     def __init__(self, config: ServerConfig, open_backend: OpenBackend) -> None:
         self.config = config
         self._home = open_home(config)
@@ -79,7 +71,8 @@ class JobService:
             max_segment_bytes=config.log_max_bytes,
             max_segments=config.log_segments,
         )
-        self.summaries = Summaries(self.store)  # each job's log folded as it is written
+        self.summaries = SummaryKeeper(self.store)  # folds each job's log as it is written
+        playbook.add_folds(self.summaries)  # a playbook's hosts and tasks tables
         self.log_export: LogExport | None = None  # every record to an OTLP receiver
         if wants_log_export(config.otlp_endpoint):
             from jobtrail.service.otel import LogExport
@@ -247,114 +240,6 @@ class JobService:
         """What ``GET /api/playbooks`` lists (a file walk: call it off the event loop)."""
         base = ansible.playbooks_dir()
         return Playbooks(directory=str(base), playbooks=ansible.list_playbooks(base))
-
-    # -- the log reads: the API calls these, never the store --------------------------------
-    def check_logs(self, job_id: str) -> Job:
-        """The job, if its logs can be read; LogsExpired once retention removed them."""
-        job = self.get(job_id)
-        if job.logs_expired:
-            raise LogsExpired(job_id, self.config.retention_hours)
-        return job
-
-    def log_file(self, job_id: str) -> str:
-        return str(self.store.log_path(job_id))
-
-    def recent(self, job_id: str, n: int = 50) -> builtins.list[Record]:
-        return self.store.recent(job_id, n)
-
-    # -- the same reads as JSON bytes, for answers that splice them (logstore/raw.py) -------
-    def recent_heads(self, job_id: str, n: int = 50) -> builtins.list[bytes]:
-        """The JSON of the ``n`` newest records' heads (seq, timestamp, level, logger,
-        message), newest first, cut from the stored lines; ``read``'s ``LogPage.lines``
-        are its records' stored JSON."""
-        return self.store.recent_heads(job_id, n)
-
-    def read(
-        self,
-        job_id: str,
-        *,
-        tail: int = 100,
-        min_level: str = "DEBUG",
-        after: int | None = None,
-        since: str | None = None,
-        match: Mapping[str, str] | None = None,
-        fields: FieldMatch | None = None,
-    ) -> LogPage:
-        return self.store.read(
-            job_id,
-            tail=tail,
-            min_level=min_level,
-            after=after,
-            since=since,
-            match=match,
-            fields=fields,
-        )
-
-    def logs_at_once(self, job_id: str, tail: int) -> LogPage | None:
-        """The newest ``tail`` records, unfiltered, if the job and they are in memory (the
-        API answers on its event loop); None: call ``check_logs`` and ``read``, in a thread.
-        Raises as ``check_logs`` does for a job it has at once."""
-        job = self.peek(job_id)
-        if job is None:
-            return None
-        if job.logs_expired:
-            raise LogsExpired(job_id, self.config.retention_hours)
-        return self.store.tail_at_once(job_id, tail)
-
-    def recent_heads_at_once(self, job_id: str, n: int = 50) -> builtins.list[bytes] | None:
-        """``recent_heads`` if they are in memory; None: call it, in a thread."""
-        return self.store.recent_heads_at_once(job_id, n)
-
-    def read_lines(self, job_id: str, *, after: int, limit: int = 2000) -> LinePage:
-        return self.store.read_lines(job_id, after=after, limit=limit)
-
-    def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` (in the store's writer thread) after each append to the job."""
-        return self.store.watch(job_id, callback)
-
-    def stats(self, job_id: str) -> LogStats:
-        return self.store.stats(job_id)
-
-    # -- search: the text of every kept segment (logstore/search.py) --------------------------
-    def search(
-        self,
-        job_id: str,
-        q: str,
-        *,
-        match: Mapping[str, str] | None = None,
-        fields: FieldMatch | None = None,
-        **options: Any,
-    ) -> SearchPage:
-        """Records whose message or traceback holds ``q`` (options: ``regex``,
-        ``ignore_case``, ``context``, ``max_matches``, ``min_level``, ``after``, ``since``,
-        ``count_all``: see ``search_query``); ValueError says what to fix."""
-        query = search_query(q, match=match, fields=fields, **options)
-        return self.store.search(job_id, query)
-
-    # -- the log summary --------------------------------------------------------------------
-    def summary(self, job_id: str) -> Summary:
-        """The job's whole-log summary, kept as its records are written (rotated-away lines
-        included); once the job ended its drop count is the job's (what its process lost
-        too), as the job's JSON shows it."""
-        job = self.check_logs(job_id)
-        found = self.summaries.summary(job_id)
-        if job.status.terminal:
-            found.records_dropped = int(job.extra.get("dropped", 0))
-        return found
-
-    # -- a playbook's results as data (service/playbook.py) ---------------------------------
-    def hosts(self, job_id: str) -> builtins.list[dict[str, Any]]:
-        """Per host what PLAY RECAP prints (the counts so far while the playbook runs)."""
-        return playbook.hosts(self.check_logs(job_id), self.summaries)
-
-    def tasks(self, job_id: str, status: str | None = None) -> playbook.TaskRows:
-        """One row per task and host, oldest first; ``status="running"``: the hosts being
-        acted on now."""
-        return playbook.task_rows(self.check_logs(job_id), self.summaries, status)
-
-    def failed_hosts(self, job_id: str) -> builtins.list[str]:
-        """The hosts a playbook job failed or could not reach, sorted ([] for another job)."""
-        return playbook.failed_hosts(self.get(job_id), self.summaries)
 
     # -- retention ----------------------------------------------------------------------------
     def expire_logs(

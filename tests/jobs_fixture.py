@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import jobpkg.hostile  # noqa: F401  (registers the hostile job type: tests/jobpkg/hostile.py)
 
@@ -84,14 +85,20 @@ def process_tree(seconds: float = 60.0) -> None:
 
 @job("priority")
 def priority() -> dict[str, object]:
-    """How this job process is scheduled: its nice, session and autogroup."""
+    """How this job process is scheduled: its nice, session, autogroup and cpu cgroup."""
     with open("/proc/self/autogroup") as group:
         autogroup = group.read().strip()
+    with open("/proc/self/cgroup") as cgroups:
+        hierarchies = [line.rstrip("\n").split(":", 2) for line in cgroups]
     return {
+        "cpu_cgroup": next(path for _, names, path in hierarchies if "cpu" in names.split(",")),
         "nice": os.nice(0),
         "session_leader": os.getsid(0) == os.getpid(),
         "autogroup": autogroup,
-        "parent_autogroup": open(f"/proc/{os.getppid()}/autogroup").read().strip(),
+        # pid 1 of a namespace (--job-user) has no parent in sight
+        "parent_autogroup": Path(f"/proc/{os.getppid()}/autogroup").read_text().strip()
+        if os.getppid()
+        else "",
     }
 
 

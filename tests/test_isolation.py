@@ -28,6 +28,7 @@ import pytest
 from jobpkg import hostile
 
 from jobtrail.isolation import Isolation
+from support.cpu import assert_in_idle_group
 from support.sandbox import (
     COVERAGE_ENV,
     RootServer,
@@ -48,7 +49,9 @@ ATTACKS = tuple(a for a in hostile.ATTACKS if a != "own_memory")
 
 def _flags(mode: str) -> list[str]:
     flags = {"default": [], "job-user": ["--job-user", job_user()], "sandbox": ["--sandbox"]}
-    flags["both"] = [*flags["job-user"], *flags["sandbox"]]
+    # at the default nice: its jobs run in the idle cpu cgroup, which bwrap's read-only /sys
+    # leaves the launcher to join
+    flags["both"] = [*flags["job-user"], *flags["sandbox"], "--worker-nice", "10"]
     return flags[mode]
 
 
@@ -186,6 +189,12 @@ def test_a_sandboxed_job_runs_as_the_user_and_is_cancelled(
 ) -> None:
     _runs_as_the_user(servers("both"))
     _cancels(servers("both"))  # the pool signals bwrap's child, not bwrap
+
+
+def test_a_sandboxed_job_runs_in_the_idle_cpu_group(servers: Callable[[str], RootServer]) -> None:
+    job = servers("both").run("priority")
+    assert job["status"] == "completed", job
+    assert_in_idle_group(job["result"]["cpu_cgroup"])
 
 
 def test_the_hostile_job_gets_nowhere_under_sandbox(servers: Callable[[str], RootServer]) -> None:

@@ -29,6 +29,7 @@ from jobpkg import hostile
 
 from jobtrail.backends.redis.keys import log_key
 from jobtrail.messages import Started, from_fields
+from support.cpu import assert_in_idle_group
 from support.live import Live, live_server, server_config
 from support.redis_server import TESTS, WORKER_COMMAND, Workers, redis_server
 from support.sandbox import as_root_reachable, job_user
@@ -119,7 +120,7 @@ def _worker_as_user(
             home = tmp_path_factory.mktemp("home")
             playbooks = Path(TESTS) / "playbooks"
             config = server_config(home, job_modules=JOBS, playbooks=playbooks)
-            config = replace(config, backend=rs.url)
+            config = replace(config, backend=rs.url, worker_nice=10)  # the idle cpu group's
             with live_server(config) as running:
                 yield running, workers, str(home)
         finally:
@@ -255,6 +256,9 @@ def test_under_sandbox_a_job_writes_only_to_its_tmp_and_sees_no_home(
         python = Path(os.path.realpath(sys.executable))
         assert all(python.is_relative_to(Path(folder) / name) for name in names), found
     assert live.wait(live.submit("output")["job_id"])["status"] == "completed"
+    placed = live.wait(live.submit("priority")["job_id"])  # joined before its namespaces
+    assert placed["status"] == "completed", (placed["error"], live.all_records(placed["job_id"]))
+    assert_in_idle_group(placed["result"]["cpu_cgroup"])
     worker = psutil.Process(workers.procs[0].pid)
     targets = [os.getpid(), worker.pid, *(p.pid for p in worker.children())]
     done = live.wait(

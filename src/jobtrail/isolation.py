@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobtrail import cpu_group
 from jobtrail.errors import JobtrailError
 from jobtrail.registry import declared_sandbox_paths
 from jobtrail.sandbox_paths import SandboxPaths, check_declared, describe_unreachable, union
@@ -255,13 +256,17 @@ def _jobs_tmp_for() -> str:
     return str(folder)
 
 
-def write_launcher(isolation: Isolation, folder: Path, python: str = sys.executable) -> str:
-    """The executable multiprocessing spawns a worker with: ``python`` behind the launcher.
-    In ``folder``, which only root can read (the home)."""
+def write_launcher(
+    isolation: Isolation, folder: Path, cpu: str | None = None, python: str = sys.executable
+) -> str:
+    """The executable multiprocessing spawns a worker with: ``python`` behind the launcher,
+    which first joins the jobs' idle ``cpu`` group (``cpu_group``). In ``folder``, which only
+    root can read (the home)."""
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / "worker-launcher"
     command = shlex.join(isolation.wrap([python]))
-    path.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+    join = f"{cpu_group.launcher_line(cpu)}\n" if cpu else ""
+    path.write_text(f'#!/bin/sh\n{join}exec {command} "$@"\n')
     os.chmod(path, 0o700)
     return str(path)
 

@@ -12,7 +12,12 @@ from jobtrail.cli import mcp as mcp_verb
 from jobtrail.cli.logformat import add_log_format_argument
 from jobtrail.client import DEFAULT_URL
 from jobtrail.models import JobStatus
-from jobtrail.service.config import START_METHODS, default_home, default_start_method
+from jobtrail.service.config import (
+    START_METHODS,
+    WORKER_CPU,
+    default_home,
+    default_start_method,
+)
 from jobtrail.worker.runtime import TOKEN_ENV
 
 DESCRIPTION = "The `jobtrail` command: run the server, and talk to it from a terminal."
@@ -79,6 +84,13 @@ def _add_serve(sub: Verbs) -> None:
         type=int,
         default=10,
         help="CPU niceness of job processes (0: same as server)",
+    )
+    p.add_argument(
+        "--worker-cpu",
+        choices=WORKER_CPU,
+        default="idle",
+        help="with a nice above 0: jobs run in an idle cpu cgroup, which any other task "
+        "preempts at once (idle, where the host has one), or at their nice alone",
     )
     worker.add_limit_arguments(p)
     add_isolation_arguments(p)

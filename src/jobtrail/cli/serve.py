@@ -63,6 +63,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         log_max_bytes=args.log_max_bytes,
         retention_hours=args.retention_hours,
         worker_nice=args.worker_nice,
+        worker_cpu=args.worker_cpu,
         token=args.token or None,
         redact_patterns=tuple(args.redact or ()),
         redact_defaults=not args.no_redact,

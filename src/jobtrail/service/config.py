@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 START_METHODS = ("fork", "spawn", "forkserver")
+WORKER_CPU = ("idle", "nice")  # serve --worker-cpu
 
 
 def default_start_method() -> str:
@@ -63,7 +64,8 @@ class ServerConfig:
     log_segments: int = 5
     retention_hours: float = 72.0
     capture_level: int = logging.DEBUG
-    worker_nice: int = 10
+    worker_nice: int = 10  # 0: jobs run beside the server, not below it
+    worker_cpu: str = "idle"  # how they run below it: jobtrail.cpu_group, or "nice" alone
     max_pending: int = 10_000
     token: str | None = None  # with a token, every endpoint but /api/health needs it
     redact_patterns: tuple[str, ...] = ()

@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from jobtrail import cpu_group
 from jobtrail.errors import JobFailed
 from jobtrail.isolation import Isolation
 from jobtrail.limits import LIMIT_SIGNAL
@@ -217,6 +218,7 @@ class WorkerSettings:
     job_modules: tuple[str, ...] = ()
     capture_level: int = logging.DEBUG
     nice: int = 10
+    cpu_group: str | None = None  # the idle cpu cgroup jobs join (``cpu_group``), if any
     playbooks: str | None = None
     server_pid: int = 0
     server_started: float = 0.0
@@ -281,6 +283,8 @@ def worker_main(
     for path in settings.sys_path:
         if path not in sys.path:
             sys.path.append(path)
+    if settings.cpu_group:  # as root, before --job-user (a launcher under bwrap has joined)
+        cpu_group.join(settings.cpu_group)
     settings.isolation.enter()  # before JobRuntime: a change of user clears PDEATHSIG
     if settings.server_pid:
         threading.Thread(

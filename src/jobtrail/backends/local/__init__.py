@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from jobtrail import cpu_group
 from jobtrail.backends.local.listener import LogListener
 from jobtrail.backends.local.pool import WorkerPool
 from jobtrail.backends.local.records import LocalJobRecords
@@ -106,8 +107,9 @@ def open_backend(
         playbooks=config.playbooks,
         sys_path=sys.path,
     )
+    cpu = cpu_group.for_jobs(config.worker_cpu, config.worker_nice, log)
     # an isolated worker is spawned through its launcher, each in a PID namespace of its own
-    launcher = write_launcher(isolation, home.path / "run") if isolation.active else None
+    launcher = write_launcher(isolation, home.path / "run", cpu) if isolation.active else None
     context = multiprocessing.get_context("spawn" if launcher else config.start_method)
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(["jobtrail.worker.runtime"])
@@ -116,6 +118,7 @@ def open_backend(
         job_modules=config.job_modules,
         capture_level=config.capture_level,
         nice=config.worker_nice,
+        cpu_group=cpu,
         sys_path=tuple(sys.path),
         playbooks=os.environ.get(PLAYBOOKS_ENV),
         redact_patterns=config.redact_patterns,

@@ -48,6 +48,7 @@ def open_backend(
         "redact": config.redact_defaults,
         "level": config.capture_level,
         "nice": config.worker_nice,
+        "cpu": config.worker_cpu,  # each `jobtrail worker` makes the idle group on its host
     }
     dispatcher = RedisDispatcher(conn, db, options, ingest)
     return Backend(RedisJobRecords(db, conn, ingest), dispatcher, ingest)

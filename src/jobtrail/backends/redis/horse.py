@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 
 import redis
 
+from jobtrail import cpu_group
 from jobtrail.backends.redis import _job_image
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis._pidns import enter_job_namespaces, new_pid_namespace
@@ -75,6 +76,8 @@ JOB_FDS: dict[str, int] = {"spool": -1, "notes": -1, "notes_w": -1}
 JOB_PIPES: dict[str, StreamPipes | None] = {"pipes": None}
 # Set by `jobtrail worker --job-user` before it starts working: what the job's process becomes.
 ISOLATION: dict[str, Isolation] = {"isolation": Isolation()}
+# Set by `jobtrail worker`: the idle cpu cgroup of this host (``cpu_group``), "" if none.
+CPU_GROUP: dict[str, str] = {"group": ""}
 FORWARDED = (signal.SIGTERM, STOP_SIGNAL, LIMIT_SIGNAL)  # the horse passes these on
 LEFTOVER_DRAIN_SECONDS = 2.0  # after the job's process died: what its pipe still holds
 
@@ -123,7 +126,8 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
     pid = os.fork()
     if pid == 0:
         os.close(task_write)
-        relay.become_job_process(task, task_read)
+        idle = options.get("cpu") == "idle" and int(options.get("nice", 0)) > 0
+        relay.become_job_process(task, task_read, CPU_GROUP["group"] if idle else "")
     os.close(task_read)
     pipes = JOB_PIPES["pipes"]
     for write_end in (pipes.stdout[1], pipes.stderr[1]) if pipes else ():
@@ -154,13 +158,16 @@ class JobRelay:
         else:
             self._pending.append(signum)
 
-    def become_job_process(self, task: Task, task_read: int) -> NoReturn:
-        """In the fork: what needs the copy (namespaces, USER), then the exec of a fresh
-        image that reads ``task`` (the horse writes it) from ``task_read``; never returns."""
+    def become_job_process(self, task: Task, task_read: int, cpu: str = "") -> NoReturn:
+        """In the fork: what needs the copy (the idle ``cpu`` group, namespaces, USER), then
+        the exec of a fresh image that reads ``task`` (the horse writes it) from
+        ``task_read``; never returns."""
         try:
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)  # until JobRuntime sets its own
             os.close(self._read)
+            if cpu:  # while root and /sys writable: before the namespaces and USER
+                cpu_group.join(cpu)
             isolation = ISOLATION["isolation"]
             if isolation.user is not None:  # still root: a /proc of its own, its own tmpfs
                 enter_job_namespaces(

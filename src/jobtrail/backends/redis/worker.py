@@ -48,6 +48,7 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 
+from jobtrail import cpu_group
 from jobtrail.backends.redis import horse
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis._job_fds import JobFds
@@ -320,6 +321,8 @@ def run_workers(
     os.environ.pop(TOKEN_ENV, None)
     horse.ISOLATION["isolation"] = isolation or Isolation()  # every horse inherits it
     horse.JOB_MODULES[:] = job_modules  # what each job's fresh image imports
+    # made here, on the worker's host; the server's options say whether a job joins it
+    horse.CPU_GROUP["group"] = cpu_group.for_jobs("idle", 1, log) or ""
     if playbooks:
         os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
     import_job_modules(job_modules)  # before forking: every horse has the job types

@@ -37,14 +37,17 @@ class SlowService:
 
     check_logs = get
 
-    def peek(self, job_id: str) -> Job | None:
+    async def peek_on_loop(self, job_id: str) -> Job | None:
         return None  # not at hand: the route must ask ``get`` in a thread
 
-    def logs_at_once(self, job_id: str, tail: int) -> LogPage | None:
+    async def close_on_loop(self) -> None:
+        pass
+
+    async def logs_on_loop(self, job_id: str, tail: int) -> LogPage | None:
         return None
 
-    def health_at_once(self) -> Health | None:
-        return None  # as in Redis mode: asked in a thread
+    async def health_on_loop(self) -> Health | None:
+        return None  # as when Redis does not answer on the loop: asked in a thread
 
     def recent(self, job_id: str, n: int = 50) -> list[dict[str, Any]]:
         return []

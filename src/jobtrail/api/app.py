@@ -70,6 +70,7 @@ def create_app(
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
+            await service.close_on_loop()  # whoever owns the service: this loop ends
             if owned:
                 await asyncio.to_thread(service.stop)
 

@@ -29,7 +29,7 @@ from jobtrail.service.config import ServerConfig
 
 class LogReads:
     """The log reads of ``JobService``, which sets the attributes and defines ``get`` and
-    ``peek`` (the job, or JobNotFound; the job if it is had at once, else None)."""
+    ``peek_on_loop`` (the job, or JobNotFound; the job if it is had on the loop, else None)."""
 
     config: ServerConfig
     store: JobLogStore
@@ -39,6 +39,9 @@ class LogReads:
         raise NotImplementedError
 
     def peek(self, job_id: str) -> Job | None:
+        raise NotImplementedError
+
+    async def peek_on_loop(self, job_id: str) -> Job | None:
         raise NotImplementedError
 
     # -- the log reads: the API calls these, never the store --------------------------------
@@ -85,11 +88,11 @@ class LogReads:
             fields=fields,
         )
 
-    def logs_at_once(self, job_id: str, tail: int) -> LogPage | None:
-        """The newest ``tail`` records, unfiltered, if the job and they are in memory (the
-        API answers on its event loop); None: call ``check_logs`` and ``read``, in a thread.
-        Raises as ``check_logs`` does for a job it has at once."""
-        job = self.peek(job_id)
+    async def logs_on_loop(self, job_id: str, tail: int) -> LogPage | None:
+        """The newest ``tail`` records, unfiltered, if the job can be had without blocking
+        the event loop and they are in memory; None: call ``check_logs`` and ``read``, in a
+        thread. Raises as ``check_logs`` does for a job it has."""
+        job = await self.peek_on_loop(job_id)
         if job is None:
             return None
         self._readable(job)

@@ -53,6 +53,15 @@ class JobRecords(Protocol):
         API then answers on its event loop); None: ask ``get``, in a thread."""
         ...
 
+    async def peek_on_loop(self, job_id: str) -> Job | None:
+        """``peek``, or the job read without blocking the event loop (Redis mode awaits its
+        record); None: ask ``get``, in a thread."""
+        ...
+
+    async def close_on_loop(self) -> None:
+        """What ``peek_on_loop`` opened on the running loop, closed as the server stops."""
+        ...
+
     def list_jobs(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50
     ) -> list[Job]: ...
@@ -97,9 +106,9 @@ class Execution(Protocol):
 
     def cancel(self, job_id: str) -> str | None: ...
     def health(self) -> Health: ...
-    def health_at_once(self) -> Health | None:
-        """``health()`` if it can be had without waiting for a network; None: ask it, in a
-        thread."""
+    async def health_on_loop(self) -> Health | None:
+        """``health()`` had without blocking the event loop (in memory, or awaited); None:
+        ask it, in a thread."""
         ...
 
 

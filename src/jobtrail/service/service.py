@@ -177,6 +177,15 @@ class JobService(LogReads):
         """The job if it can be had at once (see ``JobRecords.peek``); None: call ``get``."""
         return self.records.peek(job_id) if is_job_id(job_id) else None
 
+    async def peek_on_loop(self, job_id: str) -> Job | None:
+        """The job if it can be had without blocking the event loop (``JobRecords``);
+        None: call ``get``, in a thread."""
+        return await self.records.peek_on_loop(job_id) if is_job_id(job_id) else None
+
+    async def close_on_loop(self) -> None:
+        """The server's event loop ends: what the records opened on it goes."""
+        await self.records.close_on_loop()
+
     def list(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50
     ) -> builtins.list[Job]:
@@ -212,9 +221,9 @@ class JobService(LogReads):
     def health(self) -> Health:
         return self.execution.health()
 
-    def health_at_once(self) -> Health | None:
-        """``health()`` if it can be had without a network (local mode); None: call it."""
-        return self.execution.health_at_once()
+    async def health_on_loop(self) -> Health | None:
+        """``health()`` had without blocking the loop (see ``Execution``); None: call it."""
+        return await self.execution.health_on_loop()
 
     # -- rerun --------------------------------------------------------------------------------
     def rerun(

@@ -67,9 +67,10 @@ async def get_job(job_id: str, service: Service) -> Response:
     """The job with its newest records (``recent_logs``: their first five keys, newest
     first). Served from the stored bytes (``api/bodies.py``); ``JobOut`` documents it.
 
-    On the event loop when the job is had at once (``peek``: in memory), else in a thread:
-    the hop costs more than the rest of such a request (0.3 of 0.8 ms)."""
-    job = service.peek(job_id)
+    On the event loop when the job is had there (``peek_on_loop``: in memory, or awaited
+    from Redis), else in a thread: the hop costs more than the rest of such a request
+    (0.3 of 0.8 ms)."""
+    job = await service.peek_on_loop(job_id)
     recent: list[bytes] | None = []
     if job is not None and not job.logs_expired:
         recent = service.recent_heads_at_once(job_id, RECENT_LOGS)
@@ -139,8 +140,8 @@ def list_playbooks(service: Service) -> PlaybooksOut:
 
 @router.get("/health", response_model=Health)
 async def health(service: Service) -> Health:
-    """On the event loop in local mode (counts in memory); Redis mode asks Redis in a thread."""
-    health = service.health_at_once()
+    """On the event loop: the counts in memory, or awaited from Redis; else in a thread."""
+    health = await service.health_on_loop()
     if health is None:
         health = await run_in_threadpool(service.health)
     return Health(

@@ -72,11 +72,11 @@ async def get_logs(
     """Records oldest first: as text lines, or as JSON the stored lines themselves (the
     body is built from the stored bytes, ``api/bodies.py``; ``LogsOut`` documents it).
 
-    A plain tail of a job in memory (``logs_at_once``: the job page's poll, an agent's) is
+    A plain tail of a job in memory (``logs_on_loop``: the job page's poll, an agent's) is
     answered on the event loop; anything else reads the files in a thread."""
     match = {k: v for k, v in (("host", host), ("task", task), ("event", event)) if v is not None}
     plain = level is Level.DEBUG and after is None and since is None and not match and not fields
-    page = service.logs_at_once(job_id, tail) if plain else None
+    page = await service.logs_on_loop(job_id, tail) if plain else None
     if page is None:
         page = await run_in_threadpool(
             _read, service, job_id, tail, level.value, after, since, match, fields

@@ -74,6 +74,9 @@ class PoolExecution:
             self._events.job_ended(job_id, Outcome.cancelled(CANCELLED_BEFORE_START))
         return where
 
+    async def health_on_loop(self) -> Health:
+        return self.health_at_once()
+
     def health_at_once(self) -> Health:
         """The pool's counts are in memory: never a wait."""
         return self.health()

@@ -276,6 +276,12 @@ class LocalJobRecords:
         finally:
             self._lock.release()
 
+    async def peek_on_loop(self, job_id: str) -> Job | None:
+        return self.peek(job_id)
+
+    async def close_on_loop(self) -> None:
+        """Nothing is opened on a loop here."""
+
     def _changed(self, job_id: str) -> None:
         """An ended job changes: what is kept of it goes (lock held)."""
         self._writes += 1

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 def open_backend(
     config: ServerConfig, home: Home, store: JobLogStore, events: BackendEvents
 ) -> Backend:
-    """The service's parts in Redis mode: two connections, since the ingest blocks in XREAD."""
+    """The service's parts in Redis mode: two connections, since the ingest blocks in XREAD,
+    and the event loop's own for the hot reads (``loopreads``)."""
     from jobtrail.backends.redis import keys as b
     from jobtrail.backends.redis.dispatch import RedisDispatcher
     from jobtrail.backends.redis.ingest import StreamIngest
+    from jobtrail.backends.redis.loopreads import LoopReads
     from jobtrail.backends.redis.records import RedisJobDB, RedisJobRecords
     from jobtrail.service.ports import Backend
 
@@ -50,5 +52,6 @@ def open_backend(
         "nice": config.worker_nice,
         "cpu": config.worker_cpu,  # each `jobtrail worker` makes the idle group on its host
     }
-    dispatcher = RedisDispatcher(conn, db, options, ingest)
-    return Backend(RedisJobRecords(db, conn, ingest), dispatcher, ingest)
+    loop_reads = LoopReads(config.backend)
+    dispatcher = RedisDispatcher(conn, db, options, ingest, loop_reads)
+    return Backend(RedisJobRecords(db, conn, ingest, loop_reads), dispatcher, ingest)

@@ -10,11 +10,12 @@ import time
 from typing import Any, Protocol
 
 import redis
-from rq import Queue, Worker
+from rq import Queue
 from rq.job import Job as RQJob
 
 from jobtrail.backends.redis import keys as b
 from jobtrail.backends.redis.horse import StreamSender
+from jobtrail.backends.redis.loopreads import LoopReads, ask_health, health_from
 from jobtrail.backends.redis.reaper import Reaper
 from jobtrail.backends.redis.records import RedisJobDB
 from jobtrail.limits import Limits
@@ -37,8 +38,10 @@ class RedisDispatcher:
         db: RedisJobDB,
         options: dict[str, Any],
         ingest: EndsIngested,
+        loop_reads: LoopReads,
     ) -> None:
         self._conn = conn
+        self._loop_reads = loop_reads
         self._db = db
         self._options = options
         self._ingest = ingest
@@ -94,15 +97,11 @@ class RedisDispatcher:
         self._ingest.wait_ended(job_id, CANCEL_SEEN_SECONDS)
         return "pending"
 
-    def health_at_once(self) -> None:
-        """The counts are Redis's: asked in a thread."""
-        return None
+    async def health_on_loop(self) -> Health | None:
+        """The counts are Redis's: awaited on the loop, in one round trip."""
+        return await self._loop_reads.health()
 
     def health(self) -> Health:
-        workers = int(Worker.count(connection=self._conn, queue=self.queue))
-        return Health(
-            workers=workers,
-            workers_alive=workers,
-            pending=self._db.count("pending"),
-            running=self._db.count("running"),
-        )
+        with self._conn.pipeline(transaction=False) as pipe:
+            ask_health(pipe)
+            return health_from(pipe.execute())

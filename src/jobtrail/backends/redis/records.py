@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import redis
 
 from jobtrail.backends.redis import keys as b
+from jobtrail.backends.redis.loopreads import LoopReads
 from jobtrail.models import Job, JobStatus
 
 BARRIER_GRACE = 5.0  # seconds after an end recorded elsewhere that this server waits for it
@@ -208,10 +209,13 @@ class EndsSeen(Protocol):
 class RedisJobRecords:
     """The service's ``JobRecords`` in Redis mode: ``RedisJobDB`` seen through the barrier."""
 
-    def __init__(self, db: RedisJobDB, conn: redis.Redis, ingest: EndsSeen) -> None:
+    def __init__(
+        self, db: RedisJobDB, conn: redis.Redis, ingest: EndsSeen, loop_reads: LoopReads
+    ) -> None:
         self.db = db
         self._conn = conn
         self._ingest = ingest
+        self._loop_reads = loop_reads
 
     def close(self) -> None:
         with contextlib.suppress(redis.RedisError):
@@ -234,6 +238,15 @@ class RedisJobRecords:
     def peek(self, job_id: str) -> None:
         """Never at once: the record is Redis's, and any server may change it."""
         return None
+
+    async def peek_on_loop(self, job_id: str) -> Job | None:
+        """The record awaited on the loop; None if there is none or Redis did not answer
+        (``get``, in a thread, then says which)."""
+        job = _decode(await self._loop_reads.job_hash(job_id) or {})
+        return None if job is None else self._as_seen_here(job)
+
+    async def close_on_loop(self) -> None:
+        await self._loop_reads.close()
 
     def list_jobs(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50

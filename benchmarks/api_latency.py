@@ -11,7 +11,8 @@ Targets: p99 < 100 ms (aim < 10 ms), idle and loaded; p99 loaded <= 3x p99 idle.
 ``/api/health``, ``GET /api/jobs/{id}`` and ``logs?tail=100`` in turn (also with
 ``format=json``), and the ratios are to ``/api/health`` in the same phase. Targets (issue 17):
 idle, jobs/{id} p50 <= 1.5x health p50 and logs?tail=100 p50 <= 2x; with 4 clients under the
-flood, p99 <= 10 ms and <= 3x the same clients' idle p99, for each path. ``--backend redis``
+flood, p99 <= 10 ms and <= 3x the same clients' idle p99, for each path; checked with the
+server at ``--worker-cpu idle`` (``--worker-cpu nice`` measures the default). ``--backend redis``
 runs the same in distributed mode: a redis-server and 4 ``jobtrail worker`` processes on this
 machine, the server's ``StreamIngest`` writing the floods' records.
 """
@@ -89,11 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend", choices=("local", "redis"), default="local", help="--mode clients only"
     )
+    parser.add_argument(
+        "--worker-cpu",
+        choices=("idle", "nice"),
+        default="idle",
+        help="--mode clients only: the server's --worker-cpu (the targets are checked at idle)",
+    )
     args = parser.parse_args(argv)
     samples = args.samples or (200 if args.quick else 1000)
     warmup = 20 if args.quick else 100
     if args.mode == "clients":
-        return clients_mode(samples, warmup, args.backend)
+        return clients_mode(samples, warmup, args.backend, args.worker_cpu)
     checks = Checks("api_latency")
     print(
         f"api_latency: GET /api/jobs/{{id}}, {samples} sequential requests a phase, "
@@ -159,10 +166,12 @@ def client_paths(job_id: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def served(backend: str) -> Iterator[Server]:
-    """A server with FLOODS workers: its own pool, or RQ workers on a Redis of its own."""
+def served(backend: str, worker_cpu: str = "idle") -> Iterator[Server]:
+    """A server with FLOODS workers: its own pool, or RQ workers on a Redis of its own;
+    its jobs at the default nice, and at ``--worker-cpu worker_cpu``."""
+    cpu = ("--worker-cpu", worker_cpu)
     if backend == "local":
-        with jobtrail_server(workers=FLOODS) as srv:
+        with jobtrail_server(workers=FLOODS, extra_args=cpu) as srv:
             yield srv
         return
     from distributed import redis_server, worker_procs  # needs the extra distributed
@@ -170,17 +179,17 @@ def served(backend: str) -> Iterator[Server]:
     with (
         redis_server() as url,
         worker_procs(url, FLOODS),
-        jobtrail_server(workers=FLOODS, extra_args=("--backend", url)) as srv,
+        jobtrail_server(workers=FLOODS, extra_args=("--backend", url, *cpu)) as srv,
     ):
         yield srv
 
 
 def measure_clients(
-    rounds: int, warmup: int, backend: str = "local"
+    rounds: int, warmup: int, backend: str = "local", worker_cpu: str = "idle"
 ) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
     """{(phase, clients): {path name: summary_ms}}, plus the capture rate under the flood."""
     out: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
-    with served(backend) as srv:
+    with served(backend, worker_cpu) as srv:
         job_id = srv.submit("flood", records=200)
         done = srv.wait(job_id)
         assert done["status"] == "completed", done
@@ -215,15 +224,15 @@ def measure_clients(
     return out
 
 
-def clients_mode(rounds: int, warmup: int, backend: str = "local") -> int:
-    checks = Checks(f"api_latency clients {backend}")
+def clients_mode(rounds: int, warmup: int, backend: str = "local", worker_cpu: str = "idle") -> int:
+    checks = Checks(f"api_latency clients {backend} --worker-cpu {worker_cpu}")
     print(
-        f"api_latency --mode clients --backend {backend}: {rounds} rounds a client and phase, "
-        f"each client its own process with one kept-alive http.client connection; "
-        f"{FLOODS} flood jobs"
+        f"api_latency --mode clients --backend {backend} --worker-cpu {worker_cpu}: "
+        f"{rounds} rounds a client and phase, each client its own process with one "
+        f"kept-alive http.client connection; {FLOODS} flood jobs"
     )
     load = os.getloadavg()[0]
-    res = measure_clients(rounds, warmup, backend)
+    res = measure_clients(rounds, warmup, backend, worker_cpu)
     print(f"load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     rows: list[list[object]] = []
     for (phase, clients), paths in res.items():

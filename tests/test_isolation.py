@@ -49,9 +49,16 @@ ATTACKS = tuple(a for a in hostile.ATTACKS if a != "own_memory")
 
 def _flags(mode: str) -> list[str]:
     flags = {"default": [], "job-user": ["--job-user", job_user()], "sandbox": ["--sandbox"]}
-    # at the default nice: its jobs run in the idle cpu cgroup, which bwrap's read-only /sys
+    # its jobs run in the idle cpu cgroup, which bwrap's read-only /sys
     # leaves the launcher to join
-    flags["both"] = [*flags["job-user"], *flags["sandbox"], "--worker-nice", "10"]
+    flags["both"] = [
+        *flags["job-user"],
+        *flags["sandbox"],
+        "--worker-nice",
+        "10",
+        "--worker-cpu",
+        "idle",
+    ]
     return flags[mode]
 
 

@@ -120,7 +120,8 @@ def _worker_as_user(
             home = tmp_path_factory.mktemp("home")
             playbooks = Path(TESTS) / "playbooks"
             config = server_config(home, job_modules=JOBS, playbooks=playbooks)
-            config = replace(config, backend=rs.url, worker_nice=10)  # the idle cpu group's
+            # the idle cpu group's test: the job's process joins it before its namespaces
+            config = replace(config, backend=rs.url, worker_nice=10, worker_cpu="idle")
             with live_server(config) as running:
                 yield running, workers, str(home)
         finally:

@@ -1,11 +1,11 @@
 """Jobs run below the server (``--worker-nice``, 10 by default), in both modes.
 
-With ``--worker-cpu idle`` (the default) each job process is in the idle cpu cgroup
+With ``--worker-cpu idle`` each job process is in the idle cpu cgroup
 (``jobtrail.cpu_group``), which any task that is not idle preempts at once; with
-``--worker-cpu nice`` it is not, and its nice alone puts it below. Either way it leads a
-session of its own whose autogroup has that nice too, since where the kernel shares the CPU
-between sessions first a nice inside the server's session is weighed only against the
-server's own threads. Output, children and cancel work as before."""
+``--worker-cpu nice`` (the default) it is not, and its nice alone puts it below. Either
+way it leads a session of its own whose autogroup has that nice too, since where the kernel
+shares the CPU between sessions first a nice inside the server's session is weighed only
+against the server's own threads. Output, children and cancel work as before."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_output_children_and_cancel_work_from_the_jobs_session(niced: tuple[Live
     assert response.status_code in (200, 202), response.text
     assert live.wait(tree)["status"] == "cancelled"
     said = [r["message"].split() for r in live.all_records(tree)]
-    pids = [int(words[1]) for words in said if words[0] in ("child", "grandchild")]
+    pids = [int(words[1]) for words in said if words[:1] in (["child"], ["grandchild"])]
     assert len(pids) == 2, said
     _, alive = psutil.wait_procs(
         [psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], 10

@@ -88,9 +88,10 @@ def _add_serve(sub: Verbs) -> None:
     p.add_argument(
         "--worker-cpu",
         choices=WORKER_CPU,
-        default="idle",
-        help="with a nice above 0: jobs run in an idle cpu cgroup, which any other task "
-        "preempts at once (idle, where the host has one), or at their nice alone",
+        default="nice",
+        help="with a nice above 0, how jobs run below the server: at that nice (nice), or "
+        "also in an idle cpu cgroup that any other task preempts at once (idle: they then "
+        "get only CPU time nothing else of the host wants)",
     )
     worker.add_limit_arguments(p)
     add_isolation_arguments(p)

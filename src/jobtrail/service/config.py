@@ -65,7 +65,7 @@ class ServerConfig:
     retention_hours: float = 72.0
     capture_level: int = logging.DEBUG
     worker_nice: int = 10  # 0: jobs run beside the server, not below it
-    worker_cpu: str = "idle"  # how they run below it: jobtrail.cpu_group, or "nice" alone
+    worker_cpu: str = "nice"  # how they run below it: by nice, or "idle" (jobtrail.cpu_group)
     max_pending: int = 10_000
     token: str | None = None  # with a token, every endpoint but /api/health needs it
     redact_patterns: tuple[str, ...] = ()

@@ -321,8 +321,11 @@ def run_workers(
     os.environ.pop(TOKEN_ENV, None)
     horse.ISOLATION["isolation"] = isolation or Isolation()  # every horse inherits it
     horse.JOB_MODULES[:] = job_modules  # what each job's fresh image imports
-    # made here, on the worker's host; the server's options say whether a job joins it
-    horse.CPU_GROUP["group"] = cpu_group.for_jobs("idle", 1, log) or ""
+    # made here, on the worker's host; a job joins it if its server has --worker-cpu idle
+    group, why = cpu_group.prepare()
+    horse.CPU_GROUP["group"] = group or ""
+    if group is None:
+        log.info("jobs of a server with --worker-cpu idle run at their nice only here: %s", why)
     if playbooks:
         os.environ[PLAYBOOKS_ENV] = os.path.abspath(playbooks)
     import_job_modules(job_modules)  # before forking: every horse has the job types

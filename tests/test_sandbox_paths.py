@@ -29,7 +29,9 @@ from typing import Any
 import pytest
 
 from jobtrail import SandboxPaths, job
+from jobtrail.client import Client
 from jobtrail.isolation import prepare
+from jobtrail.mcp._render import type_lines
 from support.live import live_server, server_config
 from support.modes import MODES
 from support.redis_server import TESTS, WORKER_COMMAND, Workers, redis_server
@@ -105,7 +107,15 @@ def area() -> Iterator[Area]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-Run = Callable[[str, str], dict[str, Any]]  # job type, name -> the ended job
+@dataclass(frozen=True)
+class Run:
+    """A sandboxed server: ``run(job type, name)`` submits a job and gives it ended."""
+
+    url: str
+    ended: Callable[[str, str], dict[str, Any]]
+
+    def __call__(self, job_type: str, name: str) -> dict[str, Any]:
+        return self.ended(job_type, name)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -131,7 +141,7 @@ def _local(area: Area, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
         def run(job_type: str, name: str) -> dict[str, Any]:
             return server.run(job_type, name=name)
 
-        yield run
+        yield Run(server.url, run)
 
 
 @contextlib.contextmanager
@@ -156,7 +166,7 @@ def _distributed(area: Area, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                         job_id = live.submit(job_type, name=name)["job_id"]
                         return live.wait(job_id, timeout=60)
 
-                    yield run
+                    yield Run(live.url, run)
             finally:
                 workers.stop()
     finally:
@@ -175,6 +185,17 @@ def test_a_job_reads_and_writes_what_its_type_declares_and_nothing_beside(
     assert found["write_read_only"] == "Read-only file system", found
     assert found["sibling"] == "No such file or directory", found  # its /tmp has no such folder
     assert not (area.read / name).exists()
+
+
+def test_the_client_and_the_mcp_tool_show_what_a_type_declares(run: Run, area: Area) -> None:
+    """``GET /api/job-types`` through the client, and ``list_job_types``'s lines of it."""
+    with Client(run.url) as client:
+        types = {t.name: t for t in client.job_types()}
+    declared, read, write = types["declared_paths"], str(area.read), str(area.write)
+    assert (declared.sandbox_read, declared.sandbox_write) == ((read,), (write,))
+    assert types["undeclared_paths"].sandbox_read == types["undeclared_paths"].sandbox_write == ()
+    assert f"  sandbox: reads {read}; writes {write}" in type_lines(declared)
+    assert not any(line.startswith("  sandbox:") for line in type_lines(types["undeclared_paths"]))
 
 
 def test_a_type_that_declares_nothing_gets_them_only_from_a_shared_pool_worker(

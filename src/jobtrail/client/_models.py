@@ -153,15 +153,25 @@ class LogPage:
 
 @dataclass(frozen=True)
 class JobType:
-    """A registered job type and the JSON Schema its params are checked against."""
+    """A registered job type, the JSON Schema its params are checked against, and the paths
+    ``--sandbox`` binds for it (``sandbox_read``, read-only; ``sandbox_write``)."""
 
     name: str
     description: str
     params_schema: JSON
+    sandbox_read: tuple[str, ...] = ()
+    sandbox_write: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: JSON) -> JobType:
-        return cls(data["name"], data["description"], data["params_schema"])
+        paths = data.get("sandbox_paths") or {}  # a server before they were declared: none
+        return cls(
+            data["name"],
+            data["description"],
+            data["params_schema"],
+            tuple(paths.get("read", ())),
+            tuple(paths.get("write", ())),
+        )
 
 
 @dataclass(frozen=True)

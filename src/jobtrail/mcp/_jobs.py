@@ -87,8 +87,9 @@ class JobTools:
         }
 
     async def list_job_types(self) -> CallToolResult:
-        """The job types this server runs: name, summary and params (type, required or
-        default); the full JSON Schema of each is in the structured content."""
+        """The job types this server runs: name, summary, params (type, required or
+        default) and the paths --sandbox binds for it; the full JSON Schema of each is in the
+        structured content."""
         with tool_errors():
             types = await self.client.job_types()
         reply = Reply()
@@ -103,6 +104,10 @@ class JobTools:
                     "name": job_type.name,
                     "description": job_type.description,
                     "params_schema": dict(job_type.params_schema),
+                    "sandbox_paths": {
+                        "read": list(job_type.sandbox_read),
+                        "write": list(job_type.sandbox_write),
+                    },
                 }
             )
         reply.data = {"job_types": shown}

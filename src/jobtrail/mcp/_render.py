@@ -134,4 +134,8 @@ def type_lines(job_type: JobType) -> list[str]:
             else f"default {json.dumps(spec.get('default'), default=str)}"
         )
         lines.append(f"  {name}: {kind or 'any'} ({extra})")
+    if job_type.sandbox_read or job_type.sandbox_write:  # what it may touch under --sandbox
+        reads = f"reads {', '.join(job_type.sandbox_read)}" if job_type.sandbox_read else ""
+        writes = f"writes {', '.join(job_type.sandbox_write)}" if job_type.sandbox_write else ""
+        lines.append(f"  sandbox: {'; '.join(part for part in (reads, writes) if part)}")
     return lines

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from jobtrail.logstore import store as store_module
+from jobtrail.logstore.search import search_query
 from jobtrail.logstore.store import JobLogStore
 from jobtrail.records import LEVEL_BITS, LEVELS, TimestampFormatter, encode_record
 
@@ -392,6 +394,7 @@ def test_delete_and_count_dropped(store: JobLogStore) -> None:
 _DISK_FULL = """
 import json, resource, signal, sys
 from pathlib import Path
+from jobtrail.logstore.search import search_query
 from jobtrail.logstore.store import JobLogStore
 from jobtrail.records import decode_record, encode_record
 
@@ -521,3 +524,33 @@ def test_watchers_hear_of_every_append_and_the_close(store: JobLogStore) -> None
     payload, mask = render(41, 5)
     store.append("other-0123456789ab", payload, 41, 5, mask)  # no ring kept (not from seq 1)
     assert heard == ["b", "other"]
+
+
+def test_a_search_answers_up_to_its_latest_seq_while_the_job_writes(tmp_path: Path) -> None:
+    """Every record matches here, so a search that began at seq N finds 1..N and says N: the
+    web page's Next then searches ``after`` N and misses nothing written meanwhile (when
+    ``latest_seq`` was read after the scan, records written during it fell in between)."""
+    s = JobLogStore(tmp_path)
+    fill(s, JOB, 2000)
+    stop = threading.Event()
+
+    def write() -> None:
+        first = 2001
+        while not stop.is_set() and first < 12_000:
+            payload, mask = render(first, 20)
+            s.append(JOB, payload, first, 20, mask)
+            first += 20
+            time.sleep(0.0005)  # a job logging, not a loop holding the GIL
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(8):
+            page = s.search(JOB, search_query("m", context=0, max_matches=20_000))
+            found = [int(m.record["seq"]) for m in page.matches]
+            assert found == list(range(1, page.latest_seq + 1)), (found[-1], page.latest_seq)
+            assert page.total_matches == page.latest_seq
+    finally:
+        stop.set()
+        writer.join(30)
+    s.close()

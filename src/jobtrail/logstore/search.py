@@ -166,11 +166,14 @@ def _scan(reader: SegmentReader, query: SearchQuery) -> Iterator[_Hit]:
                 blob = bytearray(SCAN_BYTES)
 
 
-def find_matches(reader: SegmentReader, query: SearchQuery) -> SearchPage:
-    """The first ``max_matches`` matches with their context, and how many there are."""
+def find_matches(reader: SegmentReader, query: SearchQuery, until: int | None = None) -> SearchPage:
+    """The first ``max_matches`` matches with their context, and how many there are; none
+    after seq ``until`` (what a running job wrote since the search began is the next one's)."""
     hits: list[_Hit] = []
     total = 0
     for hit in _scan(reader, query):
+        if until is not None and int(hit.record["seq"]) > until:
+            break
         total += 1
         if len(hits) < query.max_matches:
             hits.append(hit)

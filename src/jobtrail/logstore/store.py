@@ -377,12 +377,17 @@ class JobLogStore:
         return LinePage(seqs, lines, max([latest, *seqs[-1:]]), truncated, more)
 
     def search(self, job_id: str, query: SearchQuery) -> SearchPage:
-        """Matches of ``query`` in every kept segment, with their context (see ``search``)."""
+        """Matches of ``query`` in every kept segment, with their context (see ``search``),
+        up to ``latest_seq``: the seq written as it began, where a search ``after`` it goes on."""
+        writer = self._writers.get(job_id)  # its seq before the reader's snapshot
+        began = writer.latest_seq if writer is not None else None
         with self._reading(job_id) as reader:
             if reader is None:
                 return SearchPage([], 0 if query.count_all else None, False, None)
-            page = find_matches(reader, query)
-            page.latest_seq, page.truncated_before = self._bounds(job_id, reader)
+            latest, truncated = self._bounds(job_id, reader)
+            upto = latest if began is None else began
+            page = find_matches(reader, query, until=upto)
+            page.latest_seq, page.truncated_before = upto, truncated
         return page
 
     def stats(self, job_id: str) -> LogStats:

@@ -106,10 +106,15 @@ def launcher_line(group: str) -> str:
     return f"echo $$ > {shlex.quote(os.path.join(group, 'cgroup.procs'))} 2>/dev/null || true"
 
 
+def wanted(policy: str, nice: int) -> bool:
+    """Whether jobs join the idle group: ``--worker-cpu idle``, and below the server at all."""
+    return policy == "idle" and nice > 0
+
+
 def for_jobs(policy: str, nice: int, log: logging.Logger) -> str | None:
     """The group this server's (or worker's) jobs join, or None: none asked for (nice 0, or
     ``--worker-cpu nice``), or none to be had, which ``log`` is told once, at start."""
-    if nice <= 0 or policy != "idle":
+    if not wanted(policy, nice):
         return None
     group, why = prepare()
     if group is None:

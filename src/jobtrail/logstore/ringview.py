@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from jobtrail.logstore import raw
-from jobtrail.logstore.queries import Record, RecordFilter
+from jobtrail.logstore.queries import LogPage, Record, RecordFilter
 from jobtrail.records import text_line
 
 VIEWS_KEPT = 256  # jobs whose view is kept (least recently used go)
@@ -48,6 +48,21 @@ class RingView:
         if self._texts is None:
             self._texts = [text_line(record) for _, record in self.pairs()]
         return self._texts
+
+    def tail(self, tail: int, latest: int, full: bool) -> LogPage | None:
+        """The newest ``tail`` records as ``read`` pages them, rotation having removed
+        nothing; None if a ``full`` ring holds fewer (the older ones are on disk only)."""
+        found = self.pairs()[-tail:]
+        if len(found) < tail and full:
+            return None
+        if not found:
+            return LogPage([], None, None, latest, 1, False)
+        last: int = found[-1][1]["seq"]
+        records, lines = [record for _, record in found], [line for line, _ in found]
+        return LogPage(
+            records, found[0][1]["seq"], last, max(latest, last), 1, False, lines,
+            self.texts()[-tail:],
+        )  # fmt: skip
 
 
 def _same(kept: list[bytes], lines: list[bytes]) -> bool:

@@ -294,23 +294,7 @@ class JobLogStore:
         lines = self._rings.lines(job_id)
         if lines is None:
             return None
-        view = self._views.get(job_id, lines)
-        found = view.pairs()[-tail:]
-        if len(found) < tail and len(lines) == self._rings.size:  # older ones are on disk
-            return None
-        if not found:
-            return LogPage([], None, None, latest, 1, False)
-        last: int = found[-1][1]["seq"]
-        return LogPage(
-            [record for _, record in found],
-            found[0][1]["seq"],
-            last,
-            max(latest, last),
-            1,
-            False,
-            [line for line, _ in found],
-            view.texts()[-tail:],
-        )
+        return self._views.get(job_id, lines).tail(tail, latest, len(lines) == self._rings.size)
 
     def _ring(self, job_id: str) -> list[bytes]:
         self._path(job_id)

@@ -75,9 +75,6 @@ class PoolExecution:
         return where
 
     async def health_on_loop(self) -> Health:
-        return self.health_at_once()
-
-    def health_at_once(self) -> Health:
         """The pool's counts are in memory: never a wait."""
         return self.health()
 

@@ -126,7 +126,7 @@ def run_job(job_id: str, job_type: str, params: dict[str, Any], options: dict[st
     pid = os.fork()
     if pid == 0:
         os.close(task_write)
-        idle = options.get("cpu") == "idle" and int(options.get("nice", 0)) > 0
+        idle = cpu_group.wanted(str(options.get("cpu")), int(options.get("nice", 0)))
         relay.become_job_process(task, task_read, CPU_GROUP["group"] if idle else "")
     os.close(task_read)
     pipes = JOB_PIPES["pipes"]
